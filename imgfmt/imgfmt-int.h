@@ -1,0 +1,98 @@
+/* imgfmt-int.h: what the format drivers share with the dispatcher (img.c).
+ * Only files in imgfmt/ include this.
+ *
+ * A driver is a table of operations (struct img_ops). img.c does the
+ * generic work once: bounds, read-only, overflow of off + len, and the
+ * walk down a backing chain for block status. Drivers never see a request
+ * outside [0, img->size). A NULL op means "unsupported" (-ENOTSUP).
+ */
+#ifndef IMGFS_IMGFMT_INT_H
+#define IMGFS_IMGFMT_INT_H
+
+#include "imgfmt.h"
+
+#include <pthread.h>
+
+/* Kinds a driver reports for its own layer; img.c resolves UNALLOCATED
+ * through the backing chain into DATA / ZERO / HOLE. */
+#define IMG_EXTENT_UNALLOCATED ((enum img_extent_kind)100)
+
+struct img_ops {
+	const char *name;
+	/* Score 0..100 for the first bytes of the file. */
+	int (*probe)(const uint8_t *head, size_t len);
+	/* img->fd, path, read_only and opts are set; sets img->size. */
+	int (*open)(struct img *img, struct img_err *err);
+	void (*close)(struct img *img);
+	int (*pread)(struct img *img, void *buf, size_t len, uint64_t off);
+	int (*pwrite)(struct img *img, const void *buf, size_t len,
+		      uint64_t off);
+	int (*discard)(struct img *img, uint64_t off, uint64_t len);
+	int (*write_zeroes)(struct img *img, uint64_t off, uint64_t len);
+	int (*flush)(struct img *img);
+	/* Kind DATA / ZERO / IMG_EXTENT_UNALLOCATED for this layer only;
+	 * depth is ignored. */
+	int (*block_status)(struct img *img, uint64_t off, uint64_t len,
+			    struct img_extent *ext_r);
+	int (*get_info)(struct img *img, struct img_info *info);
+	int (*snapshot_list)(struct img *img, struct img_snapshot **list_r,
+			     size_t *nb_r);
+	int (*snapshot_open)(struct img *img, const char *id,
+			     struct img **snap_r, struct img_err *err);
+	int (*snapshot_create)(struct img *img, const char *name,
+			       struct img_err *err);
+	int (*snapshot_delete)(struct img *img, const char *id,
+			       struct img_err *err);
+};
+
+struct img {
+	const struct img_ops *ops;
+	char *path;       /* as opened (backing: resolved, not realpath'd) */
+	char *real_path;  /* realpath(path), for loop checks */
+	int fd;           /* the image file; owned unless shares_fd */
+	bool shares_fd;   /* snapshot handles borrow their parent's fd */
+	bool read_only;
+	bool probed;      /* format was probed, not given (raw write rule) */
+	uint64_t size;    /* virtual size in bytes */
+	struct img_open_opts opts;
+	/* realpath of the top image's folder: the root for backing=local. */
+	char *trusted_dir;
+	/* The image whose open is opening this one (backing chain), for
+	 * loop detection; NULL for the top image. Valid during open only. */
+	const struct img *opener;
+	unsigned chain_depth;
+	struct img *backing;
+	void *priv;       /* driver state */
+};
+
+/* Longest backing chain we open: deep enough for any real image, short
+ * enough that a hostile chain cannot exhaust descriptors. */
+#define IMG_MAX_CHAIN_DEPTH 64
+
+extern const struct img_ops img_raw_ops;
+extern const struct img_ops img_qcow2_ops;
+
+/* Allocates a handle with fd = -1 and copies opts; NULL on ENOMEM. */
+struct img *img_alloc(const struct img_open_opts *opts);
+/* Frees a handle's generic fields (not priv, not backing). */
+void img_free_handle(struct img *img);
+
+/* Opens a backing file named in parent's header (relative names are
+ * relative to parent's folder), applying the backing policy and the loop
+ * and depth checks. fmt is IMG_FORMAT_PROBE when the header names none.
+ * The result is read-only. Fills err naming the file and the option that
+ * would allow it when the policy refuses (-EPERM). */
+int img_open_backing(struct img *parent, const char *name,
+		     enum img_format fmt, struct img **backing_r,
+		     struct img_err *err);
+
+/* Opens an external data file named in parent's header under the same
+ * path policy, read-only or read-write like parent. Returns the fd. */
+int img_open_data_file(struct img *parent, const char *name, int *fd_r,
+		       struct img_err *err);
+
+/* Reads [off, off+len) of img's backing image: zeroes where there is no
+ * backing image or past its end. */
+int img_read_backing(struct img *img, void *buf, size_t len, uint64_t off);
+
+#endif

@@ -1,0 +1,171 @@
+/* imgfmt.h: the public interface of the image-format layer.
+ *
+ * One opaque handle (struct img) per open image, whatever its format. The
+ * handle is safe to use from several threads at once: reads of allocated
+ * data run in parallel, metadata is guarded inside the driver.
+ *
+ * Every fallible call returns 0 (or a non-negative count) on success and
+ * -errno on failure. I/O is all-or-nothing: there are no short counts.
+ * Calls that a person must act on (open, snapshot operations) also fill a
+ * struct img_err with one line that names the image and the problem.
+ *
+ * imgfmt knows nothing of FUSE, partitions or virtio, and never prints.
+ */
+#ifndef IMGFS_IMGFMT_H
+#define IMGFS_IMGFMT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct img;
+
+enum img_format {
+	IMG_FORMAT_PROBE = 0, /* qcow2 by its magic, anything else raw */
+	IMG_FORMAT_RAW,
+	IMG_FORMAT_QCOW2,
+};
+
+/* Which backing and external data files an image may pull in. The check
+ * applies at every depth of a chain, after resolving symbolic links. */
+enum img_backing_policy {
+	IMG_BACKING_LOCAL = 0, /* only inside the top image's folder or below */
+	IMG_BACKING_FOLLOW,    /* any path, as QEMU does */
+	IMG_BACKING_DENY,      /* none at all */
+};
+
+struct img_open_opts {
+	enum img_format format;
+	bool read_only;
+	enum img_backing_policy backing;
+	/* Upper bound of the metadata cache in bytes; 0 picks the default
+	 * (IMG_DEFAULT_CACHE_BYTES). Backing images get the same bound. */
+	size_t cache_bytes;
+};
+
+#define IMG_DEFAULT_CACHE_BYTES (1024 * 1024)
+#define IMG_ERR_MSG_MAX 512
+
+/* A message a person can act on, e.g. "a.qcow2: L1 table at 0x... lies
+ * past the end of the file". errnum is the same negative errno that the
+ * failing call returned. */
+struct img_err {
+	int errnum;
+	char msg[IMG_ERR_MSG_MAX];
+};
+
+/* Fills err (if not NULL) and returns errnum (a negative errno). */
+int img_err(struct img_err *err, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Opens path. opts may be NULL (probe, read-write, backing=local).
+ * On failure returns -errno and fills err; *img_r is untouched.
+ * -EACCES / -ENOENT / -EISDIR for the file, -EINVAL for corrupt or
+ * unsupported images, -EPERM for a backing file the policy refuses,
+ * -ELOOP for a backing chain that loops, -EROFS when read-write was asked
+ * of an image marked corrupt. */
+int img_open(const char *path, const struct img_open_opts *opts,
+	     struct img **img_r, struct img_err *err);
+
+/* Closes the image and its backing chain; accepts NULL. Snapshot handles
+ * opened from img must be closed first. */
+void img_close(struct img *img);
+
+uint64_t img_size(const struct img *img);
+bool img_is_read_only(const struct img *img);
+/* The path the image was opened with (backing files: as resolved). */
+const char *img_path(const struct img *img);
+/* The backing image, or NULL. Owned by img. */
+struct img *img_backing(const struct img *img);
+/* The descriptor of the image file itself (for stat and locks). */
+int img_fd(const struct img *img);
+
+struct img_info {
+	const char *format;       /* "raw" or "qcow2" */
+	uint64_t virtual_size;
+	uint64_t cluster_size;    /* 0 for raw */
+	unsigned qcow2_version;   /* 2 or 3; 0 for raw */
+	unsigned refcount_bits;
+	bool extended_l2;
+	const char *compression;  /* "zlib", "zstd"; NULL for raw */
+	const char *backing_file; /* as stored in the image, or NULL */
+	const char *backing_format; /* from the header extension, or NULL */
+	const char *data_file;    /* external data file as stored, or NULL */
+	bool data_file_raw;
+	bool dirty;
+	bool corrupt;
+	bool lazy_refcounts;
+	size_t nb_snapshots;
+};
+
+/* Fills info; the strings stay valid while img is open. */
+int img_get_info(struct img *img, struct img_info *info);
+
+/* Reads/writes [off, off + len) of the virtual disk. A range past the end
+ * fails with -EINVAL (read) or -ENOSPC (write); writes to a read-only
+ * image fail with -EROFS; corrupt metadata gives -EIO. */
+int img_pread(struct img *img, void *buf, size_t len, uint64_t off);
+int img_pwrite(struct img *img, const void *buf, size_t len, uint64_t off);
+/* Drops the range so it reads as zeroes (or from the backing file, where
+ * the format cannot express a zero); frees host space where it can. */
+int img_discard(struct img *img, uint64_t off, uint64_t len);
+/* Makes the range read as zeroes. */
+int img_write_zeroes(struct img *img, uint64_t off, uint64_t len);
+/* Makes everything written so far durable in the image file. */
+int img_flush(struct img *img);
+
+enum img_extent_kind {
+	IMG_EXTENT_DATA, /* data stored at some depth of the chain */
+	IMG_EXTENT_ZERO, /* stored as zeroes (zero flag, hole in raw) */
+	IMG_EXTENT_HOLE, /* allocated nowhere in the chain: reads as zeroes */
+};
+
+struct img_extent {
+	uint64_t off; /* guest offset, the off that was asked */
+	uint64_t len; /* > 0 */
+	enum img_extent_kind kind;
+	unsigned depth; /* 0: this image, 1: its backing file, ... */
+	/* For DATA stored plainly (not compressed), the file that holds the
+	 * bytes and where: a reader may pread/splice from it directly while
+	 * the image is open and unchanged. Otherwise host_fd is -1. */
+	int host_fd;
+	uint64_t host_off;
+};
+
+/* Describes the range that starts at off and is at most len bytes long
+ * with one kind (the extent may be shorter than len). 0 or -errno. */
+int img_block_status(struct img *img, uint64_t off, uint64_t len,
+		     struct img_extent *ext_r);
+
+/* Bytes of the virtual disk stored as data in this image itself (depth
+ * 0), for st_blocks. */
+int img_allocated_bytes(struct img *img, uint64_t *bytes_r);
+
+struct img_snapshot {
+	char *id;   /* unique ID string, e.g. "1" */
+	char *name; /* may be empty; not necessarily unique */
+	uint64_t date_sec;
+	uint32_t date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t disk_size;
+	uint64_t vm_state_size;
+};
+
+/* Lists internal snapshots in table order. *list_r is freed with
+ * img_snapshot_list_free. Formats without snapshots give an empty list. */
+int img_snapshot_list(struct img *img, struct img_snapshot **list_r,
+		      size_t *nb_r);
+void img_snapshot_list_free(struct img_snapshot *list, size_t nb);
+
+/* Opens the snapshot with this ID as a read-only image of its own, whose
+ * size is the snapshot's disk size. Close it before img. */
+int img_snapshot_open(struct img *img, const char *id, struct img **snap_r,
+		      struct img_err *err);
+/* Creates a snapshot of the current state with this name (-EEXIST if the
+ * name is taken). */
+int img_snapshot_create(struct img *img, const char *name,
+			struct img_err *err);
+/* Deletes the snapshot with this ID. */
+int img_snapshot_delete(struct img *img, const char *id, struct img_err *err);
+
+#endif

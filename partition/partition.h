@@ -1,0 +1,47 @@
+/* partition.h: the public interface of the partition layer.
+ *
+ * Reads a partition table (every label libfdisk knows: MBR with extended
+ * and logical partitions, GPT, BSD, SGI, Sun) and probes each partition's
+ * filesystem with libblkid, from a file descriptor and a size. It knows
+ * nothing of image formats: the caller hands a descriptor whose bytes are
+ * the disk (a raw image, or the daemon's own mounted `disk` file).
+ */
+#ifndef IMGFS_PARTITION_H
+#define IMGFS_PARTITION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct part_entry {
+	unsigned number;      /* as the table numbers it; MBR logical: 5.. */
+	uint64_t start_bytes;
+	uint64_t size_bytes;  /* clipped to the end of the disk */
+	bool past_end;        /* the table says it runs past the disk end */
+	char *type;           /* "0x83" (MBR) or the type GUID (GPT) */
+	char *type_name;      /* "Linux filesystem", or NULL */
+	char *part_uuid;      /* GPT partition GUID, MBR "disk-id-NN"; NULL */
+	char *part_name;      /* GPT partition name, or NULL */
+	char *fs_type;        /* "ext4", "vfat"... from libblkid, or NULL */
+	char *fs_label;
+	char *fs_uuid;
+};
+
+struct part_table {
+	char *label;          /* "dos", "gpt", ...; NULL: no table found */
+	char *disk_id;        /* disk identifier, or NULL */
+	char *error;          /* table present but unusable: why; or NULL */
+	char *disk_fs_type;   /* filesystem on the whole disk, or NULL */
+	char *disk_fs_label;
+	char *disk_fs_uuid;
+	size_t nb_parts;
+	struct part_entry *parts; /* sorted by number */
+};
+
+/* Scans the disk in fd (size bytes). Returns 0 and a table, which may have
+ * no partitions, or an error string; -ENOMEM and other -errno only when
+ * nothing could be read at all. Free with part_table_free. */
+int part_scan(int fd, uint64_t size, struct part_table **table_r);
+void part_table_free(struct part_table *table);
+
+#endif
