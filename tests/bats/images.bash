@@ -1,0 +1,246 @@
+# images.bash: building test images with qemu-img and qemu-io.
+#
+# Load it from a .bats file with `load images`. Every function works on the
+# paths it is given (relative paths are relative to the current directory;
+# tests cd into $BATS_TEST_TMPDIR first) and fails the test, with qemu's
+# own message on stderr, when a qemu tool fails. Nothing here skips: check
+# for qemu-img / qemu-io with your own `require` before calling.
+#
+# Building:
+#   make_raw PATH SIZE                     sparse raw image (qemu-img create)
+#   make_qcow2 PATH SIZE [OPTS [ARGS...]]  qcow2; OPTS is a qemu-img -o list
+#                                          ("" for none), ARGS go to
+#                                          qemu-img create as they are
+#   make_overlay PATH BACKING [BFMT [SIZE [OPTS]]]
+#                                          qcow2 over BACKING, named as given
+#                                          (relative names are relative to
+#                                          PATH's folder); BFMT "" probes
+#   make_chain DIR DEPTH SIZE [OPTS]       DIR/layer0.qcow2 .. layerN-1,
+#                                          each backed by the one before,
+#                                          each writing its own pattern
+# Writing:
+#   qio IMG CMD...                         qemu-io -c CMD for each CMD
+#   fill_pattern IMG [SEED [UNIT]]         data, zero, unallocated, zero
+#                                          over data, compressed and
+#                                          unaligned pieces, deterministic
+#   strip_backing_format IMG               hide the backing-format header
+#                                          extension so the backing probes
+#   set_incompatible_bit IMG BIT           set a qcow2 v3 incompatible
+#                                          feature bit (0 dirty, 1 corrupt)
+# Reading facts:
+#   img_format IMG, img_cluster_size IMG, img_virtual_size IMG
+#   qemu_raw IMG OUT [ARGS...]             qemu-img convert -O raw
+
+# qemu-img info --output=json, for the small facts below.
+_img_info_json() {
+	qemu-img info -U --output=json "$1"
+}
+
+# Prints the value of a top-level numeric or string field of the JSON.
+_json_field() {
+	sed -n 's/^    "'"$1"'": "\{0,1\}\([^",]*\)"\{0,1\},\{0,1\}$/\1/p' | head -n 1
+}
+
+img_format() {
+	_img_info_json "$1" | _json_field format
+}
+
+img_cluster_size() {
+	local c
+	c=$(_img_info_json "$1" | _json_field cluster-size)
+	echo "${c:-0}"
+}
+
+img_virtual_size() {
+	_img_info_json "$1" | _json_field virtual-size
+}
+
+# True when the qcow2 image keeps its data in an external data file (which
+# cannot hold compressed clusters).
+_img_has_data_file() {
+	_img_info_json "$1" | grep -q '"data-file":'
+}
+
+make_raw() {
+	qemu-img create -q -f raw "$1" "$2"
+}
+
+make_qcow2() {
+	local path=$1 size=$2 opts=${3:-}
+	shift 2
+	[[ $# -gt 0 ]] && shift
+	if [[ -n $opts ]]; then
+		qemu-img create -q -f qcow2 -o "$opts" "$@" "$path" "$size"
+	else
+		qemu-img create -q -f qcow2 "$@" "$path" "$size"
+	fi
+}
+
+# make_overlay PATH BACKING [BFMT [SIZE [OPTS]]]: BACKING is stored as
+# given. With BFMT empty the image names no backing format and readers
+# must probe (qemu-img refuses to create that directly, so the overlay is
+# created with the real format and the extension is hidden afterwards).
+make_overlay() {
+	local path=$1 backing=$2 bfmt=${3-qcow2} size=${4:-} opts=${5:-}
+	local real_fmt=$bfmt dir
+
+	if [[ -z $bfmt ]]; then
+		dir=$(dirname "$path")
+		if [[ $backing == /* ]]; then
+			real_fmt=$(img_format "$backing")
+		else
+			real_fmt=$(img_format "$dir/$backing")
+		fi
+	fi
+	qemu-img create -q -f qcow2 ${opts:+-o "$opts"} -b "$backing" \
+		-F "$real_fmt" "$path" $size || return 1
+	if [[ -z $bfmt ]]; then
+		strip_backing_format "$path"
+	fi
+}
+
+# strip_backing_format IMG: turns the backing-format header extension
+# (magic 0xe2792aca) into an unknown extension, which readers skip, so the
+# backing file's format must be probed.
+strip_backing_format() {
+	local img=$1 off
+	off=$(head -c 4096 "$img" | LC_ALL=C grep -obUaP '\xe2\x79\x2a\xca' |
+		head -n 1 | cut -d: -f1)
+	if [[ -z $off ]]; then
+		echo "strip_backing_format: $img has no backing format" >&2
+		return 1
+	fi
+	printf '\x69\x66\x73\x21' |
+		dd of="$img" bs=1 seek="$off" conv=notrunc status=none
+}
+
+# set_incompatible_bit IMG BIT: ORs bit BIT (0..63) into the qcow2 v3
+# header's incompatible_features (bytes 72..79, big-endian).
+set_incompatible_bit() {
+	local img=$1 bit=$2 byte_off old new
+	byte_off=$((79 - bit / 8))
+	old=$(od -A n -t u1 -j "$byte_off" -N 1 "$img" | tr -d ' ')
+	new=$((old | (1 << (bit % 8))))
+	printf "\\x$(printf %02x "$new")" |
+		dd of="$img" bs=1 seek="$byte_off" conv=notrunc status=none
+}
+
+# qio IMG CMD...: runs all CMDs in one qemu-io process, quietly. qemu-io
+# exits non-zero when a command fails; its message goes to stderr.
+qio() {
+	local img=$1 fmt args=()
+	shift
+	fmt=$(img_format "$img") || return 1
+	for c in "$@"; do
+		args+=(-c "$c")
+	done
+	qemu-io -f "$fmt" "${args[@]}" "$img" >/dev/null
+}
+
+# fill_pattern IMG [SEED [UNIT]]: writes a deterministic mix over the
+# whole image in UNIT-sized pieces (default: 64 KiB or the cluster size,
+# whichever is larger; it must be a multiple of the cluster size). Piece i
+# gets, by i mod 8:
+#   0 data (byte 0xNN from SEED and i)   1 left alone (unallocated)
+#   2 write -z (zero flag, no host)      3 compressed data (write -c)
+#   4 data, then its middle discarded    5 small writes at odd offsets
+#   6 data, then write -z (zero flag     7 data, then write -z -u
+#     keeps the host cluster)              (zeroed and unmapped)
+# plus writes straddling some piece boundaries and the disk's last bytes.
+# Raw images and images with an external data file get plain data instead
+# of compressed pieces. The same SEED gives the same bytes, different
+# SEEDs different ones, so layers of a chain and snapshots differ.
+fill_pattern() {
+	local img=$1 seed=${2:-1} unit=${3:-} size cluster fmt compress=1
+	local cmds=() i off n b half
+
+	fmt=$(img_format "$img") || return 1
+	size=$(img_virtual_size "$img")
+	cluster=$(img_cluster_size "$img")
+	if [[ -z $unit ]]; then
+		unit=65536
+		((cluster > unit)) && unit=$cluster
+	fi
+	if [[ $fmt != qcow2 ]] || _img_has_data_file "$img"; then
+		compress=0
+	fi
+	n=$((size / unit))
+	half=$((unit / 2))
+	for ((i = 0; i < n; i++)); do
+		off=$((i * unit))
+		b=$(printf '0x%02x' $(((seed * 53 + i * 29) % 255 + 1)))
+		case $((i % 8)) in
+		0) cmds+=("write -P $b $off $unit") ;;
+		1) ;;
+		2) cmds+=("write -z $off $unit") ;;
+		3)
+			if ((compress)); then
+				cmds+=("write -c -P $b $off $unit")
+			else
+				cmds+=("write -P $b $off $unit")
+			fi
+			;;
+		4)
+			cmds+=("write -P $b $off $unit")
+			cmds+=("discard $((off + unit / 4)) $half")
+			;;
+		5)
+			cmds+=("write -P $b $((off + 1536)) 3000")
+			cmds+=("write -P $b $((off + half + 4096 + 7)) 4096")
+			;;
+		6)
+			cmds+=("write -P $b $off $unit")
+			cmds+=("write -z $off $half")
+			;;
+		7)
+			cmds+=("write -P $b $off $unit")
+			cmds+=("write -z -u $((off + half)) $half")
+			;;
+		esac
+	done
+	# Pieces that straddle the boundaries 0|1, 1|2, 4|5 and 6|7 (not
+	# those of compressed pieces, which a write would decompress).
+	for ((i = 1; i < n; i++)); do
+		case $((i % 8)) in 1 | 2 | 5 | 7) ;; *) continue ;; esac
+		b=$(printf '0x%02x' $(((seed * 71 + i * 13) % 255 + 1)))
+		cmds+=("write -P $b $((i * unit - 1000)) 3000")
+	done
+	# The very last bytes of the disk, whatever its size.
+	if ((size > 700)); then
+		cmds+=("write -P 0x$(printf %02x $((seed % 255 + 1))) $((size - 700)) 700")
+	fi
+	qio "$img" "${cmds[@]}"
+}
+
+# make_chain DIR DEPTH SIZE [OPTS]: DIR/layer0.qcow2 is the base; layer k
+# (k > 0) is backed by "layer$((k-1)).qcow2" (a relative name) with the
+# backing format recorded. Layer k writes a 64 KiB piece of its own at
+# k * 64 KiB, overwrites half of its parent's piece and, on v3 images,
+# zeroes a piece of an older layer, so every layer shows through somewhere.
+# Prints nothing; the top is DIR/layer$((DEPTH-1)).qcow2.
+make_chain() {
+	local dir=$1 depth=$2 size=$3 opts=${4:-} k unit=65536 cmds b
+	mkdir -p "$dir"
+	make_qcow2 "$dir/layer0.qcow2" "$size" "$opts" || return 1
+	qio "$dir/layer0.qcow2" "write -P 0x01 0 $size" \
+		"write -z $((unit * 2)) $unit" || return 1
+	for ((k = 1; k < depth; k++)); do
+		make_overlay "$dir/layer$k.qcow2" "layer$((k - 1)).qcow2" qcow2 \
+			"" "$opts" || return 1
+		b=$(printf '0x%02x' $((k % 250 + 2)))
+		cmds=("write -P $b $((k * unit)) $unit"
+			"write -P $b $(((k - 1) * unit + unit / 2)) $((unit / 4))")
+		if [[ $opts != *compat=0.10* ]] && ((k % 3 == 0)); then
+			cmds+=("write -z $(((k / 3) * unit + 512)) 4096")
+		fi
+		qio "$dir/layer$k.qcow2" "${cmds[@]}" || return 1
+	done
+}
+
+# qemu_raw IMG OUT [ARGS...]: the reference bytes, from qemu-img convert.
+# ARGS go before IMG (e.g. -l snapshot.name=NAME).
+qemu_raw() {
+	local img=$1 out=$2
+	shift 2
+	qemu-img convert -U "$@" -O raw "$img" "$out"
+}
