@@ -18,9 +18,11 @@ struct part_entry {
 	uint64_t start_bytes;
 	uint64_t size_bytes;  /* clipped to the end of the disk */
 	bool past_end;        /* the table says it runs past the disk end */
-	char *type;           /* "0x83" (MBR) or the type GUID (GPT) */
+	bool container;       /* MBR extended partition: its range holds the
+	                       * logical partitions (p5...), not a filesystem */
+	char *type;           /* "0x83" (MBR), lowercase type GUID (GPT) */
 	char *type_name;      /* "Linux filesystem", or NULL */
-	char *part_uuid;      /* GPT partition GUID, MBR "disk-id-NN"; NULL */
+	char *part_uuid;      /* GPT GUID, MBR "diskid-NN" as blkid; NULL */
 	char *part_name;      /* GPT partition name, or NULL */
 	char *fs_type;        /* "ext4", "vfat"... from libblkid, or NULL */
 	char *fs_label;
@@ -31,6 +33,8 @@ struct part_table {
 	char *label;          /* "dos", "gpt", ...; NULL: no table found */
 	char *disk_id;        /* disk identifier, or NULL */
 	char *error;          /* table present but unusable: why; or NULL */
+	char *warning;        /* usable, but something is off (backup GPT
+	                       * used, EBR unreadable...): what; or NULL */
 	char *disk_fs_type;   /* filesystem on the whole disk, or NULL */
 	char *disk_fs_label;
 	char *disk_fs_uuid;
@@ -40,7 +44,9 @@ struct part_table {
 
 /* Scans the disk in fd (size bytes). Returns 0 and a table, which may have
  * no partitions, or an error string; -ENOMEM and other -errno only when
- * nothing could be read at all. Free with part_table_free. */
+ * nothing could be read at all. Free with part_table_free. The scan moves
+ * fd's file offset (libfdisk and libblkid seek and read): give it a
+ * descriptor no other thread uses meanwhile. fd stays open. */
 int part_scan(int fd, uint64_t size, struct part_table **table_r);
 void part_table_free(struct part_table *table);
 

@@ -1,0 +1,31 @@
+/* partition-int.h: shared inside partition/ only (no other layer includes
+ * it).
+ *
+ * probe-fs.c wraps libblkid: it identifies the filesystem in one byte
+ * range of the disk. partition.c wraps libfdisk and builds the public
+ * table. Both read the caller's descriptor and never close it.
+ */
+#ifndef IMGFS_PARTITION_INT_H
+#define IMGFS_PARTITION_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* What libblkid found in a byte range. Strings are owned (free them with
+ * part_fs_info_clear); NULL when absent. */
+struct part_fs_info {
+	char *type;     /* "ext4", "vfat", ... */
+	char *label;
+	char *uuid;
+	bool has_pt;    /* a partition table signature (PTTYPE) was seen */
+};
+
+/* Probes [off, off + len) of fd for a filesystem, and with want_pt also
+ * for a partition table signature. Returns 0 (fs_r filled; all NULL when
+ * nothing was recognised, or when two signatures contradict each other),
+ * -ENOMEM, or -EIO / -EINVAL when libblkid could not read the range. */
+int part_probe_fs(int fd, uint64_t off, uint64_t len, bool want_pt,
+		  struct part_fs_info *fs_r);
+void part_fs_info_clear(struct part_fs_info *fs);
+
+#endif
