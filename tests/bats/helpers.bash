@@ -1,0 +1,481 @@
+# helpers.bash: what every imgfs integration test shares.
+#
+# Each test works in its own folder, $BATS_TEST_TMPDIR, which setup makes
+# the current directory: images, source trees, expected bytes and
+# mountpoints all live there. `teardown` unmounts everything mounted below
+# it (innermost first) and ends, by PID, the processes started from it,
+# whether the test passed or not.
+#
+# The mounts are made by an unprivileged user, as the contract promises.
+# When the suite runs as root, `as_user` runs a command as $IMGFS_TEST_USER
+# (created once) with /dev/fuse at 0666, as distributions ship it. Anything
+# that touches a mount that user made must go through `as_user` as well: the
+# kernel refuses every other user, root included, without allow_other. Files
+# that root creates here are 0644, so the user can read them; the mountpoint
+# and the image belong to the user.
+#
+# These helpers deliberately don't poll with fixed sleeps: a mount is ready
+# when imgfs returns (that is the promise under test); everything else waits
+# with `wait_until` and a deadline.
+
+IMGFS_BUILD_DIR=${IMGFS_BUILD_DIR:-$BATS_TEST_DIRNAME/../../build}
+IMGFS_BUILD_DIR=$(cd "$IMGFS_BUILD_DIR" 2>/dev/null && pwd -P ||
+	echo "$IMGFS_BUILD_DIR")
+IMGFS=$IMGFS_BUILD_DIR/fuse/imgfs
+IMGFS_TEST_USER=${IMGFS_TEST_USER:-imgfs-test}
+
+# Seconds to wait for a daemon to go away after an unmount or a kill.
+IMGFS_EXIT_DEADLINE=${IMGFS_EXIT_DEADLINE:-10}
+
+# ---------------------------------------------------------------------------
+# Tools, users, assertions
+
+# require TOOL...: skips the test unless every TOOL is installed.
+require() {
+	local tool
+	for tool; do
+		command -v "$tool" >/dev/null 2>&1 ||
+			skip "$tool is not installed"
+	done
+}
+
+require_root() {
+	[[ $EUID -eq 0 ]] || skip "needs root"
+}
+
+# Creates the test user once, opens /dev/fuse to everyone and lets the user
+# reach and write the test folder (bats makes its run folder 0700).
+prepare_user() {
+	local d
+
+	[[ $EUID -eq 0 ]] || return 0
+	require setpriv useradd
+	if ! id -u "$IMGFS_TEST_USER" >/dev/null 2>&1; then
+		# Two suites may race to create it; either way it must exist.
+		useradd --system --user-group --no-create-home \
+			--home-dir /nonexistent --shell /usr/sbin/nologin \
+			"$IMGFS_TEST_USER" 2>/dev/null ||
+			id -u "$IMGFS_TEST_USER" >/dev/null || return 1
+	fi
+	chmod 0666 /dev/fuse
+	d=$BATS_TEST_TMPDIR
+	while [[ $d == "$BATS_RUN_TMPDIR"* && $d != / ]]; do
+		chmod o+x "$d"
+		d=$(dirname "$d")
+	done
+	chown "$IMGFS_TEST_USER:" "$BATS_TEST_TMPDIR"
+}
+
+# as_user CMD...: runs CMD as the unprivileged test user (as is, when the
+# suite itself runs unprivileged). CMD is a program, not a shell function;
+# use `as_user sh -c '...'` for pipelines. Process substitution does not
+# cross the user change (the pipe belongs to root): pipe into stdin instead.
+as_user() {
+	if [[ $EUID -ne 0 ]]; then
+		"$@"
+		return
+	fi
+	setpriv --reuid="$IMGFS_TEST_USER" --regid="$IMGFS_TEST_USER" \
+		--init-groups -- env HOME="$BATS_TEST_TMPDIR" \
+		USER="$IMGFS_TEST_USER" LOGNAME="$IMGFS_TEST_USER" "$@"
+}
+
+# The name `stat` shows for the owner of the user's files.
+test_user_name() {
+	if [[ $EUID -eq 0 ]]; then echo "$IMGFS_TEST_USER"; else id -un; fi
+}
+
+# give_to_user PATH...: the user owns PATH (an image it mounts read-write).
+give_to_user() {
+	[[ $EUID -eq 0 ]] || return 0
+	chown "$IMGFS_TEST_USER:" "$@"
+}
+
+# assert_eq ACTUAL EXPECTED: fails showing both when they differ.
+assert_eq() {
+	if [[ $1 != "$2" ]]; then
+		printf 'expected: %q\nactual:   %q\n' "$2" "$1" >&2
+		return 1
+	fi
+}
+
+# wait_until SECONDS CMD...: runs CMD until it succeeds, at most SECONDS.
+wait_until() {
+	local deadline=$((SECONDS + $1 + 1))
+	shift
+	until "$@"; do
+		((SECONDS < deadline)) || return 1
+		sleep 0.02
+	done
+}
+
+# ---------------------------------------------------------------------------
+# Mounts and processes
+
+# is_mounted PATH: PATH is a mountpoint right now (as /proc says: a stat on a
+# FUSE mount of another user would fail with EACCES).
+is_mounted() {
+	awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' \
+		/proc/self/mountinfo
+}
+
+# Mountpoints below DIR, most recent first (so inner mounts come first).
+mounts_below() {
+	awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo |
+		tac
+}
+
+# pids_naming ARG: processes of imgfs or fuse2fs with ARG among their
+# arguments (exactly as given: tests pass absolute paths).
+pids_naming() {
+	local p exe arg
+
+	for p in /proc/[0-9]*; do
+		exe=$(readlink "$p/exe" 2>/dev/null) || continue
+		exe=${exe##*/}
+		[[ $exe == imgfs* || $exe == fuse2fs* ]] || continue
+		while IFS= read -r -d '' arg; do
+			if [[ $arg == "$1" ]]; then
+				echo "${p#/proc/}"
+				break
+			fi
+		done <"$p/cmdline" 2>/dev/null
+	done
+}
+
+# Processes this test started: imgfs or fuse2fs naming a path in its folder.
+test_pids() {
+	local p exe arg
+
+	for p in /proc/[0-9]*; do
+		exe=$(readlink "$p/exe" 2>/dev/null) || continue
+		exe=${exe##*/}
+		[[ $exe == imgfs* || $exe == fuse2fs* ]] || continue
+		while IFS= read -r -d '' arg; do
+			if [[ $arg == *"$BATS_TEST_TMPDIR"/* ]]; then
+				echo "${p#/proc/}"
+				break
+			fi
+		done <"$p/cmdline" 2>/dev/null
+	done
+}
+
+# pids_gone PID...: none of them is alive any more.
+pids_gone() {
+	local pid
+	for pid; do
+		[[ ! -e /proc/$pid ]] && continue
+		# A zombie has exited; its parent (init, for a daemon) reaps it.
+		[[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) == Z ]] ||
+			return 1
+	done
+}
+
+# The PID of the imgfs daemon serving MOUNTPOINT (default $MNT).
+daemon_pid() {
+	local pids
+	pids=$(pids_naming "${1:-$MNT}")
+	[[ -n $pids && $pids != *$'\n'* ]] || {
+		echo "daemon_pid: want one daemon for ${1:-$MNT}, have: $pids" >&2
+		return 1
+	}
+	echo "$pids"
+}
+
+# mount_image [OPTIONS...]: the user mounts $IMG on $MNT with imgfs; the
+# tree must be complete when this returns.
+mount_image() {
+	if ! as_user "$IMGFS" "$@" "$IMG" "$MNT"; then
+		echo "mount_image: imgfs $* $IMG $MNT failed" >&2
+		return 1
+	fi
+	if ! is_mounted "$MNT"; then
+		echo "mount_image: imgfs returned 0 but $MNT is not mounted" >&2
+		return 1
+	fi
+}
+
+# unmount_fuse DIR: the user unmounts DIR, and the program that served it
+# exits.
+unmount_fuse() {
+	local pids
+	pids=$(pids_naming "$1")
+	as_user fusermount3 -u "$1" || return 1
+	if ! wait_until "$IMGFS_EXIT_DEADLINE" pids_gone $pids; then
+		echo "unmount_fuse: $1 unmounted but PID $pids still runs" >&2
+		return 1
+	fi
+}
+
+unmount_image() {
+	unmount_fuse "$MNT"
+}
+
+remount_image() {
+	unmount_image && mount_image "$@"
+}
+
+# refute_mounted [DIR]: nothing is mounted on DIR (default $MNT) and no
+# daemon for it is left running.
+refute_mounted() {
+	local dir=${1:-$MNT}
+	if is_mounted "$dir"; then
+		echo "refute_mounted: $dir is mounted:" >&2
+		grep -F " $dir " /proc/self/mountinfo >&2
+		return 1
+	fi
+	if ! wait_until "$IMGFS_EXIT_DEADLINE" no_pids_naming "$dir"; then
+		echo "refute_mounted: processes left for $dir:" \
+			$(pids_naming "$dir") >&2
+		return 1
+	fi
+}
+
+no_pids_naming() {
+	[[ -z $(pids_naming "$1") ]]
+}
+
+no_test_pids() {
+	[[ -z $(test_pids) ]]
+}
+
+# ---------------------------------------------------------------------------
+# setup / teardown
+
+imgfs_setup() {
+	if [[ ! -x $IMGFS ]]; then
+		echo "imgfs is not built: $IMGFS (set IMGFS_BUILD_DIR)" >&2
+		return 1
+	fi
+	require qemu-img qemu-io fusermount3 sfdisk jq
+	prepare_user
+	cd -P "$BATS_TEST_TMPDIR"
+	IMG=$PWD/disk.qcow2
+	MNT=$PWD/mnt
+	as_user mkdir "$MNT"
+}
+
+imgfs_teardown() {
+	local m pids
+
+	cd /
+	for m in $(mounts_below "$BATS_TEST_TMPDIR"); do
+		fusermount3 -u "$m" 2>/dev/null ||
+			fusermount3 -uz "$m" 2>/dev/null ||
+			umount -l "$m" 2>/dev/null ||
+			echo "teardown: cannot unmount $m" >&2
+	done
+	if ! wait_until "$IMGFS_EXIT_DEADLINE" no_test_pids; then
+		pids=$(test_pids)
+		echo "teardown: killing leftover processes:" $pids >&2
+		[[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
+	fi
+	# A test may have started a foreground daemon with `&`.
+	if [[ -n ${BG_PID:-} ]]; then
+		kill -KILL "$BG_PID" 2>/dev/null || true
+		wait "$BG_PID" 2>/dev/null || true
+	fi
+}
+
+setup() {
+	imgfs_setup
+}
+
+teardown() {
+	imgfs_teardown
+}
+
+# ---------------------------------------------------------------------------
+# Building disks (in the current folder, the test's)
+
+# pattern_bytes TEXT LEN: LEN bytes of TEXT repeated. Recognisable in a hex
+# dump, different for each partition, and no filesystem's magic.
+pattern_bytes() {
+	yes "$1" | head -c "$2"
+}
+
+# put_file RAW OFFSET_BYTES FILE: writes FILE into RAW at OFFSET_BYTES.
+put_file() {
+	dd if="$3" of="$1" bs=1M seek="$2" oflag=seek_bytes conv=notrunc \
+		status=none
+}
+
+# make_src_tree DIR: a small tree of files to copy into filesystems.
+make_src_tree() {
+	mkdir -p "$1/docs" "$1/data"
+	echo "hello from imgfs" >"$1/hello.txt"
+	printf 'line %d\n' $(seq 1 2000) >"$1/docs/readme.txt"
+	head -c 300K /dev/urandom >"$1/data/random.bin"
+	: >"$1/data/empty"
+	ln -s ../hello.txt "$1/docs/link-to-hello"
+}
+
+# Identities of the disk make_gpt_ext4_fat builds, for the assertions.
+GPT_DISK_UUID=5E1C8A2B-0D43-4C55-9B0A-2E6D9E3A1F00
+GPT_P1_UUID=5E1C8A2B-0D43-4C55-9B0A-2E6D9E3A1F01
+GPT_P2_UUID=5E1C8A2B-0D43-4C55-9B0A-2E6D9E3A1F02
+GPT_P3_UUID=5E1C8A2B-0D43-4C55-9B0A-2E6D9E3A1F03
+GPT_LINUX_TYPE=0FC63DAF-8483-4772-8E79-3D69D8477DE4
+GPT_BASIC_DATA_TYPE=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7
+EXT4_UUID=0b7d2c6e-3f1a-4e8b-9c5d-7a6b5c4d3e2f
+EXT4_LABEL=imgfs-root
+FAT_ID=1234ABCD
+FAT_UUID=1234-ABCD
+FAT_LABEL=IMGFSDATA
+GPT_DISK_BYTES=$((72 * 1024 * 1024))
+
+# make_gpt_ext4_fat IMG [FORMAT]: a 72 MiB disk with a GPT:
+#   p1  1 MiB + 24 MiB  ext4 (label imgfs-root) holding ./src, name "root"
+#   p2 25 MiB + 40 MiB  FAT32 (label IMGSFDATA) with hello.txt, docs/,
+#                       name "data"
+#   p3 65 MiB +  4 MiB  no filesystem, a text pattern, no name
+# built from parts with mkfs.ext4 -d, mkfs.vfat + mcopy, sfdisk and dd, and
+# converted to FORMAT (default qcow2). Leaves the tree in ./src.
+make_gpt_ext4_fat() {
+	local img=$1 fmt=${2:-qcow2}
+
+	require mkfs.ext4 mkfs.vfat mcopy mmd
+	[[ -d src ]] || make_src_tree src
+	mkdir -p build
+	rm -f build/gpt.raw build/p1.img build/p2.img build/p3.img
+
+	truncate -s 24M build/p1.img
+	mkfs.ext4 -q -F -d src -L "$EXT4_LABEL" -U "$EXT4_UUID" \
+		build/p1.img
+	truncate -s 40M build/p2.img
+	mkfs.vfat -F 32 -n "$FAT_LABEL" -i "$FAT_ID" build/p2.img >/dev/null
+	mcopy -i build/p2.img src/hello.txt ::hello.txt
+	mmd -i build/p2.img ::docs
+	mcopy -i build/p2.img src/docs/readme.txt src/data/random.bin ::docs/
+	pattern_bytes "imgfs p3 pattern" 4M >build/p3.img
+
+	truncate -s "$GPT_DISK_BYTES" build/gpt.raw
+	sfdisk -q build/gpt.raw <<-EOF
+		label: gpt
+		label-id: $GPT_DISK_UUID
+		unit: sectors
+		start=2048, size=49152, type=$GPT_LINUX_TYPE, uuid=$GPT_P1_UUID, name=root
+		start=51200, size=81920, type=$GPT_BASIC_DATA_TYPE, uuid=$GPT_P2_UUID, name=data
+		start=133120, size=8192, type=$GPT_LINUX_TYPE, uuid=$GPT_P3_UUID
+	EOF
+	put_file build/gpt.raw $((2048 * 512)) build/p1.img
+	put_file build/gpt.raw $((51200 * 512)) build/p2.img
+	put_file build/gpt.raw $((133120 * 512)) build/p3.img
+	to_format build/gpt.raw "$img" "$fmt"
+}
+
+# to_format RAW IMG FORMAT: IMG holds RAW's bytes in FORMAT.
+to_format() {
+	if [[ $3 == raw ]]; then
+		cp --sparse=always "$1" "$2"
+	else
+		qemu-img convert -f raw -O "$3" "$1" "$2"
+	fi
+}
+
+MBR_DISK_ID=0x1234abcd
+MBR_DISK_BYTES=$((40 * 1024 * 1024))
+MBR_P1_LABEL=mbr-boot
+
+# make_mbr_logical IMG [FORMAT]: a 40 MiB disk with an MBR (disk id
+# 0x1234abcd):
+#   p1 primary   1 MiB +  8 MiB, type 83, ext4 labelled mbr-boot
+#   p2 extended 10 MiB + 30 MiB, type 5
+#   p5 logical  11 MiB +  8 MiB, type 83, a text pattern
+#   p6 logical  20 MiB + 10 MiB, type 82, another pattern
+make_mbr_logical() {
+	local img=$1 fmt=${2:-qcow2}
+
+	require mkfs.ext4
+	mkdir -p build
+	rm -f build/mbr.raw build/m1.img
+	truncate -s 8M build/m1.img
+	mkfs.ext4 -q -F -L "$MBR_P1_LABEL" build/m1.img
+	truncate -s "$MBR_DISK_BYTES" build/mbr.raw
+	sfdisk -q build/mbr.raw <<-EOF
+		label: dos
+		label-id: $MBR_DISK_ID
+		unit: sectors
+		start=2048, size=16384, type=83
+		start=20480, size=61440, type=5
+		start=22528, size=16384, type=83
+		start=40960, size=20480, type=82
+	EOF
+	put_file build/mbr.raw $((2048 * 512)) build/m1.img
+	pattern_bytes "imgfs logical p5" 8M >build/m5.img
+	put_file build/mbr.raw $((22528 * 512)) build/m5.img
+	pattern_bytes "imgfs logical p6" 10M >build/m6.img
+	put_file build/mbr.raw $((40960 * 512)) build/m6.img
+	to_format build/mbr.raw "$img" "$fmt"
+}
+
+# ---------------------------------------------------------------------------
+# Expected bytes (qemu-img is the oracle)
+
+# expect_raw IMG OUT [SNAPSHOT_ID]: OUT holds the bytes qemu-img reads from
+# IMG (or from its snapshot with that ID).
+expect_raw() {
+	if [[ -n ${3:-} ]]; then
+		qemu-img convert -l "snapshot.id=$3" -O raw "$1" "$2"
+	else
+		qemu-img convert -O raw "$1" "$2"
+	fi
+}
+
+# partitions_of RAW: "NUMBER START_BYTES SIZE_BYTES TYPE" for each partition
+# sfdisk finds in RAW, extended containers included.
+partitions_of() {
+	sfdisk -J "$1" | jq -r --arg dev "$1" '
+		.partitiontable as $t | ($t.sectorsize // 512) as $ss |
+		$t.partitions[] |
+		"\(.node | ltrimstr($dev) | ltrimstr("p")) \(.start * $ss) \(.size * $ss) \(.type)"'
+}
+
+# is_extended TYPE: an MBR extended container (its file is not compared
+# byte for byte: only its first sectors mean anything).
+is_extended() {
+	[[ $1 == 5 || $1 == f || $1 == 85 ]]
+}
+
+# extract RAW START SIZE OUT: OUT holds RAW's bytes [START, START + SIZE).
+extract() {
+	dd if="$1" of="$4" bs=1M skip="$2" count="$3" \
+		iflag=skip_bytes,count_bytes status=none
+}
+
+# assert_same_bytes DIR RAW: DIR/disk holds RAW's bytes, and every pN in DIR
+# holds the byte range that sfdisk gives for partition N of RAW. Also
+# checks that DIR has a pN for each partition and no other pN.
+assert_same_bytes() {
+	local dir=$1 raw=$2 n start size type want have
+
+	as_user cmp "$dir/disk" "$raw"
+	want=
+	while read -r n start size type; do
+		want+="p$n "
+		is_extended "$type" && continue
+		extract "$raw" "$start" "$size" "expected-p$n.raw"
+		assert_eq "$(as_user stat -c %s "$dir/p$n")" "$size"
+		as_user cmp "$dir/p$n" "expected-p$n.raw"
+		rm -f "expected-p$n.raw"
+	done < <(partitions_of "$raw")
+	have=$(as_user ls "$dir" | grep -x 'p[0-9]*' | sort -V | tr '\n' ' ')
+	assert_eq "$have" "$want"
+}
+
+# allocated_bytes IMG [START SIZE]: bytes qemu-img map reports as data
+# stored in IMG itself (depth 0) within [START, START + SIZE) (default: the
+# whole disk).
+allocated_bytes() {
+	local s=${2:-0} e
+
+	if [[ -n ${3:-} ]]; then
+		e=$(($2 + $3))
+	else
+		e=$(qemu-img info --output=json "$1" | jq '."virtual-size"')
+	fi
+	qemu-img map --output=json "$1" | jq --argjson s "$s" --argjson e "$e" '
+		[ .[] | select(.data and .depth == 0) |
+		  [ ([.start, $s] | max), ([.start + .length, $e] | min) ] |
+		  select(.[1] > .[0]) | .[1] - .[0] ] | add // 0'
+}
