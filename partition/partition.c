@@ -40,8 +40,13 @@
  * capture into the warning or error string; libblkid prints nothing
  * unless its debug variable is set.
  *
- * Not done: nested labels (a BSD disklabel inside an MBR partition), 4 KiB
- * logical sectors (libfdisk assumes 512 on a regular file), and any write.
+ * - Sector size: a regular file has none, so libfdisk reads 512-byte
+ *   sectors; when that finds no label or a lone protective MBR we look
+ *   again with 4096 (a GPT made for a 4Kn disk). A 4Kn MBR cannot be told
+ *   apart from a 512 one and is read as 512.
+ *
+ * Not done: nested labels (a BSD disklabel inside an MBR partition), and
+ * any write.
  */
 #include "partition.h"
 #include "partition-int.h"
@@ -384,12 +389,68 @@ static bool part_is_orphan_pmbr(struct fdisk_context *cxt)
 	return found;
 }
 
+/* Opens a libfdisk context on fd that reads with the given logical
+ * sector size, its messages going to msgs. 0 or -errno. */
+static int part_open_fdisk(int fd, unsigned sector_bytes,
+			   struct part_msgs *msgs,
+			   struct fdisk_context **cxt_r)
+{
+	struct fdisk_context *cxt;
+	int ret;
+
+	*cxt_r = NULL;
+	cxt = fdisk_new_context();
+	if (!cxt)
+		return -ENOMEM;
+	/* Capture messages before assigning: label probing already warns. */
+	fdisk_set_ask(cxt, part_ask, msgs);
+	/* List-only skips the "wipe old signatures" check and its warning. */
+	fdisk_enable_listonly(cxt, 1);
+	/* A regular file has no BLKSSZGET: libfdisk would assume 512. */
+	ret = fdisk_save_user_sector_size(cxt, sector_bytes, sector_bytes);
+	if (!ret)
+		ret = fdisk_assign_device_by_fd(cxt, fd, "disk", 1);
+	if (ret < 0) {
+		fdisk_unref_context(cxt);
+		return ret;
+	}
+	*cxt_r = cxt;
+	return 0;
+}
+
+/* Looks for a GPT written for 4096-byte logical sectors (its header at
+ * byte 4096). An MBR does not say its sector size, so only a GPT can be
+ * recognised this way; at 512 bytes such a disk shows just a protective
+ * MBR. Swaps *cxt and *msgs for the 4K ones when found. 0 or -ENOMEM. */
+static int part_try_4k(int fd, struct fdisk_context **cxt,
+		       struct part_msgs **msgs)
+{
+	struct fdisk_context *cxt4 = NULL;
+	struct part_msgs *msgs4;
+	int ret;
+
+	msgs4 = calloc(1, sizeof(*msgs4));
+	if (!msgs4)
+		return -ENOMEM;
+	ret = part_open_fdisk(fd, 4096, msgs4, &cxt4);
+	if (ret == 0 && fdisk_is_label(cxt4, GPT)) {
+		fdisk_unref_context(*cxt);
+		free(*msgs);
+		*cxt = cxt4;
+		*msgs = msgs4;
+		return 0;
+	}
+	fdisk_unref_context(cxt4);
+	free(msgs4);
+	return ret == -ENOMEM ? ret : 0;
+}
+
 /* The libfdisk half of part_scan. disk_has_fs_only: libblkid saw a
  * filesystem and no partition table on the whole disk. */
 static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
 			   struct part_table *tb)
 {
-	struct fdisk_context *cxt;
+	struct fdisk_context *cxt = NULL;
 	struct part_msgs *msgs;
 	size_t nb_dropped = 0;
 	const char *name;
@@ -401,19 +462,15 @@ static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
 	msgs = calloc(1, sizeof(*msgs));
 	if (!msgs)
 		return -ENOMEM;
-	cxt = fdisk_new_context();
-	if (!cxt) {
-		free(msgs);
-		return -ENOMEM;
-	}
-	/* Capture messages before assigning: label probing already warns. */
-	fdisk_set_ask(cxt, part_ask, msgs);
-	/* List-only skips the "wipe old signatures" check and its warning. */
-	fdisk_enable_listonly(cxt, 1);
-	ret = fdisk_assign_device_by_fd(cxt, fd, "disk", 1);
+	ret = part_open_fdisk(fd, 512, msgs, &cxt);
 	if (ret < 0)
 		goto out;
-	ret = 0;
+	if (size >= 3 * 4096 &&
+	    (!fdisk_has_label(cxt) || part_is_orphan_pmbr(cxt))) {
+		ret = part_try_4k(fd, &cxt, &msgs);
+		if (ret < 0)
+			goto out;
+	}
 	if (!fdisk_has_label(cxt))
 		goto out;
 	if (fdisk_is_label(cxt, DOS) && disk_has_fs_only)
@@ -441,8 +498,8 @@ static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
 			ret = set_str(&tb->error,
 				      "protective MBR of a GPT disk, but no "
 				      "valid GPT header: the primary (LBA 1) "
-				      "and the backup (last LBA) are corrupt, or the image was "
-				      "truncated%s%s", msgs->len ? ": " : "",
+				      "and the backup (last LBA) are corrupt, "
+				      "or the image was truncated%s%s", msgs->len ? ": " : "",
 				      msgs->buf);
 		goto out;
 	}

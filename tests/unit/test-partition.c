@@ -464,6 +464,34 @@ static void test_no_table(void)
 	part_table_free(tb);
 }
 
+/* A GPT made for 4096-byte logical sectors (a 4Kn disk): its header is at
+ * byte 4096, and all LBAs count 4 KiB. sfdisk 2.38 has no --sector-size,
+ * so fdisk -b builds it. */
+static void test_gpt_4k(void)
+{
+	struct part_table *tb;
+	const struct part_entry *p;
+
+	if (!have("fdisk")) {
+		printf("SKIP 4K GPT: fdisk not installed\n");
+		return;
+	}
+	sh("truncate -s 64M g4k.img && printf 'g\\nn\\n\\n256\\n+8M\\nw\\n' | "
+	   "fdisk -b 4096 g4k.img >/dev/null");
+	put_fs("ext4.fs", "g4k.img", 2048);
+	tb = scan("g4k.img");
+	ASSERT_STR(tb->label, "gpt");
+	ASSERT_STR(tb->error, NULL);
+	assert(tb->nb_parts == 1);
+	p = part(tb, 1);
+	assert(p->start_bytes == 1 * MiB && p->size_bytes == 8 * MiB);
+	assert(!p->past_end);
+	ASSERT_STR(p->type, GUID_LINUX_FS);
+	ASSERT_STR(p->fs_type, "ext4");
+	ASSERT_STR(p->fs_uuid, EXT4_UUID);
+	part_table_free(tb);
+}
+
 /* More partitions than imgfs shows: numbers above 256 are dropped and
  * the warning says how many. */
 static void test_many(void)
@@ -520,6 +548,7 @@ int main(void)
 	test_gpt();
 	test_hybrid();
 	test_corrupt_gpt();
+	test_gpt_4k();
 	test_many();
 
 	sh("cd / && rm -rf '%s'", tmpdir);
