@@ -152,7 +152,9 @@ static void img_close_one(struct img *img)
 void img_close(struct img *img)
 {
 	while (img) {
-		struct img *backing = img->backing;
+		/* A snapshot handle (shares_fd) borrows its parent's backing
+		 * chain along with its fd; the parent closes both. */
+		struct img *backing = img->shares_fd ? NULL : img->backing;
 		img_close_one(img);
 		img = backing;
 	}
@@ -206,6 +208,11 @@ uint64_t img_size(const struct img *img)
 bool img_is_read_only(const struct img *img)
 {
 	return img->read_only;
+}
+
+bool img_writable(const struct img *img)
+{
+	return !img->read_only && img->ops->pwrite;
 }
 
 const char *img_path(const struct img *img)

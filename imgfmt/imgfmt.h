@@ -73,6 +73,8 @@ void img_close(struct img *img);
 
 uint64_t img_size(const struct img *img);
 bool img_is_read_only(const struct img *img);
+/* True when writes can succeed: opened read-write and the driver writes. */
+bool img_writable(const struct img *img);
 /* The path the image was opened with (backing files: as resolved). */
 const char *img_path(const struct img *img);
 /* The backing image, or NULL. Owned by img. */
