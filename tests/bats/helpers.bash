@@ -479,3 +479,7 @@ allocated_bytes() {
 		  [ ([.start, $s] | max), ([.start + .length, $e] | min) ] |
 		  select(.[1] > .[0]) | .[1] - .[0] ] | add // 0'
 }
+
+# A hung FUSE request or a daemon that keeps the test's stdout open would
+# otherwise stall the whole suite.
+BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-300}
