@@ -483,3 +483,18 @@ allocated_bytes() {
 # A hung FUSE request or a daemon that keeps the test's stdout open would
 # otherwise stall the whole suite.
 BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-300}
+
+# info_line KEY [DIR]: the value(s) after KEY on the `KEY value...` line of
+# DIR/info (default $MNT), as the user reads it.
+info_line() {
+	as_user cat "${2:-$MNT}/info" |
+		awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); print }'
+}
+
+# snapshot_date_utc IMG ID: the snapshot's date as info shows it.
+snapshot_date_utc() {
+	local sec
+	sec=$(qemu-img info -U --output=json "$1" |
+		jq --arg id "$2" '.snapshots[] | select(.id == $id) | ."date-sec"')
+	date -u -d "@$sec" +%Y-%m-%dT%H:%M:%SZ
+}
