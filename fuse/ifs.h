@@ -1,0 +1,154 @@
+/* ifs.h: what the files of the daemon (fuse/) share.
+ *
+ * The tree the daemon serves is a set of "views". A view is one disk and
+ * its partitions: view slot 0 is the active image (MOUNTPOINT/disk, pN,
+ * info, snapshots/), and every internal snapshot is a view of its own
+ * (MOUNTPOINT/snapshots/NAME/disk, pN), always read-only.
+ *
+ * Inode numbers encode where a node is, so no inode table is needed:
+ *   ino = (slot << IFS_SLOT_SHIFT) | node
+ * node IFS_NODE_DIR is the root (slot 0) or the snapshot's folder, then
+ * IFS_NODE_DISK, IFS_NODE_INFO and IFS_NODE_SNAPDIR (slot 0 only), and
+ * IFS_NODE_PART_BASE + N for partition N. Slots are never reused during a
+ * mount, so a stale inode from a deleted snapshot cannot alias a new one.
+ * FUSE_ROOT_ID (1) is slot 0's IFS_NODE_DIR.
+ */
+#ifndef IMGFS_FUSE_IFS_H
+#define IMGFS_FUSE_IFS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include "imgfmt.h"
+#include "partition.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#define IFS_SLOT_SHIFT 20
+#define IFS_NODE_DIR 1
+#define IFS_NODE_DISK 2
+#define IFS_NODE_INFO 3
+#define IFS_NODE_SNAPDIR 4
+#define IFS_NODE_PART_BASE 0x100
+/* Partition numbers above this are not shown (no real table has them). */
+#define IFS_MAX_PART_NUMBER 0xfff00
+
+struct ifs_options {
+	const char *image;      /* as given */
+	const char *mountpoint; /* as given */
+	char *image_abs;        /* realpath'd: the daemon changes to / */
+	char *mountpoint_abs;
+	bool foreground;
+	bool debug;
+	bool read_only;
+	bool allow_other;
+	enum img_format format;
+	enum img_backing_policy backing;
+	size_t cache_bytes;
+	/* Mount options handed to the kernel (noatime, nodev, ...), as one
+	 * comma-separated string, or empty. */
+	char kernel_opts[512];
+};
+
+/* One disk and its partitions. The partition table is replaced whole on
+ * a rescan, under table_lock; readers copy what they need out of it. */
+struct ifs_view {
+	unsigned slot;
+	char *dirname;          /* snapshots/<dirname>; NULL for slot 0 */
+	char *snap_id;          /* NULL for slot 0 */
+	char *snap_name;
+	bool dirname_is_id;     /* name unusable, folder named by ID */
+	struct img *img;
+	bool read_only;
+	bool deleted;           /* rmdir'ed: lookups fail, I/O gives ENOENT */
+	unsigned nb_open;       /* open files, for rmdir's EBUSY */
+	pthread_rwlock_t table_lock;
+	struct part_table *table; /* NULL until the first scan */
+	uint64_t allocated_bytes; /* cached for st_blocks */
+	bool allocated_valid;
+};
+
+struct ifs {
+	struct ifs_options *opts;
+	struct img *img;
+	struct fuse_session *se;
+	struct stat image_st;   /* times for every node */
+	uid_t uid;
+	gid_t gid;
+
+	pthread_mutex_t views_lock; /* guards views/nb_views/next_slot */
+	struct ifs_view **views;    /* views[0] is the active image */
+	size_t nb_views;
+	unsigned next_slot;
+
+	/* The scanner thread reads partition tables through the mount. */
+	pthread_t scan_thread;
+	bool scan_started;
+	pthread_mutex_t scan_lock;
+	pthread_cond_t scan_cond;
+	unsigned scan_requested;  /* bumped to ask for a rescan */
+	unsigned scan_done;       /* scan_requested value last finished */
+	bool scan_stop;
+	int ready_fd;             /* daemon: pipe to the waiting parent */
+};
+
+/* options.c */
+int ifs_parse_options(int argc, char **argv, struct ifs_options *opts);
+void ifs_free_options(struct ifs_options *opts);
+
+/* tree.c: views and the node each inode names. */
+struct ifs_node {
+	struct ifs_view *view;
+	unsigned node;          /* IFS_NODE_* */
+	unsigned part_number;   /* for partitions */
+	/* Byte window of the disk this file shows (disk and pN). */
+	uint64_t start;
+	uint64_t size;
+};
+
+int ifs_views_init(struct ifs *ifs);
+void ifs_views_free(struct ifs *ifs);
+struct ifs_view *ifs_view_by_slot(struct ifs *ifs, unsigned slot);
+struct ifs_view *ifs_view_by_dirname(struct ifs *ifs, const char *name);
+/* Resolves ino to a node; -ENOENT when it names nothing (now). */
+int ifs_resolve(struct ifs *ifs, fuse_ino_t ino, struct ifs_node *node_r);
+fuse_ino_t ifs_ino(unsigned slot, unsigned node);
+/* Fills st for a resolved node. */
+void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
+		   struct stat *st);
+/* Replaces the view's table; invalidates kernel caches of what changed. */
+void ifs_view_publish_table(struct ifs *ifs, struct ifs_view *view,
+			    struct part_table *table);
+/* Copies the partition entry with this number's strings for xattrs.
+ * Returns a malloc'ed value or NULL. */
+char *ifs_part_attr(struct ifs_view *view, unsigned number,
+		    const char *key);
+/* Adds a view for a snapshot (after mkdir); returns it or NULL. */
+struct ifs_view *ifs_view_add_snapshot(struct ifs *ifs,
+				       const struct img_snapshot *snap,
+				       const char *dirname, bool is_id);
+/* Invalidates cached pages of every file of view that shows bytes of
+ * the disk range [disk_off, disk_off + len), except the one written. */
+void ifs_invalidate_aliases(struct ifs *ifs, struct ifs_view *view,
+			    fuse_ino_t written_ino, uint64_t disk_off,
+			    uint64_t len);
+
+/* scan.c */
+int ifs_scan_start(struct ifs *ifs);
+/* Asks for a rescan of the active disk and waits for it (bounded). */
+void ifs_scan_request_and_wait(struct ifs *ifs);
+void ifs_scan_stop(struct ifs *ifs);
+
+/* info.c: the text of MOUNTPOINT/info; malloc'ed, *len_r bytes. */
+char *ifs_info_text(struct ifs *ifs, size_t *len_r);
+
+/* ops.c */
+extern const struct fuse_lowlevel_ops ifs_ops;
+
+/* main.c: tells the waiting parent (daemon mode) the tree is ready. */
+void ifs_signal_ready(struct ifs *ifs);
+
+#endif

@@ -1,0 +1,964 @@
+/* ops.c: the FUSE low-level operations.
+ *
+ * Every handler resolves its inode through tree.c, does its work with no
+ * lock held across I/O, and sends exactly one reply. Errors from the
+ * image layer arrive as -errno and are negated here, at the boundary.
+ *
+ * Caching: file data stays in the kernel page cache across opens
+ * (keep_cache). That is safe because every byte of the disk reaches the
+ * kernel through this daemon only, and a write through one file (p1)
+ * invalidates the cached pages of every other file showing the same bytes
+ * (disk) before the write is acknowledged (DESIGN.md: after the reply was
+ * too late). No writeback cache: aliases would lose updates with it.
+ */
+#include "ifs.h"
+
+#include "checked.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/xattr.h>
+
+#define ENTRY_TIMEOUT 1.0
+#define ATTR_TIMEOUT 1.0
+#define XATTR_PREFIX "user.imgfs."
+
+/* Largest read the kernel sends, and the size of the shared zero page
+ * range used to answer reads of holes without a copy. */
+#define ZERO_BUF_BYTES (1u << 20)
+
+struct ifs_fh {
+	bool wrote;      /* the disk was written: rescan partitions on close */
+	char *text;      /* info: the text as of open */
+	size_t text_len;
+};
+
+struct dir_listing {
+	char *buf;
+	size_t len;
+};
+
+static const char *xattr_keys[] = {
+	"fstype", "label", "uuid", "parttype", "partuuid", "partname",
+};
+
+static const void *zero_buf;
+
+static struct ifs *ifs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void ifs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* Splice replies from the image file save a copy on large reads
+	 * (+20% measured); libfuse copies small replies anyway. */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
+		conn->want |= FUSE_CAP_SPLICE_MOVE;
+	/* Aliased files (p1 inside disk) must not be cached for write-back
+	 * (lost updates, deadlocked invalidations). */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* Invalidate pages only when we say so, not on every mtime change:
+	 * we keep the image file's times. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	zero_buf = mmap(NULL, ZERO_BUF_BYTES, PROT_READ,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (zero_buf == MAP_FAILED)
+		zero_buf = NULL;
+}
+
+static void reply_entry(fuse_req_t req, struct ifs *ifs, fuse_ino_t ino)
+{
+	struct fuse_entry_param e;
+	struct ifs_node node;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ENTRY_TIMEOUT;
+	ifs_stat_node(ifs, &node, &e.attr);
+	e.attr.st_ino = ino;
+	fuse_reply_entry(req, &e);
+}
+
+/* "p<N>" with no leading zero; returns N or 0. */
+static unsigned parse_part_name(const char *name)
+{
+	char *end;
+	unsigned long n;
+
+	if (name[0] != 'p' || name[1] < '1' || name[1] > '9')
+		return 0;
+	n = strtoul(name + 1, &end, 10);
+	if (*end || n > IFS_MAX_PART_NUMBER)
+		return 0;
+	return (unsigned)n;
+}
+
+/* Valid replies: fuse_reply_entry, fuse_reply_err (ENOENT is never
+ * cached, so a name published later by the scanner is found at once). */
+static void ifs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_node dir;
+	unsigned slot = (unsigned)(parent >> IFS_SLOT_SHIFT);
+	unsigned number;
+
+	if (ifs_resolve(ifs, parent, &dir) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (dir.node == IFS_NODE_SNAPDIR) {
+		struct ifs_view *v = ifs_view_by_dirname(ifs, name);
+		if (!v)
+			fuse_reply_err(req, ENOENT);
+		else
+			reply_entry(req, ifs, ifs_ino(v->slot, IFS_NODE_DIR));
+		return;
+	}
+	if (dir.node != IFS_NODE_DIR) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	if (strcmp(name, "disk") == 0)
+		reply_entry(req, ifs, ifs_ino(slot, IFS_NODE_DISK));
+	else if (slot == 0 && strcmp(name, "info") == 0)
+		reply_entry(req, ifs, ifs_ino(0, IFS_NODE_INFO));
+	else if (slot == 0 && strcmp(name, "snapshots") == 0)
+		reply_entry(req, ifs, ifs_ino(0, IFS_NODE_SNAPDIR));
+	else if ((number = parse_part_name(name)) != 0)
+		reply_entry(req, ifs,
+			    ifs_ino(slot, IFS_NODE_PART_BASE + number));
+	else
+		fuse_reply_err(req, ENOENT);
+}
+
+/* Valid replies: fuse_reply_attr, fuse_reply_err. */
+static void ifs_getattr(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_node node;
+	struct stat st;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	(void)fi;
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	ifs_stat_node(ifs, &node, &st);
+	st.st_ino = ino;
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+/* Disk and partition files have a fixed size, like block devices: a
+ * truncate to their own size (O_TRUNC, dd without conv=notrunc) is
+ * accepted and changes nothing; other sizes get EPERM. Times are
+ * accepted and not kept; owner and mode cannot change.
+ * Valid replies: fuse_reply_attr, fuse_reply_err. */
+static void ifs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			int to_set, struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_node node;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	(void)fi;
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+		      FUSE_SET_ATTR_GID)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (node.view->read_only || ifs->opts->read_only) {
+			fuse_reply_err(req, EROFS);
+			return;
+		}
+		if (node.node == IFS_NODE_DIR || node.node == IFS_NODE_SNAPDIR) {
+			fuse_reply_err(req, EISDIR);
+			return;
+		}
+		if (node.node == IFS_NODE_INFO) {
+			fuse_reply_err(req, EACCES);
+			return;
+		}
+		if ((uint64_t)attr->st_size != node.size &&
+		    attr->st_size != 0) {
+			fuse_reply_err(req, EPERM);
+			return;
+		}
+	}
+	ifs_getattr(req, ino, NULL);
+}
+
+static int add_entry(fuse_req_t req, struct dir_listing *l, const char *name,
+		     fuse_ino_t ino, mode_t mode)
+{
+	struct stat st = { .st_ino = ino, .st_mode = mode };
+	size_t need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+	char *grown = realloc(l->buf, l->len + need);
+
+	if (!grown)
+		return -ENOMEM;
+	l->buf = grown;
+	fuse_add_direntry(req, l->buf + l->len, need, name, &st,
+			  (off_t)(l->len + need));
+	l->len += need;
+	return 0;
+}
+
+static int list_parts(fuse_req_t req, struct dir_listing *l,
+		      struct ifs_view *view)
+{
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&view->table_lock);
+	for (size_t i = 0; view->table && i < view->table->nb_parts && !ret;
+	     i++) {
+		unsigned n = view->table->parts[i].number;
+		char name[32];
+
+		if (n == 0 || n > IFS_MAX_PART_NUMBER)
+			continue;
+		snprintf(name, sizeof(name), "p%u", n);
+		ret = add_entry(req, l, name,
+				ifs_ino(view->slot, IFS_NODE_PART_BASE + n),
+				S_IFREG);
+	}
+	pthread_rwlock_unlock(&view->table_lock);
+	return ret;
+}
+
+/* Builds the whole listing at opendir, so readdir serves a consistent
+ * snapshot even while partitions are rescanned.
+ * Valid replies: fuse_reply_open, fuse_reply_err. */
+static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct dir_listing *l;
+	struct ifs_node node;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (node.node != IFS_NODE_DIR && node.node != IFS_NODE_SNAPDIR) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = add_entry(req, l, ".", ino, S_IFDIR);
+	if (!ret)
+		ret = add_entry(req, l, "..", FUSE_ROOT_ID, S_IFDIR);
+	if (!ret && node.node == IFS_NODE_SNAPDIR) {
+		pthread_mutex_lock(&ifs->views_lock);
+		for (size_t i = 1; i < ifs->nb_views && !ret; i++) {
+			struct ifs_view *v = ifs->views[i];
+			if (!v->deleted)
+				ret = add_entry(req, l, v->dirname,
+						ifs_ino(v->slot, IFS_NODE_DIR),
+						S_IFDIR);
+		}
+		pthread_mutex_unlock(&ifs->views_lock);
+	} else if (!ret) {
+		unsigned slot = node.view->slot;
+		ret = add_entry(req, l, "disk", ifs_ino(slot, IFS_NODE_DISK),
+				S_IFREG);
+		if (!ret)
+			ret = list_parts(req, l, node.view);
+		if (!ret && slot == 0)
+			ret = add_entry(req, l, "info",
+					ifs_ino(0, IFS_NODE_INFO), S_IFREG);
+		if (!ret && slot == 0)
+			ret = add_entry(req, l, "snapshots",
+					ifs_ino(0, IFS_NODE_SNAPDIR), S_IFDIR);
+	}
+	if (ret) {
+		free(l->buf);
+		free(l);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)l;
+	fi->cache_readdir = 0;
+	fuse_reply_open(req, fi);
+}
+
+/* Valid replies: fuse_reply_buf, fuse_reply_err. */
+static void ifs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			off_t off, struct fuse_file_info *fi)
+{
+	struct dir_listing *l = (struct dir_listing *)(uintptr_t)fi->fh;
+	size_t start = (size_t)off, end;
+
+	(void)ino;
+	if (off < 0 || start >= l->len) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	/* Entries are packed back to back; send whole entries only. */
+	end = start;
+	while (end < l->len) {
+		const struct fuse_dirent {
+			uint64_t ino, off;
+			uint32_t namelen, type;
+		} *d = (const void *)(l->buf + end);
+		size_t next = (size_t)d->off;
+		if (next - start > size)
+			break;
+		end = next;
+	}
+	fuse_reply_buf(req, l->buf + start, end - start);
+}
+
+static void ifs_releasedir(fuse_req_t req, fuse_ino_t ino,
+			   struct fuse_file_info *fi)
+{
+	struct dir_listing *l = (struct dir_listing *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	free(l->buf);
+	free(l);
+	fuse_reply_err(req, 0);
+}
+
+static bool node_is_writable(struct ifs *ifs, const struct ifs_node *node)
+{
+	return !ifs->opts->read_only && !node->view->read_only &&
+	       img_writable(node->view->img);
+}
+
+/* Valid replies: fuse_reply_open, fuse_reply_err. */
+static void ifs_open(fuse_req_t req, fuse_ino_t ino,
+		     struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_node node;
+	struct ifs_fh *fh;
+	int ret = ifs_resolve(ifs, ino, &node);
+	bool wants_write = (fi->flags & O_ACCMODE) != O_RDONLY;
+
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (node.node == IFS_NODE_DIR || node.node == IFS_NODE_SNAPDIR) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if (wants_write && node.node == IFS_NODE_INFO) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	if (wants_write && !node_is_writable(ifs, &node)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	fh = calloc(1, sizeof(*fh));
+	if (!fh) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (node.node == IFS_NODE_INFO) {
+		fh->text = ifs_info_text(ifs, &fh->text_len);
+		if (!fh->text) {
+			free(fh);
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		/* Its size changes; never serve a stale cached copy. */
+		fi->direct_io = 1;
+	} else {
+		fi->keep_cache = 1;
+	}
+	__atomic_add_fetch(&node.view->nb_open, 1, __ATOMIC_RELAXED);
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		/* The opener was interrupted: release is not coming. */
+		__atomic_sub_fetch(&node.view->nb_open, 1, __ATOMIC_RELAXED);
+		free(fh->text);
+		free(fh);
+	}
+}
+
+/* Answers a read of [off, off+size) of the disk (already clipped) with
+ * the fewest copies: one extent of plain data is spliced from the image
+ * file, one hole is answered from the zero page, and anything else
+ * (compressed clusters, mixed ranges) is read into a buffer. */
+static void reply_disk_read(fuse_req_t req, struct img *img, size_t size,
+			    uint64_t off)
+{
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+	struct img_extent ext;
+	char *buf;
+	int ret;
+
+	ret = img_block_status(img, off, size, &ext);
+	if (ret == 0 && ext.len == size) {
+		if (ext.kind == IMG_EXTENT_DATA && ext.host_fd >= 0) {
+			bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK |
+					  FUSE_BUF_FD_RETRY;
+			bv.buf[0].fd = ext.host_fd;
+			bv.buf[0].pos = (off_t)ext.host_off;
+			fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+			return;
+		}
+		if (ext.kind != IMG_EXTENT_DATA && zero_buf &&
+		    size <= ZERO_BUF_BYTES) {
+			fuse_reply_buf(req, zero_buf, size);
+			return;
+		}
+	}
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = img_pread(img, buf, size, off);
+	if (ret < 0) {
+		log_err("%s: read of %zu bytes at disk offset %" PRIu64
+			" failed: %s", img_path(img), size, off,
+			strerror(-ret));
+		fuse_reply_err(req, -ret);
+	} else {
+		fuse_reply_buf(req, buf, size);
+	}
+	free(buf);
+}
+
+/* Valid replies: fuse_reply_buf, fuse_reply_data, fuse_reply_err. */
+static void ifs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fh *fh = (struct ifs_fh *)(uintptr_t)fi->fh;
+	struct ifs_node node;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (node.node == IFS_NODE_INFO) {
+		if ((size_t)off >= fh->text_len)
+			fuse_reply_buf(req, NULL, 0);
+		else
+			fuse_reply_buf(req, fh->text + off,
+				       MIN(size, fh->text_len - (size_t)off));
+		return;
+	}
+	if ((uint64_t)off >= node.size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	size = (size_t)MIN((uint64_t)size, node.size - (uint64_t)off);
+	reply_disk_read(req, node.view->img, size, node.start + (uint64_t)off);
+}
+
+/* A write that starts inside the file and runs past its end writes what
+ * fits (a short count, as a block device does); one that starts at or
+ * past the end gets ENOSPC. Nothing beyond the end is ever changed.
+ * Valid replies: fuse_reply_write, fuse_reply_err. */
+static void ifs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		      size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fh *fh = (struct ifs_fh *)(uintptr_t)fi->fh;
+	struct ifs_node node;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (!node_is_writable(ifs, &node)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if ((uint64_t)off >= node.size) {
+		fuse_reply_err(req, size ? ENOSPC : 0);
+		return;
+	}
+	size = (size_t)MIN((uint64_t)size, node.size - (uint64_t)off);
+	ret = img_pwrite(node.view->img, buf, size, node.start + (uint64_t)off);
+	if (ret < 0) {
+		if (ret != -ENOSPC && ret != -EROFS && ret != -EPERM)
+			log_err("%s: write of %zu bytes at disk offset %" PRIu64
+				" failed: %s", img_path(node.view->img), size,
+				node.start + (uint64_t)off, strerror(-ret));
+		fuse_reply_err(req, ret == -ENOTSUP ? EROFS : -ret);
+		return;
+	}
+	if (node.node == IFS_NODE_DISK)
+		fh->wrote = true;
+	/* Before the reply, or a reader of an alias may still see old
+	 * pages (DESIGN.md: 821 stale reads in 2000 after the reply). */
+	ifs_invalidate_aliases(ifs, node.view, ino, node.start + (uint64_t)off,
+			       size);
+	fuse_reply_write(req, size);
+}
+
+static int flush_image(struct ifs *ifs, struct ifs_node *node)
+{
+	int ret;
+
+	if (!node_is_writable(ifs, node))
+		return 0;
+	ret = img_flush(node->view->img);
+	if (ret < 0)
+		log_err("%s: flush failed: %s", img_path(node->view->img),
+			strerror(-ret));
+	return ret;
+}
+
+/* close() of a file that wrote the disk: the partition table may have
+ * changed (sfdisk), so reread it before close() returns, like BLKRRPART.
+ * Valid replies: fuse_reply_err. */
+static void ifs_flush(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fh *fh = (struct ifs_fh *)(uintptr_t)fi->fh;
+	struct ifs_node node;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	if (ret < 0 || !fh || !fh->wrote) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	fh->wrote = false;
+	ret = flush_image(ifs, &node);
+	ifs_scan_request_and_wait(ifs);
+	fuse_reply_err(req, -ret);
+}
+
+/* Valid replies: fuse_reply_err. */
+static void ifs_release(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fh *fh = (struct ifs_fh *)(uintptr_t)fi->fh;
+	unsigned slot = (unsigned)(ino >> IFS_SLOT_SHIFT);
+	struct ifs_view *view;
+
+	/* The view may be marked deleted, but it still exists. */
+	pthread_mutex_lock(&ifs->views_lock);
+	for (size_t i = 0; i < ifs->nb_views; i++)
+		if (ifs->views[i]->slot == slot)
+			__atomic_sub_fetch(&ifs->views[i]->nb_open, 1,
+					   __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&ifs->views_lock);
+	(void)view;
+	if (fh) {
+		free(fh->text);
+		free(fh);
+	}
+	fuse_reply_err(req, 0);
+}
+
+/* Valid replies: fuse_reply_err. */
+static void ifs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		      struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_node node;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	(void)datasync;
+	(void)fi;
+	if (ret == 0)
+		ret = flush_image(ifs, &node);
+	fuse_reply_err(req, -ret);
+}
+
+/* Valid replies: fuse_reply_err. */
+static void ifs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			  off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_node node;
+	uint64_t disk_off;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	(void)fi;
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (!node_is_writable(ifs, &node)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (!range_within((uint64_t)off, (uint64_t)len, node.size)) {
+		fuse_reply_err(req, ENOSPC);
+		return;
+	}
+	disk_off = node.start + (uint64_t)off;
+	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+		ret = img_discard(node.view->img, disk_off, (uint64_t)len);
+	else if (mode == FALLOC_FL_ZERO_RANGE ||
+		 mode == (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE))
+		ret = img_write_zeroes(node.view->img, disk_off,
+				       (uint64_t)len);
+	else if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE)
+		ret = 0; /* inside the file: already "allocated" */
+	else
+		ret = -EOPNOTSUPP;
+	if (ret == 0)
+		ifs_invalidate_aliases(ifs, node.view, 0, disk_off,
+				       (uint64_t)len);
+	fuse_reply_err(req, -ret);
+}
+
+/* SEEK_DATA / SEEK_HOLE from the image's block status; holes are ranges
+ * that read as zeroes without stored data.
+ * Valid replies: fuse_reply_lseek, fuse_reply_err. */
+static void ifs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		      struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_node node;
+	uint64_t pos;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	(void)fi;
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (off < 0 || (uint64_t)off >= node.size ||
+	    node.node == IFS_NODE_INFO) {
+		if (node.node == IFS_NODE_INFO && off >= 0 &&
+		    whence == SEEK_DATA) {
+			fuse_reply_lseek(req, off);
+			return;
+		}
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	pos = (uint64_t)off;
+	while (pos < node.size) {
+		struct img_extent ext;
+		ret = img_block_status(node.view->img, node.start + pos,
+				       node.size - pos, &ext);
+		if (ret < 0) {
+			fuse_reply_err(req, -ret);
+			return;
+		}
+		if ((ext.kind == IMG_EXTENT_DATA) == (whence == SEEK_DATA)) {
+			fuse_reply_lseek(req, (off_t)pos);
+			return;
+		}
+		pos += ext.len;
+	}
+	if (whence == SEEK_HOLE)
+		fuse_reply_lseek(req, (off_t)node.size);
+	else
+		fuse_reply_err(req, ENXIO);
+}
+
+/* The partition number a node's xattrs describe: N for pN, 0 for disk
+ * (its whole-disk filesystem), -1 for nodes without xattrs. */
+static int xattr_number(const struct ifs_node *node)
+{
+	if (node->node == IFS_NODE_PART_BASE)
+		return (int)node->part_number;
+	if (node->node == IFS_NODE_DISK)
+		return 0;
+	return -1;
+}
+
+/* Valid replies: fuse_reply_buf, fuse_reply_xattr, fuse_reply_err. */
+static void ifs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 size_t size)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_node node;
+	char *value;
+	size_t len;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (xattr_number(&node) < 0 ||
+	    strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	value = ifs_part_attr(node.view, (unsigned)xattr_number(&node),
+			      name + strlen(XATTR_PREFIX));
+	if (!value) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	len = strlen(value);
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, value, len);
+	free(value);
+}
+
+/* Lists only the attributes that have a value.
+ * Valid replies: fuse_reply_buf, fuse_reply_xattr, fuse_reply_err. */
+static void ifs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_node node;
+	char list[256];
+	size_t len = 0;
+	int ret = ifs_resolve(ifs, ino, &node);
+
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	for (size_t i = 0; xattr_number(&node) >= 0 &&
+			   i < sizeof(xattr_keys) / sizeof(xattr_keys[0]);
+	     i++) {
+		char *value = ifs_part_attr(node.view,
+					    (unsigned)xattr_number(&node),
+					    xattr_keys[i]);
+		if (!value)
+			continue;
+		free(value);
+		len += (size_t)snprintf(list + len, sizeof(list) - len,
+					"%s%s", XATTR_PREFIX, xattr_keys[i]) +
+		       1;
+	}
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, list, len);
+}
+
+/* Valid replies: fuse_reply_err. */
+static void ifs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 const char *value, size_t size, int flags)
+{
+	(void)ino;
+	(void)name;
+	(void)value;
+	(void)size;
+	(void)flags;
+	fuse_reply_err(req, ENOTSUP);
+}
+
+/* Valid replies: fuse_reply_statfs. */
+static void ifs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct statvfs sv;
+	uint64_t alloc = 0;
+
+	(void)ino;
+	memset(&sv, 0, sizeof(sv));
+	img_allocated_bytes(ifs->img, &alloc);
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	sv.f_blocks = div_round_up(img_size(ifs->img), 4096);
+	sv.f_bfree = sv.f_blocks - MIN(sv.f_blocks, div_round_up(alloc, 4096));
+	sv.f_bavail = sv.f_bfree;
+	sv.f_files = 3 + ifs->nb_views;
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* mkdir snapshots/NAME takes a snapshot of the active disk.
+ * Valid replies: fuse_reply_entry, fuse_reply_err. */
+static void ifs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct img_snapshot *list = NULL;
+	struct ifs_view *view = NULL;
+	struct img_err err;
+	size_t nb = 0;
+	int ret;
+
+	(void)mode;
+	if (parent != ifs_ino(0, IFS_NODE_SNAPDIR)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (ifs->opts->read_only || img_is_read_only(ifs->img)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (ifs_view_by_dirname(ifs, name)) {
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	ret = img_snapshot_create(ifs->img, name, &err);
+	if (ret < 0) {
+		log_err("%s", err.msg);
+		fuse_reply_err(req, ret == -ENOTSUP ? EPERM : -ret);
+		return;
+	}
+	ret = img_snapshot_list(ifs->img, &list, &nb);
+	for (size_t i = nb; ret == 0 && i-- > 0;) {
+		if (strcmp(list[i].name, name) == 0) {
+			view = ifs_view_add_snapshot(ifs, &list[i], name,
+						     false);
+			break;
+		}
+	}
+	img_snapshot_list_free(list, nb);
+	if (!view) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	ifs_scan_request_and_wait(ifs);
+	reply_entry(req, ifs, ifs_ino(view->slot, IFS_NODE_DIR));
+}
+
+/* rmdir snapshots/NAME deletes the snapshot; EBUSY while a file in it is
+ * open. Valid replies: fuse_reply_err. */
+static void ifs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_view *view;
+	struct img_err err;
+	int ret;
+
+	if (parent != ifs_ino(0, IFS_NODE_SNAPDIR)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	view = ifs_view_by_dirname(ifs, name);
+	if (!view) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (ifs->opts->read_only || img_is_read_only(ifs->img)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (__atomic_load_n(&view->nb_open, __ATOMIC_RELAXED) > 0) {
+		fuse_reply_err(req, EBUSY);
+		return;
+	}
+	ret = img_snapshot_delete(ifs->img, view->snap_id, &err);
+	if (ret < 0) {
+		log_err("%s", err.msg);
+		fuse_reply_err(req, ret == -ENOTSUP ? EPERM : -ret);
+		return;
+	}
+	view->deleted = true;
+	fuse_lowlevel_notify_inval_entry(ifs->se, parent, name, strlen(name));
+	fuse_reply_err(req, 0);
+}
+
+/* Names cannot be created, removed or renamed here.
+ * Valid replies: fuse_reply_err. */
+static void ifs_deny_create(fuse_req_t req, fuse_ino_t parent,
+			    const char *name, mode_t mode,
+			    struct fuse_file_info *fi)
+{
+	struct ifs *ifs = ifs_of(req);
+
+	(void)parent;
+	(void)name;
+	(void)mode;
+	(void)fi;
+	fuse_reply_err(req, ifs->opts->read_only ? EROFS : EPERM);
+}
+
+static void ifs_deny_mknod(fuse_req_t req, fuse_ino_t parent,
+			   const char *name, mode_t mode, dev_t rdev)
+{
+	(void)rdev;
+	ifs_deny_create(req, parent, name, mode, NULL);
+}
+
+static void ifs_deny_unlink(fuse_req_t req, fuse_ino_t parent,
+			    const char *name)
+{
+	ifs_deny_create(req, parent, name, 0, NULL);
+}
+
+static void ifs_deny_rename(fuse_req_t req, fuse_ino_t parent,
+			    const char *name, fuse_ino_t newparent,
+			    const char *newname, unsigned int flags)
+{
+	(void)newparent;
+	(void)newname;
+	(void)flags;
+	ifs_deny_create(req, parent, name, 0, NULL);
+}
+
+const struct fuse_lowlevel_ops ifs_ops = {
+	.init        = ifs_init,
+	.lookup      = ifs_lookup,
+	.getattr     = ifs_getattr,
+	.setattr     = ifs_setattr,
+	.opendir     = ifs_opendir,
+	.readdir     = ifs_readdir,
+	.releasedir  = ifs_releasedir,
+	.open        = ifs_open,
+	.read        = ifs_read,
+	.write       = ifs_write,
+	.flush       = ifs_flush,
+	.release     = ifs_release,
+	.fsync       = ifs_fsync,
+	.fallocate   = ifs_fallocate,
+	.lseek       = ifs_lseek,
+	.getxattr    = ifs_getxattr,
+	.listxattr   = ifs_listxattr,
+	.setxattr    = ifs_setxattr,
+	.statfs      = ifs_statfs,
+	.mkdir       = ifs_mkdir,
+	.rmdir       = ifs_rmdir,
+	.create      = ifs_deny_create,
+	.mknod       = ifs_deny_mknod,
+	.unlink      = ifs_deny_unlink,
+	.rename      = ifs_deny_rename,
+};

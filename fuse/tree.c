@@ -1,0 +1,436 @@
+/* tree.c: the views (active disk, snapshots) and the nodes inside them.
+ *
+ * See ifs.h for the inode encoding. Views are only ever appended, and a
+ * deleted snapshot's view is marked, not freed, until unmount: handlers
+ * hold view pointers without a lock, and a mount has few snapshots.
+ * Partition tables are swapped whole under the view's table_lock; every
+ * reader copies the window it needs and drops the lock before any I/O.
+ */
+#include "ifs.h"
+
+#include "checked.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+fuse_ino_t ifs_ino(unsigned slot, unsigned node)
+{
+	return ((fuse_ino_t)slot << IFS_SLOT_SHIFT) | node;
+}
+
+static struct ifs_view *view_new(struct img *img, unsigned slot)
+{
+	struct ifs_view *view = calloc(1, sizeof(*view));
+
+	if (!view)
+		return NULL;
+	view->img = img;
+	view->slot = slot;
+	view->read_only = img_is_read_only(img);
+	pthread_rwlock_init(&view->table_lock, NULL);
+	return view;
+}
+
+static void view_free(struct ifs_view *view, bool close_img)
+{
+	if (!view)
+		return;
+	if (close_img)
+		img_close(view->img);
+	part_table_free(view->table);
+	pthread_rwlock_destroy(&view->table_lock);
+	free(view->dirname);
+	free(view->snap_id);
+	free(view->snap_name);
+	free(view);
+}
+
+static int views_append_locked(struct ifs *ifs, struct ifs_view *view)
+{
+	struct ifs_view **grown;
+
+	grown = realloc(ifs->views, (ifs->nb_views + 1) * sizeof(*grown));
+	if (!grown)
+		return -ENOMEM;
+	ifs->views = grown;
+	ifs->views[ifs->nb_views++] = view;
+	return 0;
+}
+
+/* A snapshot's name can be its folder's name unless it is empty, has a
+ * '/', is "." or "..", is shared with another snapshot, or equals the ID
+ * of another snapshot that has to be shown by its ID. */
+static bool name_is_usable(const struct img_snapshot *list, size_t nb,
+			   size_t i)
+{
+	const char *name = list[i].name;
+
+	if (!name || !name[0] || strchr(name, '/') || !strcmp(name, ".") ||
+	    !strcmp(name, ".."))
+		return false;
+	for (size_t j = 0; j < nb; j++) {
+		if (j == i)
+			continue;
+		if (list[j].name && strcmp(list[j].name, name) == 0)
+			return false;
+	}
+	return true;
+}
+
+static void choose_dirnames(const struct img_snapshot *list, size_t nb,
+			    bool *use_id)
+{
+	for (size_t i = 0; i < nb; i++)
+		use_id[i] = !name_is_usable(list, nb, i);
+	for (size_t i = 0; i < nb; i++) {
+		if (use_id[i])
+			continue;
+		for (size_t j = 0; j < nb; j++)
+			if (use_id[j] && strcmp(list[j].id, list[i].name) == 0)
+				use_id[i] = true;
+	}
+}
+
+struct ifs_view *ifs_view_add_snapshot(struct ifs *ifs,
+				       const struct img_snapshot *snap,
+				       const char *dirname, bool is_id)
+{
+	struct img_err err;
+	struct img *simg;
+	struct ifs_view *view;
+
+	if (img_snapshot_open(ifs->img, snap->id, &simg, &err) < 0) {
+		log_err("%s", err.msg);
+		return NULL;
+	}
+	pthread_mutex_lock(&ifs->views_lock);
+	view = view_new(simg, ifs->next_slot);
+	if (view) {
+		view->read_only = true;
+		view->dirname = strdup(dirname);
+		view->snap_id = strdup(snap->id);
+		view->snap_name = strdup(snap->name ? snap->name : "");
+		view->dirname_is_id = is_id;
+		if (!view->dirname || !view->snap_id || !view->snap_name ||
+		    views_append_locked(ifs, view) < 0) {
+			view_free(view, true);
+			view = NULL;
+		} else {
+			ifs->next_slot++;
+		}
+	} else {
+		img_close(simg);
+	}
+	pthread_mutex_unlock(&ifs->views_lock);
+	return view;
+}
+
+int ifs_views_init(struct ifs *ifs)
+{
+	struct img_snapshot *list = NULL;
+	struct ifs_view *active;
+	bool *use_id;
+	size_t nb = 0;
+	int ret;
+
+	pthread_mutex_init(&ifs->views_lock, NULL);
+	active = view_new(ifs->img, 0);
+	if (!active || views_append_locked(ifs, active) < 0) {
+		free(active);
+		return -ENOMEM;
+	}
+	ifs->next_slot = 1;
+
+	ret = img_snapshot_list(ifs->img, &list, &nb);
+	if (ret < 0) {
+		log_err("%s: cannot list snapshots: %s",
+			img_path(ifs->img), strerror(-ret));
+		return ret;
+	}
+	use_id = calloc(nb ? nb : 1, sizeof(*use_id));
+	if (!use_id) {
+		img_snapshot_list_free(list, nb);
+		return -ENOMEM;
+	}
+	choose_dirnames(list, nb, use_id);
+	for (size_t i = 0; i < nb; i++) {
+		const char *dirname = use_id[i] ? list[i].id : list[i].name;
+		if (!ifs_view_add_snapshot(ifs, &list[i], dirname, use_id[i]))
+			log_warn("%s: snapshot %s (ID %s) is not shown",
+				 img_path(ifs->img), list[i].name,
+				 list[i].id);
+	}
+	free(use_id);
+	img_snapshot_list_free(list, nb);
+	return 0;
+}
+
+void ifs_views_free(struct ifs *ifs)
+{
+	/* views[0] shares the image with ifs->img, closed by the caller
+	 * after the snapshot handles. */
+	for (size_t i = ifs->nb_views; i-- > 0;)
+		view_free(ifs->views[i], i != 0);
+	free(ifs->views);
+	ifs->views = NULL;
+	ifs->nb_views = 0;
+	pthread_mutex_destroy(&ifs->views_lock);
+}
+
+struct ifs_view *ifs_view_by_slot(struct ifs *ifs, unsigned slot)
+{
+	struct ifs_view *found = NULL;
+
+	pthread_mutex_lock(&ifs->views_lock);
+	for (size_t i = 0; i < ifs->nb_views; i++) {
+		if (ifs->views[i]->slot == slot) {
+			found = ifs->views[i];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ifs->views_lock);
+	return found && !found->deleted ? found : NULL;
+}
+
+struct ifs_view *ifs_view_by_dirname(struct ifs *ifs, const char *name)
+{
+	struct ifs_view *found = NULL;
+
+	pthread_mutex_lock(&ifs->views_lock);
+	for (size_t i = 1; i < ifs->nb_views; i++) {
+		struct ifs_view *v = ifs->views[i];
+		if (!v->deleted && strcmp(v->dirname, name) == 0) {
+			found = v;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ifs->views_lock);
+	return found;
+}
+
+static const struct part_entry *find_part_locked(struct ifs_view *view,
+						 unsigned number)
+{
+	if (!view->table)
+		return NULL;
+	for (size_t i = 0; i < view->table->nb_parts; i++)
+		if (view->table->parts[i].number == number)
+			return &view->table->parts[i];
+	return NULL;
+}
+
+int ifs_resolve(struct ifs *ifs, fuse_ino_t ino, struct ifs_node *node_r)
+{
+	unsigned slot = (unsigned)(ino >> IFS_SLOT_SHIFT);
+	unsigned node = (unsigned)(ino & ((1u << IFS_SLOT_SHIFT) - 1));
+	struct ifs_view *view = ifs_view_by_slot(ifs, slot);
+
+	if (!view)
+		return -ENOENT;
+	memset(node_r, 0, sizeof(*node_r));
+	node_r->view = view;
+	node_r->node = node;
+	switch (node) {
+	case IFS_NODE_DIR:
+		return 0;
+	case IFS_NODE_DISK:
+		node_r->size = img_size(view->img);
+		return 0;
+	case IFS_NODE_INFO:
+	case IFS_NODE_SNAPDIR:
+		return slot == 0 ? 0 : -ENOENT;
+	}
+	if (node < IFS_NODE_PART_BASE)
+		return -ENOENT;
+	node_r->node = IFS_NODE_PART_BASE;
+	node_r->part_number = node - IFS_NODE_PART_BASE;
+	pthread_rwlock_rdlock(&view->table_lock);
+	const struct part_entry *e = find_part_locked(view,
+						      node_r->part_number);
+	if (e) {
+		node_r->start = e->start_bytes;
+		node_r->size = e->size_bytes;
+	}
+	pthread_rwlock_unlock(&view->table_lock);
+	return e ? 0 : -ENOENT;
+}
+
+/* Bytes stored as data in the image itself within [start, start+len). */
+static uint64_t allocated_in_range(struct img *img, uint64_t start,
+				   uint64_t len)
+{
+	uint64_t total = 0, off = start, end = start + len;
+
+	while (off < end) {
+		struct img_extent ext;
+		if (img_block_status(img, off, end - off, &ext) < 0)
+			return total;
+		if (ext.kind == IMG_EXTENT_DATA && ext.depth == 0)
+			total += ext.len;
+		off += ext.len;
+	}
+	return total;
+}
+
+void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
+		   struct stat *st)
+{
+	bool ro = node->view->read_only || ifs->opts->read_only;
+
+	memset(st, 0, sizeof(*st));
+	st->st_uid = ifs->uid;
+	st->st_gid = ifs->gid;
+	st->st_atim = ifs->image_st.st_atim;
+	st->st_mtim = ifs->image_st.st_mtim;
+	st->st_ctim = ifs->image_st.st_ctim;
+	st->st_blksize = 4096;
+	switch (node->node) {
+	case IFS_NODE_DIR:
+	case IFS_NODE_SNAPDIR:
+		st->st_mode = S_IFDIR | (ro ? 0555 : 0755);
+		st->st_nlink = 2;
+		break;
+	case IFS_NODE_INFO: {
+		size_t len = 0;
+		free(ifs_info_text(ifs, &len));
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)len;
+		st->st_blocks = (blkcnt_t)div_round_up(len, 512);
+		break;
+	}
+	default: {
+		uint64_t alloc = allocated_in_range(node->view->img,
+						    node->start, node->size);
+		st->st_mode = S_IFREG | (ro ? 0444 : 0644);
+		st->st_nlink = 1;
+		st->st_size = (off_t)node->size;
+		st->st_blocks = (blkcnt_t)div_round_up(alloc, 512);
+		break;
+	}
+	}
+}
+
+char *ifs_part_attr(struct ifs_view *view, unsigned number, const char *key)
+{
+	const char *value = NULL;
+	char *copy = NULL;
+
+	pthread_rwlock_rdlock(&view->table_lock);
+	if (number == 0 && view->table) {
+		/* The disk itself: a filesystem with no partition table. */
+		if (!strcmp(key, "fstype"))
+			value = view->table->disk_fs_type;
+		else if (!strcmp(key, "label"))
+			value = view->table->disk_fs_label;
+		else if (!strcmp(key, "uuid"))
+			value = view->table->disk_fs_uuid;
+	} else {
+		const struct part_entry *e = find_part_locked(view, number);
+		if (!e)
+			;
+		else if (!strcmp(key, "fstype"))
+			value = e->fs_type;
+		else if (!strcmp(key, "label"))
+			value = e->fs_label;
+		else if (!strcmp(key, "uuid"))
+			value = e->fs_uuid;
+		else if (!strcmp(key, "parttype"))
+			value = e->type;
+		else if (!strcmp(key, "partuuid"))
+			value = e->part_uuid;
+		else if (!strcmp(key, "partname"))
+			value = e->part_name;
+	}
+	if (value && value[0])
+		copy = strdup(value);
+	pthread_rwlock_unlock(&view->table_lock);
+	return copy;
+}
+
+static fuse_ino_t parts_parent(const struct ifs_view *view)
+{
+	return view->slot == 0 ? FUSE_ROOT_ID
+			       : ifs_ino(view->slot, IFS_NODE_DIR);
+}
+
+static bool same_window(const struct part_table *t, const struct part_entry *e)
+{
+	for (size_t i = 0; t && i < t->nb_parts; i++)
+		if (t->parts[i].number == e->number)
+			return t->parts[i].start_bytes == e->start_bytes &&
+			       t->parts[i].size_bytes == e->size_bytes;
+	return false;
+}
+
+void ifs_view_publish_table(struct ifs *ifs, struct ifs_view *view,
+			    struct part_table *table)
+{
+	struct part_table *old;
+	fuse_ino_t parent = parts_parent(view);
+
+	pthread_rwlock_wrlock(&view->table_lock);
+	old = view->table;
+	view->table = table;
+	pthread_rwlock_unlock(&view->table_lock);
+
+	/* The kernel may hold dentries and pages of partitions that moved
+	 * or went away; drop them (after the lock: notifications can wait
+	 * on requests that need it). A partition that stays the same keeps
+	 * its cache. */
+	for (size_t i = 0; old && i < old->nb_parts; i++) {
+		const struct part_entry *e = &old->parts[i];
+		char name[32];
+
+		if (same_window(table, e))
+			continue;
+		snprintf(name, sizeof(name), "p%u", e->number);
+		fuse_lowlevel_notify_inval_entry(ifs->se, parent, name,
+						 strlen(name));
+		fuse_lowlevel_notify_inval_inode(
+			ifs->se,
+			ifs_ino(view->slot, IFS_NODE_PART_BASE + e->number),
+			0, 0);
+	}
+	part_table_free(old);
+}
+
+void ifs_invalidate_aliases(struct ifs *ifs, struct ifs_view *view,
+			    fuse_ino_t written_ino, uint64_t disk_off,
+			    uint64_t len)
+{
+	struct {
+		fuse_ino_t ino;
+		uint64_t start, size;
+	} files[64];
+	size_t nb = 0;
+	uint64_t end = disk_off + len;
+
+	files[nb].ino = ifs_ino(view->slot, IFS_NODE_DISK);
+	files[nb].start = 0;
+	files[nb++].size = img_size(view->img);
+	pthread_rwlock_rdlock(&view->table_lock);
+	for (size_t i = 0; view->table && i < view->table->nb_parts &&
+			   nb < sizeof(files) / sizeof(files[0]);
+	     i++) {
+		const struct part_entry *e = &view->table->parts[i];
+		files[nb].ino = ifs_ino(view->slot,
+					IFS_NODE_PART_BASE + e->number);
+		files[nb].start = e->start_bytes;
+		files[nb++].size = e->size_bytes;
+	}
+	pthread_rwlock_unlock(&view->table_lock);
+
+	for (size_t i = 0; i < nb; i++) {
+		uint64_t a = MAX(disk_off, files[i].start);
+		uint64_t b = MIN(end, files[i].start + files[i].size);
+		if (files[i].ino == written_ino || a >= b)
+			continue;
+		fuse_lowlevel_notify_inval_inode(ifs->se, files[i].ino,
+						 (off_t)(a - files[i].start),
+						 (off_t)(b - a));
+	}
+}
