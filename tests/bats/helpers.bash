@@ -498,3 +498,32 @@ snapshot_date_utc() {
 		jq --arg id "$2" '.snapshots[] | select(.id == $id) | ."date-sec"')
 	date -u -d "@$sec" +%Y-%m-%dT%H:%M:%SZ
 }
+
+# be64 FILE OFFSET: the big-endian 64-bit number at OFFSET of FILE.
+be64() {
+	echo $((16#$(od -A n -t x1 -j "$2" -N 8 "$1" | tr -d ' \n')))
+}
+
+# put_be64 FILE OFFSET VALUE: writes VALUE there, big-endian.
+put_be64() {
+	local hex i bytes=
+	hex=$(printf '%016x' "$3")
+	for ((i = 0; i < 16; i += 2)); do
+		bytes+="\\x${hex:i:2}"
+	done
+	printf "$bytes" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+# l2_entry_offset IMG GUEST_OFF: where in the qcow2 file the L2 entry that
+# maps GUEST_OFF lives (standard L2 entries, an allocated L2 table).
+l2_entry_offset() {
+	local img=$1 off=$2 cluster_bits cluster l1_off l2_entries l2_off
+	cluster_bits=$((16#$(od -A n -t x1 -j 20 -N 4 "$img" | tr -d ' \n')))
+	cluster=$((1 << cluster_bits))
+	l2_entries=$((cluster / 8))
+	l1_off=$(be64 "$img" 40)
+	l2_off=$(($(be64 "$img" $((l1_off + off / cluster / l2_entries * 8))) &
+		0x00fffffffffffe00))
+	((l2_off != 0)) || return 1
+	echo $((l2_off + off / cluster % l2_entries * 8))
+}
