@@ -4,7 +4,9 @@
 #ifndef IMGFS_COMMON_ENDIAN_H
 #define IMGFS_COMMON_ENDIAN_H
 
-#include <endian.h>
+/* include_next: this file is itself found as <endian.h> through the
+ * common/ include path, so a plain include would not reach glibc's. */
+#include_next <endian.h>
 #include <stdint.h>
 #include <string.h>
 

@@ -1,0 +1,206 @@
+/* qcow2-cache.c: a bounded cache of metadata table slices.
+ *
+ * L2 tables are one cluster each, up to 2 MiB; caching whole tables would
+ * make one lookup cost 2 MiB of memory. The cache instead holds fixed-size
+ * slices (4 KiB, or the cluster size when smaller) keyed by their host
+ * offset, as QEMU's l2-cache-entry-size does. Total memory is
+ * nb_slots * slice_bytes <= the configured bound, with a floor of a few
+ * slots so that a tiny bound stays correct (just slow).
+ *
+ * Invariants:
+ *   - every call runs with the owner's metadata lock held; the cache has
+ *     no lock of its own, so a lookup plus the decode of its entries is
+ *     one critical section;
+ *   - a slot is either free (host_off == SLOT_FREE) or holds exactly the
+ *     bytes of the file at host_off as last read;
+ *   - a pinned slot (pins > 0) is never evicted, so a caller may hold a
+ *     slice pointer between get and put.
+ * Lookup goes through a hash of host offsets; eviction picks the least
+ * recently used unpinned slot with a linear scan, which only happens on a
+ * miss that costs a pread anyway.
+ *
+ * Deliberately not here yet: dirty slices, write-back and the
+ * "flush this cache before that one" dependencies the write path needs.
+ * The slot struct and get/put pinning are shaped so those can be added
+ * (a dirty flag per slot, a dependency pointer per cache) without
+ * changing callers.
+ */
+#include "qcow2-int.h"
+
+#include "checked.h"
+#include "io.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QCOW2_CACHE_MIN_SLOTS 4
+#define SLOT_FREE UINT64_MAX
+#define NO_SLOT UINT32_MAX
+
+struct qcow2_cache_slot {
+	uint64_t host_off; /* SLOT_FREE when empty */
+	uint64_t last_use; /* LRU tick */
+	uint32_t pins;
+	uint32_t hash_next; /* next slot in the same bucket, or NO_SLOT */
+};
+
+struct qcow2_cache {
+	int fd;
+	size_t slice_bytes;
+	uint32_t nb_slots;
+	uint32_t nb_buckets; /* power of two */
+	uint64_t tick;
+	/* Slices must lie inside the file; points at the owner's size so
+	 * that a writer growing the file moves the bound too. */
+	const uint64_t *file_bytes;
+	struct qcow2_cache_slot *slots;
+	uint32_t *buckets;
+	uint8_t *data; /* nb_slots * slice_bytes */
+};
+
+struct qcow2_cache *qcow2_cache_new(int fd, size_t total_bytes,
+				    size_t slice_bytes, uint64_t *file_bytes)
+{
+	struct qcow2_cache *c;
+	size_t nb = total_bytes / slice_bytes;
+
+	if (nb < QCOW2_CACHE_MIN_SLOTS)
+		nb = QCOW2_CACHE_MIN_SLOTS;
+	/* A huge bound must not make us allocate a huge hash or overflow
+	 * the 32-bit slot indices. */
+	if (nb > (1u << 24))
+		nb = 1u << 24;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->fd = fd;
+	c->slice_bytes = slice_bytes;
+	c->nb_slots = (uint32_t)nb;
+	c->file_bytes = file_bytes;
+	c->nb_buckets = 1;
+	while (c->nb_buckets < c->nb_slots)
+		c->nb_buckets <<= 1;
+	c->slots = calloc(nb, sizeof(*c->slots));
+	c->buckets = malloc(c->nb_buckets * sizeof(*c->buckets));
+	c->data = malloc(nb * slice_bytes);
+	if (!c->slots || !c->buckets || !c->data) {
+		qcow2_cache_free(c);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < c->nb_buckets; i++)
+		c->buckets[i] = NO_SLOT;
+	for (uint32_t i = 0; i < c->nb_slots; i++) {
+		c->slots[i].host_off = SLOT_FREE;
+		c->slots[i].hash_next = NO_SLOT;
+	}
+	return c;
+}
+
+void qcow2_cache_free(struct qcow2_cache *c)
+{
+	if (!c)
+		return;
+	free(c->slots);
+	free(c->buckets);
+	free(c->data);
+	free(c);
+}
+
+size_t qcow2_cache_slice_bytes(const struct qcow2_cache *c)
+{
+	return c->slice_bytes;
+}
+
+static uint32_t bucket_of(const struct qcow2_cache *c, uint64_t host_off)
+{
+	uint64_t h = (host_off / c->slice_bytes) * 0x9e3779b97f4a7c15ull;
+
+	return (uint32_t)(h >> 32) & (c->nb_buckets - 1);
+}
+
+static void unhash(struct qcow2_cache *c, uint32_t idx)
+{
+	uint32_t *p = &c->buckets[bucket_of(c, c->slots[idx].host_off)];
+
+	while (*p != NO_SLOT) {
+		if (*p == idx) {
+			*p = c->slots[idx].hash_next;
+			break;
+		}
+		p = &c->slots[*p].hash_next;
+	}
+	c->slots[idx].hash_next = NO_SLOT;
+	c->slots[idx].host_off = SLOT_FREE;
+}
+
+static uint32_t find(const struct qcow2_cache *c, uint64_t host_off)
+{
+	uint32_t i = c->buckets[bucket_of(c, host_off)];
+
+	while (i != NO_SLOT && c->slots[i].host_off != host_off)
+		i = c->slots[i].hash_next;
+	return i;
+}
+
+/* The free slot, or else the least recently used unpinned one. */
+static uint32_t pick_victim(const struct qcow2_cache *c)
+{
+	uint32_t best = NO_SLOT;
+
+	for (uint32_t i = 0; i < c->nb_slots; i++) {
+		const struct qcow2_cache_slot *sl = &c->slots[i];
+
+		if (sl->pins)
+			continue;
+		if (sl->host_off == SLOT_FREE)
+			return i;
+		if (best == NO_SLOT || sl->last_use < c->slots[best].last_use)
+			best = i;
+	}
+	return best;
+}
+
+int qcow2_cache_get_locked(struct qcow2_cache *c, uint64_t host_off,
+			   const uint8_t **slice_r)
+{
+	uint32_t idx;
+	uint8_t *data;
+	int ret;
+
+	/* Callers validated the table; this guards the cache's own
+	 * invariant (aligned keys inside the file) against a caller bug or
+	 * a file that shrank. */
+	if (!is_aligned(host_off, c->slice_bytes) ||
+	    !range_within(host_off, c->slice_bytes, *c->file_bytes))
+		return -EIO;
+
+	idx = find(c, host_off);
+	if (idx == NO_SLOT) {
+		idx = pick_victim(c);
+		if (idx == NO_SLOT)
+			return -EBUSY;
+		if (c->slots[idx].host_off != SLOT_FREE)
+			unhash(c, idx);
+		data = c->data + (size_t)idx * c->slice_bytes;
+		ret = full_pread(c->fd, data, c->slice_bytes, host_off);
+		if (ret < 0)
+			return ret; /* the slot stays free */
+		c->slots[idx].host_off = host_off;
+		uint32_t b = bucket_of(c, host_off);
+		c->slots[idx].hash_next = c->buckets[b];
+		c->buckets[b] = idx;
+	}
+	c->slots[idx].last_use = ++c->tick;
+	c->slots[idx].pins++;
+	*slice_r = c->data + (size_t)idx * c->slice_bytes;
+	return 0;
+}
+
+void qcow2_cache_put_locked(struct qcow2_cache *c, const uint8_t *slice)
+{
+	size_t idx = (size_t)(slice - c->data) / c->slice_bytes;
+
+	if (idx < c->nb_slots && c->slots[idx].pins > 0)
+		c->slots[idx].pins--;
+}

@@ -1,0 +1,298 @@
+/* qcow2-int.h: what the qcow2 driver's files share (qcow2*.c only).
+ *
+ * Two kinds of types live here and never mix:
+ *   - on-disk structs (struct qcow2_*_disk): packed, big-endian, sizes
+ *     fixed by _Static_assert. Each is converted to host form in exactly
+ *     one function (qcow2_header_decode, qcow2_snapshot_decode).
+ *   - decoded state (struct qcow2_state and friends): host byte order,
+ *     every offset and count already validated.
+ *
+ * Spec: docs/interop/qcow2.txt in qemu.git. Limits below mirror QEMU's
+ * block/qcow2.h so that anything QEMU opens, we open, and a hostile header
+ * cannot make us allocate more than QEMU would.
+ */
+#ifndef IMGFS_QCOW2_INT_H
+#define IMGFS_QCOW2_INT_H
+
+#include "imgfmt-int.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
+
+/* Cluster sizes QEMU can open: 512 B .. 2 MiB. */
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+/* Extended L2 entries need 32 subclusters of at least 512 bytes. */
+#define QCOW2_EXTL2_MIN_CLUSTER_BITS 14
+#define QCOW2_EXTL2_SUBCLUSTERS 32
+
+/* QEMU refuses an L1 table above 32 MiB and a refcount table above
+ * 8 MiB; these bound what a header can make us allocate at open. */
+#define QCOW2_MAX_L1_BYTES (32u << 20)
+#define QCOW2_MAX_REFTABLE_BYTES (8u << 20)
+/* QEMU's snapshot limits: 65536 entries, 64 MiB of table, 1 KiB of
+ * extra data per entry. */
+#define QCOW2_MAX_SNAPSHOTS 65536u
+#define QCOW2_MAX_SNAPSHOT_TABLE_BYTES (64u << 20)
+#define QCOW2_MAX_SNAPSHOT_EXTRA_BYTES 1024u
+/* "Must not be longer than 1023 bytes" (header, backing_file_size). */
+#define QCOW2_MAX_BACKING_NAME_BYTES 1023u
+
+/* Incompatible feature bits (header bytes 72-79). */
+#define QCOW2_INCOMPAT_DIRTY (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
+#define QCOW2_INCOMPAT_EXTL2 (1ull << 4)
+#define QCOW2_INCOMPAT_KNOWN 0x1full
+
+/* Compatible feature bits. */
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
+
+/* Autoclear feature bits. */
+#define QCOW2_AUTOCLEAR_BITMAPS (1ull << 0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
+
+/* Header extension types. */
+#define QCOW2_EXT_END 0x00000000u
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857u
+#define QCOW2_EXT_BITMAPS 0x23852875u
+#define QCOW2_EXT_CRYPTO 0x0537be77u
+#define QCOW2_EXT_DATA_FILE 0x44415441u
+
+/* compression_type (header byte 104). */
+#define QCOW2_COMPRESSION_ZLIB 0
+#define QCOW2_COMPRESSION_ZSTD 1
+
+/* L1 entry: bits 9-55 are the L2 table offset, bit 63 "copied". */
+#define QCOW2_L1E_OFFSET_MASK 0x00fffffffffffe00ull
+/* L2 entry (standard descriptor): bits 9-55 host offset, bit 0 reads as
+ * zeroes (v3, not with extended L2), bit 62 compressed, bit 63 copied. */
+#define QCOW2_L2E_OFFSET_MASK 0x00fffffffffffe00ull
+#define QCOW2_L2E_ZERO (1ull << 0)
+#define QCOW2_L2E_COMPRESSED (1ull << 62)
+#define QCOW2_L2E_COPIED (1ull << 63)
+/* Compressed descriptors count 512-byte sectors. */
+#define QCOW2_COMPRESSED_SECTOR_BYTES 512u
+
+/* The header as stored: 104 bytes for v3 plus the optional
+ * compression_type byte and its padding (header_length 112, what QEMU
+ * writes since 5.0). v2 uses only the first 72 bytes. */
+struct qcow2_header_disk {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t backing_file_offset;
+	uint32_t backing_file_size;
+	uint32_t cluster_bits;
+	uint64_t size;
+	uint32_t crypt_method;
+	uint32_t l1_size;
+	uint64_t l1_table_offset;
+	uint64_t refcount_table_offset;
+	uint32_t refcount_table_clusters;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+	/* v3 from here */
+	uint64_t incompatible_features;
+	uint64_t compatible_features;
+	uint64_t autoclear_features;
+	uint32_t refcount_order;
+	uint32_t header_length;
+	/* present when header_length > 104 */
+	uint8_t compression_type;
+	uint8_t padding[7];
+} __attribute__((packed));
+_Static_assert(sizeof(struct qcow2_header_disk) == 112, "qcow2 header");
+
+#define QCOW2_V2_HEADER_BYTES 72u
+#define QCOW2_V3_HEADER_MIN_BYTES 104u
+
+struct qcow2_ext_header_disk {
+	uint32_t type;
+	uint32_t len;
+} __attribute__((packed));
+_Static_assert(sizeof(struct qcow2_ext_header_disk) == 8, "ext header");
+
+struct qcow2_feature_disk {
+	uint8_t type; /* 0 incompatible, 1 compatible, 2 autoclear */
+	uint8_t bit;
+	char name[46];
+} __attribute__((packed));
+_Static_assert(sizeof(struct qcow2_feature_disk) == 48, "feature entry");
+
+/* Fixed part of a snapshot table entry; extra data, ID and name follow,
+ * the whole entry padded to a multiple of 8. */
+struct qcow2_snapshot_disk {
+	uint64_t l1_table_offset;
+	uint32_t l1_size;
+	uint16_t id_str_size;
+	uint16_t name_size;
+	uint32_t date_sec;
+	uint32_t date_nsec;
+	uint64_t vm_clock_nsec;
+	uint32_t vm_state_size;
+	uint32_t extra_data_size;
+} __attribute__((packed));
+_Static_assert(sizeof(struct qcow2_snapshot_disk) == 40, "snapshot entry");
+
+/* The extra data QEMU writes (fields are optional, by length). */
+struct qcow2_snapshot_extra_disk {
+	uint64_t vm_state_size_large;
+	uint64_t disk_size;
+	uint64_t icount;
+} __attribute__((packed));
+_Static_assert(sizeof(struct qcow2_snapshot_extra_disk) == 24, "extra");
+
+/* A decoded snapshot table entry. l1_table_offset and l1_size are
+ * validated only when the snapshot is opened (QEMU does the same), so a
+ * bad entry does not make the whole image unreadable. */
+struct qcow2_snapshot {
+	char *id;
+	char *name;
+	uint64_t l1_table_offset;
+	uint32_t l1_size;
+	uint32_t date_sec;
+	uint32_t date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t vm_state_size;
+	uint64_t disk_size;
+};
+
+struct qcow2_cache;
+
+/* The driver's state behind img->priv. A snapshot handle has its own
+ * state with its own L1 table and borrows the rest (lock, cache, data
+ * file, snapshot table) from its parent, which outlives it. */
+struct qcow2_state {
+	/* Geometry. */
+	unsigned cluster_bits;
+	uint64_t cluster_bytes;
+	unsigned l2_bits;            /* log2 of L2 entries per table */
+	unsigned l2_entry_bytes;     /* 8, or 16 with extended L2 */
+	unsigned subcluster_bits;    /* == cluster_bits without ext. L2 */
+	unsigned version;            /* 2 or 3 */
+	unsigned refcount_order;
+	unsigned header_bytes;       /* header_length */
+	unsigned compression_type;   /* QCOW2_COMPRESSION_* */
+	bool extended_l2;
+
+	uint64_t incompat;
+	uint64_t compat;
+	uint64_t autoclear;
+
+	/* Size of the image file at open. Metadata and data offsets are
+	 * checked against it; the write path must grow it as it appends. */
+	uint64_t file_bytes;
+
+	/* Active (or, in a snapshot handle, the snapshot's) L1 table, host
+	 * byte order, l1_size entries (0 entries: nothing allocated). */
+	uint64_t *l1_table;
+	uint32_t l1_size;
+	uint64_t l1_table_offset;
+
+	uint64_t refcount_table_offset;
+	uint32_t refcount_table_clusters;
+
+	/* Snapshot table, in table order. */
+	struct qcow2_snapshot *snapshots;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+
+	/* Strings from the header and its extensions; NULL when absent. */
+	char *backing_name;
+	char *backing_format;
+	char *data_file_name;
+	bool data_file_raw;
+
+	/* Where guest data lives: img->fd, or the external data file. */
+	int data_fd;
+	bool owns_data_fd;
+
+	/* Metadata lock: guards the L2 slice cache (and, for writers, L1
+	 * and refcounts). Data preads never hold it. Points at
+	 * lock_storage, or at the parent's in a snapshot handle. */
+	pthread_mutex_t *lock;
+	pthread_mutex_t lock_storage;
+	struct qcow2_cache *l2_cache;
+
+	/* Snapshot handle: the image it was opened from (for backing reads
+	 * and shared state); NULL for a top-level image. */
+	struct img *parent;
+};
+
+static inline struct qcow2_state *qcow2_state(const struct img *img)
+{
+	return img->priv;
+}
+
+/* qcow2-cache.c: a bounded LRU cache of fixed-size slices of metadata
+ * tables, keyed by their host offset in one file. All calls expect the
+ * owner's metadata lock held. */
+struct qcow2_cache *qcow2_cache_new(int fd, size_t total_bytes,
+				    size_t slice_bytes, uint64_t *file_bytes);
+void qcow2_cache_free(struct qcow2_cache *c);
+size_t qcow2_cache_slice_bytes(const struct qcow2_cache *c);
+/* Gets the slice at host_off (slice-aligned), reading it on a miss, and
+ * pins it until qcow2_cache_put_locked. -EIO when it lies past the end of
+ * the file, -EBUSY when every slot is pinned. */
+int qcow2_cache_get_locked(struct qcow2_cache *c, uint64_t host_off,
+			   const uint8_t **slice_r);
+void qcow2_cache_put_locked(struct qcow2_cache *c, const uint8_t *slice);
+
+/* qcow2-map.c: guest offset -> runs of one kind. */
+enum qcow2_run_kind {
+	QCOW2_RUN_UNALLOCATED, /* read from the backing file */
+	QCOW2_RUN_ZERO,        /* reads as zeroes */
+	QCOW2_RUN_DATA,        /* plain data at host_off in data_fd */
+	QCOW2_RUN_COMPRESSED,  /* compressed cluster(s), l2_entry = first */
+};
+
+struct qcow2_run {
+	enum qcow2_run_kind kind;
+	uint64_t len_bytes;
+	uint64_t host_off; /* DATA: host offset of the first guest byte */
+	uint64_t l2_entry; /* COMPRESSED: the descriptor of the first one */
+};
+
+/* Describes the longest run starting at guest_off (at most max_bytes)
+ * whose clusters/subclusters have one kind and, for data, contiguous host
+ * offsets. Compressed clusters merge into one run only when
+ * merge_compressed (block status); for reads each is its own run.
+ * Expects *s->lock held. -EIO for corrupt metadata. */
+int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
+		     bool merge_compressed, struct qcow2_run *run_r);
+/* Checks that a table of nb_entries * entry_bytes at off is cluster
+ * aligned, does not overlap the header cluster, and lies inside the file.
+ * Fills err naming what (e.g. "L1 table") and returns -EINVAL. */
+int qcow2_validate_table(struct img *img, const char *what, uint64_t off,
+			 uint64_t nb_entries, size_t entry_bytes,
+			 uint64_t max_bytes, struct img_err *err);
+/* Reads an L1 table (validated by the caller) into host byte order. */
+int qcow2_read_l1(struct img *img, uint64_t off, uint32_t nb_entries,
+		  uint64_t **l1_r, struct img_err *err);
+/* Number of L1 entries that a virtual size of size_bytes needs. */
+uint64_t qcow2_l1_entries_for(const struct qcow2_state *s,
+			      uint64_t size_bytes);
+
+/* qcow2-compress.c: reads compressed cluster described by l2_entry and
+ * copies [off_in_cluster, off_in_cluster + len) of it into buf. -EIO for
+ * a bad descriptor or data that does not decompress to a full cluster. */
+int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
+			  size_t off_in_cluster, size_t len);
+/* Splits a compressed descriptor into host offset and byte count. */
+void qcow2_compressed_desc(const struct qcow2_state *s, uint64_t l2_entry,
+			   uint64_t *host_off_r, uint64_t *bytes_r);
+
+/* qcow2-snapshot.c */
+int qcow2_read_snapshots(struct img *img, struct img_err *err);
+void qcow2_free_snapshots(struct qcow2_snapshot *sn, uint32_t nb);
+int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,
+			size_t *nb_r);
+int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
+			struct img_err *err);
+
+#endif
