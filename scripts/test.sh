@@ -1,0 +1,88 @@
+#!/bin/bash
+# test.sh: installs what is needed, builds, and runs every test of imgfs:
+#   1. unit tests (meson test) in a normal build and in an ASan/UBSan build
+#   2. integration tests (bats, tests/bats/*.bats) against the normal build
+#   3. each libFuzzer target for a short fixed time (tests/fuzz/run.sh)
+#   4. the benchmarks once in quick mode, to prove they run (tests/bench)
+# Ends with one line "N passed, N failed, N skipped" and a non-zero status
+# if anything failed. Run as root on Debian 12 (CI does).
+#   FUZZ_SECONDS=N   fuzz time per target (default 30)
+#   SKIP_BENCH=1     leave out step 4
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+bash scripts/deps.sh || exit 1
+
+passed=0 failed=0 skipped=0
+failures=()
+note() { printf '\n=== %s\n' "$*"; }
+
+# Adds the counts of a meson test run from its JSON log.
+count_meson() {
+	local log=$1/meson-logs/testlog.json name=$2
+	[ -f "$log" ] || { failed=$((failed + 1)); failures+=("$name: no test log"); return; }
+	local p f s
+	p=$(grep -c '"result": "OK"' "$log")
+	s=$(grep -c '"result": "SKIP"' "$log")
+	f=$(grep -c -E '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$log")
+	passed=$((passed + p)) skipped=$((skipped + s)) failed=$((failed + f))
+	((f)) && failures+=("$name: $f unit test(s) failed")
+}
+
+note "build (debugoptimized) and unit tests"
+if bash scripts/build.sh build; then
+	meson test -C build --print-errorlogs --num-processes 2
+	count_meson build "unit"
+else
+	failed=$((failed + 1)); failures+=("build failed")
+fi
+
+note "ASan/UBSan build and unit tests"
+if bash scripts/build.sh build-asan -Db_sanitize=address,undefined \
+	-Db_lundef=false; then
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C build-asan --print-errorlogs --num-processes 2
+	count_meson build-asan "unit (asan)"
+else
+	failed=$((failed + 1)); failures+=("asan build failed")
+fi
+
+note "integration tests (bats)"
+if [ -x build/fuse/imgfs ]; then
+	tap=$(mktemp)
+	IMGFS_BUILD_DIR=$root/build bats --tap tests/bats | tee "$tap"
+	p=$(grep -E '^ok ' "$tap" | grep -vc '# skip')
+	s=$(grep -E '^ok .*# skip' -c "$tap")
+	f=$(grep -c '^not ok ' "$tap")
+	passed=$((passed + p)) skipped=$((skipped + s)) failed=$((failed + f))
+	((f)) && failures+=("bats: $f failed")
+	rm -f "$tap"
+fi
+
+note "fuzzing (${FUZZ_SECONDS:-30} s per target)"
+if [ -x tests/fuzz/run.sh ]; then
+	if bash tests/fuzz/run.sh "${FUZZ_SECONDS:-30}"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1)); failures+=("fuzzing found a crash")
+	fi
+fi
+
+if [ -z "${SKIP_BENCH:-}" ]; then
+	note "benchmarks, quick mode (proves they run; figures mean little)"
+	for b in tests/bench/imgfmt.sh tests/bench/mount.sh; do
+		[ -x "$b" ] || continue
+		if IMGFS_BUILD_DIR=$root/build bash "$b" --quick; then
+			passed=$((passed + 1))
+		else
+			failed=$((failed + 1)); failures+=("$b --quick failed")
+		fi
+	done
+fi
+
+note "summary"
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
