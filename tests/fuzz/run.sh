@@ -1,0 +1,56 @@
+#!/bin/sh
+# run.sh [SECONDS]: build the libFuzzer targets, seed them, run each one.
+#
+# Builds build-fuzz (CC=clang, -Dfuzzing=true) if it is not there yet,
+# makes the seed corpus with make-corpus.sh, and runs every target for
+# SECONDS (default 60) with a 512 MiB RSS limit and a 10 s per-input
+# timeout. New inputs go to build-fuzz/fuzz-corpus/TARGET (kept between
+# runs, so coverage accumulates); crashes, leaks and timeouts are written
+# to build-fuzz/fuzz-artifacts/TARGET/. Exits non-zero when any target
+# found one, after printing the file and how to replay it.
+set -eu
+
+secs=${1:-60}
+src=$(cd "$(dirname "$0")/../.." && pwd)
+build=${FUZZ_BUILD:-$src/build-fuzz}
+targets="fuzz-qcow2 fuzz-probe"
+
+if [ ! -f "$build/build.ninja" ]; then
+	CC=clang meson setup "$build" "$src" -Dfuzzing=true
+fi
+ninja -C "$build" $(for t in $targets; do echo "tests/fuzz/$t"; done)
+
+seeds=$build/fuzz-seeds
+rm -rf "$seeds"
+"$src/tests/fuzz/make-corpus.sh" "$seeds"
+
+# A smaller ASan quarantine keeps the RSS well under the limit.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-quarantine_size_mb=32:detect_leaks=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+
+status=0
+for t in $targets; do
+	corpus=$build/fuzz-corpus/$t
+	artifacts=$build/fuzz-artifacts/$t
+	mkdir -p "$corpus" "$artifacts"
+	log=$build/fuzz-$t.log
+	echo "run.sh: $t for ${secs}s (log: $log)"
+	# The first directory receives new inputs; the seeds stay read-only.
+	if "$build/tests/fuzz/$t" "$corpus" "$seeds" \
+		-max_total_time="$secs" -rss_limit_mb=512 -timeout=10 \
+		-max_len=524288 -print_final_stats=1 \
+		-artifact_prefix="$artifacts/" >"$log" 2>&1; then
+		grep -E '^stat::number_of_executed_units|^stat::peak_rss' "$log" |
+			sed "s/^/run.sh: $t: /"
+	else
+		status=1
+		echo "run.sh: $t FAILED; last lines of $log:" >&2
+		tail -n 30 "$log" >&2
+		for f in "$artifacts"/*; do
+			[ -e "$f" ] || continue
+			echo "run.sh: crashing input: $f" >&2
+			echo "run.sh: replay: $build/tests/fuzz/$t $f" >&2
+		done
+	fi
+done
+exit $status
