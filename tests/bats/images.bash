@@ -175,6 +175,10 @@ fill_pattern() {
 		2) cmds+=("write -z $off $unit") ;;
 		3)
 			if ((compress)); then
+				# Compressed writes go to unallocated clusters
+				# only; the discard makes this one so when the
+				# image was filled before.
+				cmds+=("discard $off $unit")
 				cmds+=("write -c -P $b $off $unit")
 			else
 				cmds+=("write -P $b $off $unit")
