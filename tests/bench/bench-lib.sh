@@ -1,0 +1,187 @@
+# bench-lib.sh: what imgfmt.sh and mount.sh share. Sourced, not run.
+# shellcheck shell=bash
+#
+# Sets REPO, BUILD, BENCH (the imgfmt-bench program); offers a work
+# directory with cleanup on any exit, the test images, timing, medians and
+# ratios. Everything the scripts start or mount is recorded here
+# (bench_track_pid, bench_track_mount) and undone by bench_cleanup: only
+# those processes are killed, only those mounts unmounted.
+
+BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_HERE/../.." && pwd)
+BUILD=${IMGFS_BUILD_DIR:-$REPO/build}
+BENCH=$BUILD/tests/bench/imgfmt-bench
+
+W=                      # the work directory
+declare -a BENCH_PIDS=() BENCH_MOUNTS=()
+
+bench_die() {
+	echo "${0##*/}: $*" >&2
+	exit 1
+}
+
+bench_log() {
+	echo "# $*" >&2
+}
+
+# The imgfmt-bench program; built on demand when the build dir exists.
+bench_need_program() {
+	if [[ ! -x $BENCH && -f $BUILD/build.ninja ]]; then
+		ninja -C "$BUILD" tests/bench/imgfmt-bench >/dev/null ||
+			bench_die "cannot build $BENCH"
+	fi
+	[[ -x $BENCH ]] ||
+		bench_die "$BENCH is missing: meson setup $BUILD && ninja -C $BUILD (or set IMGFS_BUILD_DIR)"
+}
+
+bench_require() {
+	local t
+	for t in "$@"; do
+		command -v "$t" >/dev/null || bench_die "$t is not installed"
+	done
+}
+
+bench_track_pid() { BENCH_PIDS+=("$1"); }
+bench_track_mount() { BENCH_MOUNTS+=("$1"); }
+
+bench_is_mounted() {
+	# /proc/self/mounts escapes blanks as \040; our paths have none.
+	awk -v p="$1" '$2 == p { found = 1 } END { exit !found }' /proc/self/mounts
+}
+
+bench_unmount() {
+	local m=$1 i
+	bench_is_mounted "$m" || return 0
+	fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		bench_is_mounted "$m" || return 0
+		sleep 0.05
+	done
+	fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+}
+
+bench_pid_alive() {
+	[[ -n $1 ]] && kill -0 "$1" 2>/dev/null
+}
+
+# Waits up to $2 seconds (default 10) for pid $1 to go; then SIGKILL.
+bench_reap() {
+	local pid=$1 limit=${2:-10} i
+	for ((i = 0; i < limit * 20; i++)); do
+		bench_pid_alive "$pid" || break
+		sleep 0.05
+	done
+	if bench_pid_alive "$pid"; then
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+
+bench_cleanup() {
+	local rc=$? m p
+	trap - EXIT INT TERM
+	for m in "${BENCH_MOUNTS[@]}"; do
+		bench_unmount "$m"
+	done
+	for p in "${BENCH_PIDS[@]}"; do
+		if bench_pid_alive "$p"; then
+			kill -TERM "$p" 2>/dev/null || true
+			bench_reap "$p" 5
+		fi
+	done
+	if [[ -n $W && -d $W ]]; then
+		if grep -qF " $W/" /proc/self/mounts; then
+			echo "${0##*/}: something is still mounted under $W; left in place" >&2
+		else
+			rm -rf --one-file-system "$W"
+		fi
+	fi
+	exit "$rc"
+}
+
+# Creates the work directory on tmpfs when memory allows ($1: bytes the
+# images need), else under ${TMPDIR:-/var/tmp}, and arms the cleanup.
+bench_workdir() {
+	local need=$1 avail_kb base
+	avail_kb=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
+	base=${TMPDIR:-/var/tmp}
+	# Leave half of what is free to everyone else on the machine.
+	if [[ -d /dev/shm && -w /dev/shm ]] &&
+		((need / 1024 < avail_kb / 2)); then
+		base=/dev/shm
+	fi
+	W=$(mktemp -d "$base/imgfs-bench.XXXXXX") || bench_die "mktemp failed"
+	chmod 0755 "$W"
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	bench_log "work dir $W"
+}
+
+# Builds the images in $W ($1: size in bytes):
+#   $W/raw/disk.raw     pseudo-random data (the raw twin), alone in its folder
+#   $W/disk.qcow2       the same bytes, qcow2 v3, 64 KiB clusters, all allocated
+#   $W/comp.raw         data that deflates about 2:1 (half random, half zero)
+#   $W/comp.qcow2       that data as a zlib-compressed qcow2 (qemu-img -c)
+bench_make_images() {
+	local size=$1
+	mkdir -p "$W/raw"
+	"$BENCH" gen "$W/raw/disk.raw" "$size" --seed 1 >/dev/null
+	qemu-img convert -f raw -O qcow2 -o cluster_size=65536 \
+		"$W/raw/disk.raw" "$W/disk.qcow2"
+	"$BENCH" gen "$W/comp.raw" "$size" --compressible --seed 2 >/dev/null
+	qemu-img convert -c -f raw -O qcow2 \
+		-o cluster_size=65536,compression_type=zlib \
+		"$W/comp.raw" "$W/comp.qcow2"
+	local comp_bytes
+	comp_bytes=$(stat -c %s "$W/comp.qcow2")
+	bench_log "images: $((size >> 20)) MiB raw and qcow2; compressed qcow2 $((comp_bytes >> 20)) MiB ($(bench_ratio "$size" "$comp_bytes"):1)"
+}
+
+# Reads the images once so that they are in the page cache (a no-op on
+# tmpfs, needed elsewhere).
+bench_warm() {
+	cat "$@" >/dev/null
+}
+
+bench_now() { echo "$EPOCHREALTIME"; }
+
+bench_elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
+
+# Median of the arguments; "-" ignored; "-" if none.
+bench_median() {
+	printf '%s\n' "$@" | awk '$1 != "-" && $1 != "" { v[n++] = $1 + 0 }
+		END {
+			if (!n) { print "-"; exit }
+			for (i = 1; i < n; i++)
+				for (j = i; j > 0 && v[j-1] > v[j]; j--) { t = v[j]; v[j] = v[j-1]; v[j-1] = t }
+			m = n % 2 ? v[(n-1)/2] : (v[n/2-1] + v[n/2]) / 2
+			if (m >= 1000 || m <= -1000) printf "%.0f\n", m
+			else printf "%.4g\n", m
+		}'
+}
+
+bench_max() {
+	printf '%s\n' "$@" | awk '$1 != "-" && $1 != "" { if (!n++ || $1 + 0 > m) m = $1 + 0 }
+		END { if (!n) print "-"; else if (m >= 1000) printf "%.0f\n", m; else printf "%.4g\n", m }'
+}
+
+# $1 / $2 to 2 decimals, "-" if either is missing or $2 is 0.
+bench_ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		if (a == "-" || b == "-" || a == "" || b == "" || b + 0 == 0) print "-"
+		else printf "%.2f\n", a / b }'
+}
+
+# "met" / "MISSED" / "n/a" for value $1 against $2 ("ge" or "le") $3.
+bench_verdict() {
+	awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
+		if (v == "-" || v == "") { print "n/a"; exit }
+		ok = op == "ge" ? v + 0 >= t + 0 : v + 0 <= t + 0
+		print ok ? "met" : "MISSED" }'
+}
+
+# The value of key $1 in a "RESULT mode=... key=value" line on stdin.
+bench_field() {
+	awk -v k="$1" '/^RESULT / { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }'
+}
