@@ -178,6 +178,11 @@ int img_open_data_file(struct img *parent, const char *name, int *fd_r,
 	if (fd < 0)
 		return img_err(err, -errno, "%s: data file %s: %s",
 			       parent->path, path, strerror(errno));
+	ret = img_lock_file(fd, path, !parent->read_only, err);
+	if (ret < 0) {
+		close(fd);
+		return ret;
+	}
 	*fd_r = fd;
 	return 0;
 }

@@ -126,6 +126,9 @@ int img_open_common(struct img *img, const char *path, enum img_format fmt,
 	ret = open_image_file(path, img->read_only, &img->fd, err);
 	if (ret < 0)
 		return ret;
+	ret = img_lock_file(img->fd, path, !img->read_only, err);
+	if (ret < 0)
+		return ret;
 	if (!img->real_path) {
 		img->real_path = realpath(path, NULL);
 		if (!img->real_path)

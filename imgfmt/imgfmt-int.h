@@ -91,6 +91,11 @@ int img_open_backing(struct img *parent, const char *name,
 int img_open_data_file(struct img *parent, const char *name, int *fd_r,
 		       struct img_err *err);
 
+/* Takes QEMU's image locks on fd (lock.c) for reading, or reading and
+ * writing. -EBUSY with a message when another process holds the image in
+ * a way that conflicts. */
+int img_lock_file(int fd, const char *path, bool write, struct img_err *err);
+
 /* Reads [off, off+len) of img's backing image: zeroes where there is no
  * backing image or past its end. */
 int img_read_backing(struct img *img, void *buf, size_t len, uint64_t off);
