@@ -43,6 +43,8 @@
 #define FUZZ_FORMAT IMG_FORMAT_QCOW2
 #endif
 
+/* Settable by a replaying unit test, which runs both flavours. */
+static enum img_format fuzz_format = FUZZ_FORMAT;
 static char fuzz_path[64];
 static int fuzz_fd = -1;
 
@@ -167,7 +169,7 @@ int fuzz_qcow2_one(const uint8_t *data, size_t size);
 int fuzz_qcow2_one(const uint8_t *data, size_t size)
 {
 	struct img_open_opts opts = {
-		.format = FUZZ_FORMAT,
+		.format = fuzz_format,
 		.read_only = true,
 		.backing = IMG_BACKING_DENY,
 		.cache_bytes = FUZZ_CACHE_BYTES,

@@ -24,6 +24,12 @@
  * refused without allocating what they claim. ASan reserves terabytes of
  * shadow, so there only the time bound applies.
  *
+ * Then every case file, the fuzz seed corpus (tests/fuzz/make-corpus.sh)
+ * and the saved fuzz regressions (tests/fuzz/regress/) go through the
+ * fuzz target's own function (tests/fuzz/fuzz-qcow2.c, included below),
+ * as qcow2 and probed, so this build's sanitizers see what the fuzzer
+ * sees without needing clang.
+ *
  * Not covered here: byte-for-byte reading of valid images (the
  * differential suite does that), and writing.
  */
@@ -46,7 +52,11 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <dirent.h>
 #include <unistd.h>
+
+#define FUZZ_NO_MAIN_ENTRY
+#include "../fuzz/fuzz-qcow2.c"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -91,6 +101,7 @@ enum {
 	S_ID_SIZE = 12,
 	S_NAME_SIZE = 14,
 	S_EXTRA_SIZE = 36,
+	S_DISK_SIZE = 48, /* extra data: vm_state_size_large, disk_size */
 };
 
 #define EXT_FEATURES 0x6803f857u
@@ -131,6 +142,8 @@ struct hcase {
 	bool rw;
 	int want;          /* img_open's result */
 	const char *msg;   /* '|'-separated words, one must be in the message */
+	bool chain_msg;    /* the message may name any image of the chain
+			    * (all in the case's folder) instead of this one */
 	after_fn *after;   /* checks on the open image when want == 0 */
 	uint64_t bad_off;  /* check_eio: reads here fail ... */
 	uint64_t bad_span; /* ... and in the rest of this aligned span */
@@ -473,6 +486,42 @@ static void backing_loop(const char *path, const struct hcase *hc)
 	    dlen, path, slash + 1, slash + 1);
 }
 
+/* path heads a chain of a + 1 backing files (each names the next). */
+static void deep_chain(const char *path, const struct hcase *hc)
+{
+	const char *slash = strrchr(path, '/');
+	int dlen = (int)(slash - path);
+
+	unlink(path);
+	run("cd '%.*s' && qemu-img create -q -f qcow2 deep%" PRIu64 ".qcow2 1M"
+	    " && for i in $(seq %" PRIu64 " -1 1); do qemu-img create -q "
+	    "-f qcow2 -u -b deep$i.qcow2 -F qcow2 deep$((i - 1)).qcow2 1M; "
+	    "done && mv deep0.qcow2 '%s'",
+	    dlen, path, hc->a, hc->a, slash + 1);
+}
+
+/* The extended L2 bitmap (second half of the entry) of guest offset a
+ * becomes b; with w == 1 the first half (the descriptor) is zeroed too. */
+static void set_l2_bitmap(const char *path, const struct hcase *hc)
+{
+	int fd = open_rw(path);
+	unsigned cb = get_be(fd, H_CLUSTER_BITS, 4);
+	uint64_t l1_off = get_be(fd, H_L1_OFF, 8);
+	uint64_t g = hc->a;
+	/* Extended entries are 16 bytes: an L2 table holds 2^(cb - 4). */
+	uint64_t l1_idx = g >> (cb + cb - 4);
+	uint64_t l2_idx = (g >> cb) & ((1ULL << (cb - 4)) - 1);
+	uint64_t l2_off = get_be(fd, l1_off + 8 * l1_idx, 8) & L1_OFF_MASK;
+	uint64_t pos = l2_off + 16 * l2_idx;
+
+	assert(l2_off != 0);
+	assert(get_be(fd, H_INCOMPAT, 8) & (1 << 4));
+	if (hc->w == 1)
+		put_be(fd, pos, 8, 0);
+	put_be(fd, pos + 8, 8, hc->b);
+	close(fd);
+}
+
 static void make_dir(const char *path, const struct hcase *hc)
 {
 	unlink(path);
@@ -531,8 +580,7 @@ static void check_eio(struct img *img, const struct hcase *hc)
 		for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
 			const struct chunk *c = &chunks[i];
 			bool bad = c->off >= start &&
-				   c->off < start + hc->bad_span &&
-				   c->byte != 0;
+				   c->off < start + hc->bad_span;
 
 			expect_chunk(img, c, bad, hc->name);
 		}
@@ -583,7 +631,7 @@ static bool msg_names(const char *msg, const char *path, const char *words)
 	char lmsg[IMG_ERR_MSG_MAX], word[64];
 	const char *p = words;
 
-	if (!strstr(msg, path))
+	if (path && !strstr(msg, path))
 		return false;
 	for (size_t i = 0; i < sizeof(lmsg); i++) {
 		lmsg[i] = (char)tolower((unsigned char)msg[i]);
@@ -664,6 +712,8 @@ static const struct hcase cases[] = {
 	/* header_length. */
 	{ "header_length 100 (< 104)", "plain", HDR(H_HDR_LEN, 4, 100),
 	  .fmt = Q, BAD(-EINVAL, "header") },
+	{ "header_length 108 (not a multiple of 8)", "plain",
+	  HDR(H_HDR_LEN, 4, 108), .fmt = Q, BAD(-EINVAL, "header") },
 	{ "header_length past the cluster", "plain",
 	  HDR(H_HDR_LEN, 4, CLUSTER + 8), .fmt = Q, BAD(-EINVAL, "header") },
 	{ "header_length past end of file", "plain", .make = short_header,
@@ -677,6 +727,8 @@ static const struct hcase cases[] = {
 	{ "L1 table unaligned", "plain", .make = add_hdr, .a = H_L1_OFF,
 	  .w = 8, .b = 512, .fmt = Q, BAD(-EINVAL, "L1") },
 	{ "L1 table overlapping the header", "plain", HDR(H_L1_OFF, 8, 0),
+	  .fmt = Q, BAD(-EINVAL, "L1") },
+	{ "l1_size 0 for a 1 GiB disk", "plain", HDR(H_L1_SIZE, 4, 0),
 	  .fmt = Q, BAD(-EINVAL, "L1") },
 	/* Refcount table and width. */
 	{ "refcount table past end of file", "plain",
@@ -705,6 +757,12 @@ static const struct hcase cases[] = {
 	{ "snapshot L1 table past end of file", "snap", .make = set_snap,
 	  .a = S_L1_OFF, .w = 8, .b = 1ULL << 40, .fmt = Q,
 	  .msg = "L1|snapshot", .after = check_snap_open_fails },
+	{ "snapshot L1 table unaligned", "snap", .make = set_snap,
+	  .a = S_L1_OFF, .w = 8, .b = 0x30200, .fmt = Q,
+	  .msg = "L1|snapshot", .after = check_snap_open_fails },
+	{ "snapshot disk size 2^63", "snap", .make = set_snap,
+	  .a = S_DISK_SIZE, .w = 8, .b = 1ULL << 63, .fmt = Q,
+	  .msg = "L1|snapshot|size", .after = check_snap_open_fails },
 	{ "snapshot l1_size 2^31", "snap", .make = set_snap, .a = S_L1_SIZE,
 	  .w = 4, .b = 1ULL << 31, .fmt = Q, .msg = "L1|snapshot",
 	  .after = check_snap_open_fails },
@@ -763,6 +821,8 @@ static const struct hcase cases[] = {
 	{ "backing outside the folder, backing=follow", "over",
 	  .make = backing_name, .a = (uintptr_t)"ABS:outside.qcow2",
 	  .fmt = Q, .pol = IMG_BACKING_FOLLOW, .after = check_reads },
+	{ "backing chain 70 deep", "plain", .make = deep_chain, .a = 70,
+	  .fmt = Q, BAD(-ELOOP, "deep|depth|chain"), .chain_msg = true },
 	/* Corrupt metadata met while reading: -EIO there, data elsewhere. */
 	{ "L2 entry past end of file", "plain", .make = set_l2, .a = 0,
 	  .b = L2_COPIED | 1ULL << 40, .fmt = Q, EIO_AT(0, CLUSTER) },
@@ -778,6 +838,14 @@ static const struct hcase cases[] = {
 	  EIO_AT(2 * MiB, CLUSTER) },
 	{ "garbage deflate data", "plain", .make = break_compressed,
 	  .a = 2 * MiB, .fmt = Q, EIO_AT(2 * MiB, CLUSTER) },
+	{ "v2 image with a zero flag in L2", "v2", .make = set_l2, .a = 0,
+	  .w = 1, .b = 1, .fmt = Q, EIO_AT(0, CLUSTER) },
+	{ "extended L2: subcluster both allocated and zero", "el2",
+	  .make = set_l2_bitmap, .a = 1 * MiB, .b = UINT64_MAX, .fmt = Q,
+	  EIO_AT(1 * MiB, CLUSTER) },
+	{ "extended L2: allocated subclusters without a cluster", "el2",
+	  .make = set_l2_bitmap, .a = 1 * MiB, .w = 1, .b = 0xffffffff,
+	  .fmt = Q, EIO_AT(1 * MiB, CLUSTER) },
 	{ "garbage zstd data", "zstd", .make = break_compressed, .a = 2 * MiB,
 	  .fmt = Q, EIO_AT(2 * MiB, CLUSTER) },
 	/* The file itself. */
@@ -870,12 +938,18 @@ static void run_case(const struct hcase *hc, const char *path)
 		exit(1);
 	}
 	if (ret < 0) {
-		if (err.errnum != ret || !msg_names(err.msg, path, hc->msg)) {
+		char *folder = strndup(path, strrchr(path, '/') - path);
+
+		if (err.errnum != ret ||
+		    !msg_names(err.msg, hc->chain_msg ? folder : path,
+			       hc->msg)) {
 			fprintf(stderr, "%s: message \"%s\" (errnum %d) must "
 				"name %s and one of '%s'\n", hc->name, err.msg,
 				err.errnum, path, hc->msg);
 			exit(1);
 		}
+		printf("          %s: %d \"%s\"\n", hc->name, ret, err.msg);
+		free(folder);
 		exit(0);
 	}
 	if (hc->after)
@@ -896,6 +970,12 @@ static void make_bases(void)
 	run("cd '%s' && qemu-img create -q -f qcow2 -o cluster_size=64k,"
 	    "compression_type=zstd base-zstd.qcow2 1G && "
 	    "qemu-io -f qcow2 %s base-zstd.qcow2", dir, writes);
+	run("cd '%s' && qemu-img create -q -f qcow2 -o cluster_size=64k,"
+	    "compat=0.10 base-v2.qcow2 1G && "
+	    "qemu-io -f qcow2 %s base-v2.qcow2", dir, writes);
+	run("cd '%s' && qemu-img create -q -f qcow2 -o cluster_size=64k,"
+	    "extended_l2=on base-el2.qcow2 1G && "
+	    "qemu-io -f qcow2 %s base-el2.qcow2", dir, writes);
 	run("cd '%s' && cp base-plain.qcow2 base-snap.qcow2 && "
 	    "qemu-img snapshot -c s1 base-snap.qcow2", dir);
 	/* The overlay backs onto lower.qcow2 in the same folder and holds
@@ -909,6 +989,66 @@ static void make_bases(void)
 	run("mkdir -p '%s/c' && cp '%s/lower.qcow2' '%s/c/'", dir, dir, dir);
 	/* The unreadable case runs as nobody, who must reach the file. */
 	run("chmod 0755 '%s' '%s/c'", dir, dir);
+}
+
+/* Runs the fuzz target's function on file, as qcow2 and probed, in a
+ * child. Returns false (and says why) if it crashed or hung. */
+static bool replay_one(const char *file)
+{
+	struct stat st;
+	int status;
+	pid_t pid;
+
+	if (stat(file, &st) != 0 || !S_ISREG(st.st_mode))
+		return true;
+	fflush(stdout);
+	pid = fork();
+	assert(pid >= 0);
+	if (pid == 0) {
+		uint8_t *data = malloc(st.st_size ? st.st_size : 1);
+		int fd = open(file, O_RDONLY);
+
+		assert(data && fd >= 0);
+		assert(read(fd, data, st.st_size) == st.st_size);
+		close(fd);
+		alarm(UNDER_ASAN ? 120 : 30);
+		fuzz_format = IMG_FORMAT_QCOW2;
+		fuzz_qcow2_one(data, st.st_size);
+		fuzz_format = IMG_FORMAT_PROBE;
+		fuzz_qcow2_one(data, st.st_size);
+		free(data);
+		fuzz_cleanup();
+		exit(0);
+	}
+	assert(waitpid(pid, &status, 0) == pid);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return true;
+	printf("FAIL fuzz replay of %s: %s %d\n", file,
+	       WIFSIGNALED(status) ? "signal" : "exit status",
+	       WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+	return false;
+}
+
+/* Replays every regular file in folder; returns the number of failures. */
+static size_t replay_dir(const char *folder, size_t *nb_r)
+{
+	struct dirent **names;
+	size_t failed = 0;
+	int n = scandir(folder, &names, NULL, alphasort);
+
+	for (int i = 0; i < n; i++) {
+		char *file = xasprintf("%s/%s", folder, names[i]->d_name);
+
+		if (names[i]->d_name[0] != '.') {
+			failed += !replay_one(file);
+			++*nb_r;
+		}
+		free(file);
+		free(names[i]);
+	}
+	if (n >= 0)
+		free(names);
+	return failed;
 }
 
 int main(void)
@@ -959,6 +1099,29 @@ int main(void)
 		free(from);
 	}
 	printf("%zu of %zu hostile cases passed\n", nb - failed, nb);
+
+	{
+		const char *src = getenv("SRCDIR");
+		size_t nb_files = 0, replay_failed;
+		char *folder = xasprintf("%s/c", dir);
+
+		replay_failed = replay_dir(folder, &nb_files);
+		free(folder);
+		if (src) {
+			folder = xasprintf("%s/corpus", dir);
+			run("'%s/tests/fuzz/make-corpus.sh' '%s' >/dev/null",
+			    src, folder);
+			replay_failed += replay_dir(folder, &nb_files);
+			free(folder);
+			folder = xasprintf("%s/tests/fuzz/regress", src);
+			replay_failed += replay_dir(folder, &nb_files);
+			free(folder);
+		}
+		printf("%zu of %zu files replayed through the fuzz target "
+		       "cleanly%s\n", nb_files - replay_failed, nb_files,
+		       src ? "" : " (SRCDIR unset: no corpus)");
+		failed += replay_failed;
+	}
 	if (!failed)
 		run("rm -rf '%s'", dir);
 	return failed ? 1 : 0;
