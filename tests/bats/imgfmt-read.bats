@@ -67,13 +67,19 @@ expected_bytes() {
 # zeroes", e.g. preallocated clusters; imgfmt may call that data or zero).
 # For data and zero the depth must agree; for data the host offset must
 # agree exactly, including its absence (compressed clusters have none).
+#
+# QEMU_ROUNDED_TAIL=START:END names the one range where qemu's view may
+# differ: qemu rounds a raw backing file up to a multiple of 512 bytes and
+# calls the padding zero at its depth, where imgfmt, which keeps the exact
+# size, sees past the backing file's end (a hole). Both read zeroes.
 map_matches_qemu() {
-	local img=$1 size
+	local img=$1 size tail=${QEMU_ROUNDED_TAIL:-0:0}
 	shift
 	size=$(imgread "$@" --info "$img" | sed -n 's/^virtual_size: //p')
 	qemu-img map -U --output=json "$img" >"$img.qemu-map"
 	imgread "$@" --map "$img" >"$img.imgread-map"
-	awk -v size="$size" -f - "$img.qemu-map" "$img.imgread-map" <<'EOF'
+	awk -v size="$size" -v tail_lo="${tail%:*}" -v tail_hi="${tail#*:}" \
+		-f - "$img.qemu-map" "$img.imgread-map" <<'EOF'
 function field(line, key,    i, rest) {
 	i = index(line, "\"" key "\": ")
 	if (!i)
@@ -124,6 +130,9 @@ END {
 		end = qend < iend ? qend : iend
 		cq = C["q", q]; ci = C["i", i]
 		ok = cq == ci || (cq == "zero+data" && (ci == "zero" || ci == "data"))
+		if (cq == "zero" && ci == "hole" && pos >= tail_lo + 0 &&
+		    end <= tail_hi + 0)
+			ok = 1
 		if (ok && (ci == "data" || ci == "zero") && D["q", q] != D["i", i])
 			ok = 0
 		if (ok && ci == "data" && cq == "data" &&
@@ -185,15 +194,29 @@ snapshot_id() {
 }
 
 # snapshot_reads_like_qemu IMG NAME: imgread --snapshot ID gives the bytes
-# of qemu-img convert -l snapshot.name=NAME (and of snapshot.id=ID), alone
-# and with 4 threads, and its block status agrees with its bytes.
+# of the snapshot, alone and with 4 threads, and its block status agrees
+# with its bytes.
+#
+# Two oracles: qemu-img convert -l snapshot.name=NAME (and snapshot.id=ID),
+# and qemu-img snapshot -a NAME on a copy, then convert. They differ in
+# size when the disk was resized after the snapshot: convert -l keeps the
+# current size and pads with zeroes, while applying the snapshot restores
+# its own disk size, which is the size imgfmt gives a snapshot.
 snapshot_reads_like_qemu() {
-	local img=$1 name=$2 id
+	local img=$1 name=$2 id size padded
 	id=$(snapshot_id "$img" "$name")
 	[[ -n $id ]]
-	qemu_raw "$img" "$img.$name.expected" -l "snapshot.name=$name"
-	qemu_raw "$img" "$img.$name.expected-by-id" -l "snapshot.id=$id"
-	cmp "$img.$name.expected" "$img.$name.expected-by-id"
+	cp "$img" "$img.$name.applied"
+	qemu-img snapshot -a "$name" "$img.$name.applied"
+	qemu_raw "$img.$name.applied" "$img.$name.expected"
+	size=$(stat -c %s "$img.$name.expected")
+	qemu_raw "$img" "$img.$name.by-name" -l "snapshot.name=$name"
+	qemu_raw "$img" "$img.$name.by-id" -l "snapshot.id=$id"
+	cmp "$img.$name.by-name" "$img.$name.by-id"
+	padded=$(stat -c %s "$img.$name.by-name")
+	((padded >= size))
+	cmp -n "$size" "$img.$name.expected" "$img.$name.by-name"
+	cmp -i "$size:0" -n $((padded - size)) "$img.$name.by-name" /dev/zero
 	imgread --snapshot "$id" "$img" >"$img.$name.got"
 	cmp "$img.$name.expected" "$img.$name.got"
 	imgread --snapshot "$id" --threads 4 "$img" >"$img.$name.got4"
@@ -577,7 +600,7 @@ subcluster_writes() {
 	head -c 1000003 /dev/urandom >base.raw
 	make_overlay img.qcow2 base.raw raw 2M
 	qio img.qcow2 "write -P 0x56 4096 4096"
-	reads_like_qemu img.qcow2
+	QEMU_ROUNDED_TAIL=1000003:1000448 reads_like_qemu img.qcow2
 }
 
 @test "a backing chain that loops is refused" {
