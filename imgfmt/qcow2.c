@@ -495,7 +495,17 @@ static int qcow2_open(struct img *img, struct img_err *err)
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
 	img->priv = s;
 	s->data_fd = img->fd;
-	pthread_mutex_init(&s->lock_storage, NULL);
+	{
+		/* Lookups hold the lock for well under a microsecond, far
+		 * less than a futex sleep and wake-up: spin a little before
+		 * sleeping so parallel small reads do not serialize on
+		 * system calls. */
+		pthread_mutexattr_t attr;
+		pthread_mutexattr_init(&attr);
+		pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+		pthread_mutex_init(&s->lock_storage, &attr);
+		pthread_mutexattr_destroy(&attr);
+	}
 	s->lock = &s->lock_storage;
 
 	ret = file_size(img, &s->file_bytes, err);
@@ -528,11 +538,11 @@ static int qcow2_open(struct img *img, struct img_err *err)
 			       img->path, h.backing_file_offset);
 	ext_end = h.backing_file_offset ? h.backing_file_offset
 					: s->cluster_bytes;
-	if (s->version >= 3) {
-		ret = read_extensions(img, cluster0, ext_end, &seen, err);
-		if (ret < 0)
-			return ret;
-	}
+	/* v2 images carry extensions too (after the 72-byte header), e.g.
+	 * the backing format that qemu-img create -F writes. */
+	ret = read_extensions(img, cluster0, ext_end, &seen, err);
+	if (ret < 0)
+		return ret;
 	ret = check_features(img, &h, &seen, err);
 	if (ret < 0)
 		return ret;

@@ -407,6 +407,16 @@ static void test_backing(void)
 	assert(img_backing(img) && img_backing(img_backing(img)));
 	img_close(img);
 
+	/* v2 images keep the backing format in an extension, too. */
+	sh("rm -f v2.qcow2 && qemu-img create -f qcow2 -o compat=0.10 -b "
+	   "base.raw -F raw v2.qcow2 5M");
+	sh("qemu-io -c 'write -P 0xb6 100k 1M' v2.qcow2");
+	img = open_ro("v2.qcow2", 0);
+	assert(img_get_info(img, &info) == 0 && info.qcow2_version == 2);
+	assert(strcmp(info.backing_format, "raw") == 0);
+	img_close(img);
+	check_image("v2.qcow2");
+
 	sh("qemu-img create -f qcow2 -b mid.qcow2 -F qcow2 small.qcow2 2M");
 	sh("qemu-io -c 'write -P 0xb5 0 4k' small.qcow2");
 	check_image("small.qcow2");
