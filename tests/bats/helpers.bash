@@ -18,6 +18,9 @@
 # when imgfs returns (that is the promise under test); everything else waits
 # with `wait_until` and a deadline.
 
+# Messages are asserted exactly: no translations, ASCII quotes.
+export LC_ALL=C
+
 IMGFS_BUILD_DIR=${IMGFS_BUILD_DIR:-$BATS_TEST_DIRNAME/../../build}
 IMGFS_BUILD_DIR=$(cd "$IMGFS_BUILD_DIR" 2>/dev/null && pwd -P ||
 	echo "$IMGFS_BUILD_DIR")
@@ -185,6 +188,8 @@ daemon_pid() {
 # mount_image [OPTIONS...]: the user mounts $IMG on $MNT with imgfs; the
 # tree must be complete when this returns.
 mount_image() {
+	# The user mounts an image of its own (else imgfs mounts read-only).
+	[[ ! -e $IMG ]] || give_to_user "$IMG"
 	if ! as_user "$IMGFS" "$@" "$IMG" "$MNT"; then
 		echo "mount_image: imgfs $* $IMG $MNT failed" >&2
 		return 1

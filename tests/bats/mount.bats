@@ -165,6 +165,8 @@ load helpers
 	mount_image
 	assert_eq "$(as_user stat -c %s "$MNT/p2")" $((6 * 1024 * 1024))
 	as_user cmp "$MNT/p2" p2.bin
-	run -0 as_user cat "$MNT/info"
-	[[ $output == *"past the end"* ]]
+	run -0 as_user awk '$1 == "p2" { print $2, $3, $4, $NF }' "$MNT/info"
+	assert_eq "$output" "10485760 6291456 0x83 past-end-of-disk"
+	run -0 as_user awk '$1 == "p1" { print $2, $3, $4, $NF }' "$MNT/info"
+	assert_eq "$output" "1048576 8388608 0x83 -"
 }
