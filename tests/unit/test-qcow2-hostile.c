@@ -106,6 +106,7 @@ enum {
 
 #define EXT_FEATURES 0x6803f857u
 #define EXT_FDE 0x0537be77u
+#define EXT_DATA_FILE 0x44415441u
 #define L1_OFF_MASK 0x00fffffffffffe00ULL
 #define L2_OFF_MASK 0x00fffffffffffe00ULL
 #define L2_COMPRESSED (1ULL << 62)
@@ -395,6 +396,24 @@ static void named_feature(const char *path, const struct hcase *hc)
 	put_ext(path, EXT_FEATURES, tab, len + 48);
 }
 
+/* The external data file name becomes the string at (char *)a. */
+static void data_file_name(const char *path, const struct hcase *hc)
+{
+	const char *name = (const char *)(uintptr_t)hc->a;
+
+	put_ext(path, EXT_DATA_FILE, name, strlen(name));
+}
+
+/* Entry 0 of the first snapshot's L1 table becomes b. */
+static void set_snap_l1(const char *path, const struct hcase *hc)
+{
+	int fd = open_rw(path);
+	uint64_t sn = get_be(fd, H_SNAP_OFF, 8);
+
+	put_be(fd, get_be(fd, sn + S_L1_OFF, 8), 8, hc->b);
+	close(fd);
+}
+
 /* Adds a full-disk-encryption header pointer extension; with b, also
  * sets crypt_method b. */
 static void fde_ext(const char *path, const struct hcase *hc)
@@ -606,6 +625,27 @@ static void check_raw(struct img *img, const struct hcase *hc)
 	assert(img_size(img) == (uint64_t)st.st_size);
 }
 
+/* The snapshot opens; where its own L1 is broken reads fail with -EIO,
+ * and the active layer still reads everything. */
+static void check_snap_eio(struct img *img, const struct hcase *hc)
+{
+	struct img_snapshot *list = NULL;
+	struct img_err err = { 0 };
+	struct img *snap = NULL;
+	size_t nb = 0;
+
+	assert(img_snapshot_list(img, &list, &nb) == 0 && nb == 1);
+	if (img_snapshot_open(img, list[0].id, &snap, &err) != 0) {
+		fprintf(stderr, "%s: snapshot open: \"%s\"\n", hc->name,
+			err.msg);
+		exit(1);
+	}
+	check_eio(snap, hc);
+	img_close(snap);
+	img_snapshot_list_free(list, nb);
+	check_reads(img, hc);
+}
+
 static void check_corrupt_ro(struct img *img, const struct hcase *hc)
 {
 	struct img_info info;
@@ -766,6 +806,9 @@ static const struct hcase cases[] = {
 	{ "snapshot l1_size 2^31", "snap", .make = set_snap, .a = S_L1_SIZE,
 	  .w = 4, .b = 1ULL << 31, .fmt = Q, .msg = "L1|snapshot",
 	  .after = check_snap_open_fails },
+	{ "snapshot L1 entry: L2 table past end of file", "snap",
+	  .make = set_snap_l1, .b = 1ULL << 40, .fmt = Q,
+	  .after = check_snap_eio, .bad_off = 0, .bad_span = 512 * MiB },
 	/* Header extensions. */
 	{ "extension length 2^32-8", "plain", .make = ext_len,
 	  .b = 0xfffffff8, .fmt = Q, BAD(-EINVAL, "extension") },
@@ -780,6 +823,15 @@ static const struct hcase cases[] = {
 	{ "external data file bit without a name", "plain",
 	  .make = or_incompat, .b = 1 << 2, .fmt = Q,
 	  BAD(-EINVAL, "data file|data-file|data_file") },
+	{ "extended L2 bit with 512 B clusters", "c512",
+	  .make = or_incompat, .b = 1 << 4, .fmt = Q,
+	  BAD(-EINVAL, "extended|subcluster|cluster") },
+	{ "external data file, backing=deny", "datafile", .fmt = Q,
+	  .pol = IMG_BACKING_DENY, BAD(-EPERM, "backing=follow") },
+	{ "external data file outside the folder", "datafile",
+	  .make = data_file_name, .a = (uintptr_t)"../outside.qcow2",
+	  .fmt = Q, BAD(-EPERM, "backing=follow") },
+	{ "external data file inside the folder", "datafile", .fmt = Q },
 	{ "compression type 2", "plain", .make = comp_type, .a = 1, .b = 2,
 	  .fmt = Q, BAD(-EINVAL, "compression") },
 	{ "zstd compression type without its incompatible bit", "plain",
@@ -976,6 +1028,16 @@ static void make_bases(void)
 	run("cd '%s' && qemu-img create -q -f qcow2 -o cluster_size=64k,"
 	    "extended_l2=on base-el2.qcow2 1G && "
 	    "qemu-io -f qcow2 %s base-el2.qcow2", dir, writes);
+	run("cd '%s' && qemu-img create -q -f qcow2 -o cluster_size=512 "
+	    "base-c512.qcow2 1G && qemu-io -f qcow2 %s base-c512.qcow2",
+	    dir, writes);
+	/* The data file is named relative to the image: one copy next to
+	 * the base, one next to the cases. Compressed writes are not
+	 * allowed there. */
+	run("cd '%s' && qemu-img create -q -f qcow2 -o cluster_size=64k,"
+	    "data_file=data.raw base-datafile.qcow2 1G && qemu-io -f qcow2 "
+	    "-c 'write -q -P 0xaa 0 64k' base-datafile.qcow2 && "
+	    "mkdir -p c && cp data.raw c/", dir);
 	run("cd '%s' && cp base-plain.qcow2 base-snap.qcow2 && "
 	    "qemu-img snapshot -c s1 base-snap.qcow2", dir);
 	/* The overlay backs onto lower.qcow2 in the same folder and holds
