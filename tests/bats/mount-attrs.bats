@@ -20,16 +20,14 @@ make_two_extents() {
 	user=$(test_user_name)
 	mtime=$(stat -c %Y "$IMG")
 	mount_image
-	cd "$MNT"
-	run -0 as_user stat -c '%U %a %Y %n' disk p1 p2 p3 info snapshots/installed/disk snapshots/installed/p1
-	assert_eq "$output" "$user 644 $mtime disk
-$user 644 $mtime p1
-$user 644 $mtime p2
-$user 644 $mtime p3
-$user 444 $mtime info
-$user 444 $mtime snapshots/installed/disk
-$user 444 $mtime snapshots/installed/p1"
-	cd "$BATS_TEST_TMPDIR"
+	run -0 as_user stat -c '%U %a %Y %n' "$MNT"/{disk,p1,p2,p3,info} "$MNT"/snapshots/installed/{disk,p1}
+	assert_eq "$output" "$user 644 $mtime $MNT/disk
+$user 644 $mtime $MNT/p1
+$user 644 $mtime $MNT/p2
+$user 644 $mtime $MNT/p3
+$user 444 $mtime $MNT/info
+$user 444 $mtime $MNT/snapshots/installed/disk
+$user 444 $mtime $MNT/snapshots/installed/p1"
 	remount_image -o ro
 	run -0 as_user stat -c '%U %a %n' "$MNT/disk" "$MNT/p1"
 	assert_eq "$output" "$user 444 $MNT/disk
@@ -101,9 +99,9 @@ while off < end:
 	require getfattr
 	make_gpt_ext4_fat "$IMG"
 	mount_image
-	cd "$MNT"
-	run -0 as_user getfattr -d -m - p1 p2
-	assert_eq "$output" "# file: p1
+	getfattr=(as_user getfattr --absolute-names)
+	run -0 "${getfattr[@]}" -d -m - "$MNT/p1" "$MNT/p2"
+	assert_eq "$output" "# file: $MNT/p1
 user.imgfs.fstype=\"ext4\"
 user.imgfs.label=\"$EXT4_LABEL\"
 user.imgfs.partname=\"root\"
@@ -111,14 +109,14 @@ user.imgfs.parttype=\"${GPT_LINUX_TYPE,,}\"
 user.imgfs.partuuid=\"${GPT_P1_UUID,,}\"
 user.imgfs.uuid=\"$EXT4_UUID\"
 
-# file: p2
+# file: $MNT/p2
 user.imgfs.fstype=\"vfat\"
 user.imgfs.label=\"$FAT_LABEL\"
 user.imgfs.partname=\"data\"
 user.imgfs.parttype=\"${GPT_BASIC_DATA_TYPE,,}\"
 user.imgfs.partuuid=\"${GPT_P2_UUID,,}\"
 user.imgfs.uuid=\"$FAT_UUID\""
-	run -0 as_user getfattr --only-values -n user.imgfs.fstype p1
+	run -0 "${getfattr[@]}" --only-values -n user.imgfs.fstype "$MNT/p1"
 	assert_eq "$output" ext4
 }
 
@@ -126,14 +124,14 @@ user.imgfs.uuid=\"$FAT_UUID\""
 	require getfattr
 	make_gpt_ext4_fat "$IMG"
 	mount_image
-	cd "$MNT"
-	run -0 as_user getfattr -m - p3
-	assert_eq "$output" "# file: p3
+	getfattr=(as_user getfattr --absolute-names)
+	run -0 "${getfattr[@]}" -m - "$MNT/p3"
+	assert_eq "$output" "# file: $MNT/p3
 user.imgfs.parttype
 user.imgfs.partuuid"
-	run -1 as_user getfattr -n user.imgfs.label p3
-	assert_eq "$output" "p3: user.imgfs.label: No such attribute"
-	run -0 as_user getfattr -m - disk info
+	run -1 "${getfattr[@]}" -n user.imgfs.label "$MNT/p3"
+	assert_eq "$output" "$MNT/p3: user.imgfs.label: No such attribute"
+	run -0 "${getfattr[@]}" -m - "$MNT/disk" "$MNT/info"
 	assert_eq "$output" ""
 }
 
@@ -141,24 +139,24 @@ user.imgfs.partuuid"
 	require getfattr
 	make_mbr_logical "$IMG"
 	mount_image
-	cd "$MNT"
-	run -0 as_user getfattr -d -m - p1 p2 p5 p6
-	assert_eq "$output" "# file: p1
+	getfattr=(as_user getfattr --absolute-names)
+	run -0 "${getfattr[@]}" -d -m - "$MNT/p1" "$MNT/p2" "$MNT/p5" "$MNT/p6"
+	assert_eq "$output" "# file: $MNT/p1
 user.imgfs.fstype=\"ext4\"
 user.imgfs.label=\"$MBR_P1_LABEL\"
 user.imgfs.parttype=\"0x83\"
 user.imgfs.partuuid=\"1234abcd-01\"
 user.imgfs.uuid=\"$MBR_P1_UUID\"
 
-# file: p2
+# file: $MNT/p2
 user.imgfs.parttype=\"0x5\"
 user.imgfs.partuuid=\"1234abcd-02\"
 
-# file: p5
+# file: $MNT/p5
 user.imgfs.parttype=\"0x83\"
 user.imgfs.partuuid=\"1234abcd-05\"
 
-# file: p6
+# file: $MNT/p6
 user.imgfs.parttype=\"0x82\"
 user.imgfs.partuuid=\"1234abcd-06\""
 }
@@ -171,9 +169,8 @@ user.imgfs.partuuid=\"1234abcd-06\""
 	mount_image
 	run -0 as_user ls "$MNT"
 	assert_eq "$output" $'disk\ninfo\nsnapshots'
-	cd "$MNT"
-	run -0 as_user getfattr -d -m - disk
-	assert_eq "$output" "# file: disk
+	run -0 as_user getfattr --absolute-names -d -m - "$MNT/disk"
+	assert_eq "$output" "# file: $MNT/disk
 user.imgfs.fstype=\"ext4\"
 user.imgfs.label=\"bare-disk\"
 user.imgfs.uuid=\"$EXT4_UUID\""
@@ -199,8 +196,7 @@ user.imgfs.uuid=\"$EXT4_UUID\""
 	assert_eq "$output" 1
 	run -0 as_user awk '$1 == "DIR", NF == 0' "$MNT/info"
 	assert_eq "$output" "DIR ID NAME DATE VM-CLOCK-NS DISK-SIZE NOTE
-installed 1 installed $(snapshot_date_utc "$IMG" 1) 0 $GPT_DISK_BYTES -
-"
+installed 1 installed $(snapshot_date_utc "$IMG" 1) 0 $GPT_DISK_BYTES -"
 	run -0 info_line partition-table
 	assert_eq "$output" gpt
 	run -0 info_line disk-id
