@@ -101,7 +101,7 @@ tick() { read -r -t 0.002 -u "$TICK" _ || true; }
 find_daemon() {
 	local comm=$1 path=$2 p c
 	for p in /proc/[0-9]*; do
-		read -r c <"$p/comm" 2>/dev/null || continue
+		{ read -r c <"$p/comm"; } 2>/dev/null || continue
 		[[ $c == "$comm" ]] || continue
 		if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$path"; then
 			echo "${p#/proc/}"
