@@ -27,6 +27,8 @@
 #                                          extension so the backing probes
 #   set_incompatible_bit IMG BIT           set a qcow2 v3 incompatible
 #                                          feature bit (0 dirty, 1 corrupt)
+#   set_feature_name IMG TYPE BIT NAME     name a feature bit in the
+#                                          header's feature-name table
 # Reading facts:
 #   img_format IMG, img_cluster_size IMG, img_virtual_size IMG
 #   qemu_raw IMG OUT [ARGS...]             qemu-img convert -O raw
@@ -53,12 +55,6 @@ img_cluster_size() {
 
 img_virtual_size() {
 	_img_info_json "$1" | _json_field virtual-size
-}
-
-# True when the qcow2 image keeps its data in an external data file (which
-# cannot hold compressed clusters).
-_img_has_data_file() {
-	_img_info_json "$1" | grep -q '"data-file":'
 }
 
 make_raw() {
@@ -138,34 +134,51 @@ qio() {
 }
 
 # fill_pattern IMG [SEED [UNIT]]: writes a deterministic mix over the
-# whole image in UNIT-sized pieces (default: 64 KiB or the cluster size,
-# whichever is larger; it must be a multiple of the cluster size). Piece i
+# whole image in UNIT-sized pieces (default: the largest of 64 KiB, one
+# cluster and two allocation units; it must be a multiple of the cluster
+# size, as compressed writes need whole clusters). Piece i
 # gets, by i mod 8:
 #   0 data (byte 0xNN from SEED and i)   1 left alone (unallocated)
 #   2 write -z (zero flag, no host)      3 compressed data (write -c)
 #   4 data, then its middle discarded    5 small writes at odd offsets
-#   6 data, then write -z (zero flag     7 data, then write -z -u
-#     keeps the host cluster)              (zeroed and unmapped)
-# plus writes straddling some piece boundaries and the disk's last bytes.
+#   6 data, then write -z on its first   7 data, then write -z -u on its
+#     half (zero flag keeps the host       second half (zeroed and
+#     cluster)                             unmapped)
+# The discards and zero writes of 4, 6 and 7 cover whole allocation units
+# (clusters, or subclusters with extended L2) so that qemu really records
+# them as unallocated or zero; where half a piece is less than that, they
+# cover the whole piece. Then come writes that straddle the boundaries
+# 4|5, 5|6 and 6|7 (between pieces that hold data anyway, so the other
+# kinds keep their clusters) and the last 700 bytes of the disk.
 # Raw images and images with an external data file get plain data instead
 # of compressed pieces. The same SEED gives the same bytes, different
 # SEEDs different ones, so layers of a chain and snapshots differ.
 fill_pattern() {
-	local img=$1 seed=${2:-1} unit=${3:-} size cluster fmt compress=1
-	local cmds=() i off n b half
+	local img=$1 seed=${2:-1} unit=${3:-} size cluster gran fmt compress=1
+	local cmds=() i off n b half quarter info
 
-	fmt=$(img_format "$img") || return 1
-	size=$(img_virtual_size "$img")
-	cluster=$(img_cluster_size "$img")
+	info=$(_img_info_json "$img") || return 1
+	fmt=$(_json_field format <<<"$info")
+	size=$(_json_field virtual-size <<<"$info")
+	cluster=$(_json_field cluster-size <<<"$info")
+	cluster=${cluster:-4096}
+	gran=$cluster
+	if grep -q '"extended-l2": true' <<<"$info"; then
+		gran=$((cluster / 32))
+	fi
 	if [[ -z $unit ]]; then
 		unit=65536
+		((gran * 2 > unit)) && unit=$((gran * 2))
 		((cluster > unit)) && unit=$cluster
 	fi
-	if [[ $fmt != qcow2 ]] || _img_has_data_file "$img"; then
+	if [[ $fmt != qcow2 ]] || grep -q '"data-file":' <<<"$info"; then
 		compress=0
 	fi
 	n=$((size / unit))
 	half=$((unit / 2))
+	((half % gran == 0)) || half=$unit
+	quarter=$((unit / 4))
+	((quarter % gran == 0)) || quarter=0
 	for ((i = 0; i < n; i++)); do
 		off=$((i * unit))
 		b=$(printf '0x%02x' $(((seed * 53 + i * 29) % 255 + 1)))
@@ -186,11 +199,15 @@ fill_pattern() {
 			;;
 		4)
 			cmds+=("write -P $b $off $unit")
-			cmds+=("discard $((off + unit / 4)) $half")
+			if ((quarter)); then
+				cmds+=("discard $((off + quarter)) $half")
+			else
+				cmds+=("discard $off $unit")
+			fi
 			;;
 		5)
 			cmds+=("write -P $b $((off + 1536)) 3000")
-			cmds+=("write -P $b $((off + half + 4096 + 7)) 4096")
+			cmds+=("write -P $b $((off + unit / 2 + 4096 + 7)) 4096")
 			;;
 		6)
 			cmds+=("write -P $b $off $unit")
@@ -198,18 +215,15 @@ fill_pattern() {
 			;;
 		7)
 			cmds+=("write -P $b $off $unit")
-			cmds+=("write -z -u $((off + half)) $half")
+			cmds+=("write -z -u $((off + unit - half)) $half")
 			;;
 		esac
 	done
-	# Pieces that straddle the boundaries 0|1, 1|2, 4|5 and 6|7 (not
-	# those of compressed pieces, which a write would decompress).
 	for ((i = 1; i < n; i++)); do
-		case $((i % 8)) in 1 | 2 | 5 | 7) ;; *) continue ;; esac
+		case $((i % 8)) in 5 | 6 | 7) ;; *) continue ;; esac
 		b=$(printf '0x%02x' $(((seed * 71 + i * 13) % 255 + 1)))
 		cmds+=("write -P $b $((i * unit - 1000)) 3000")
 	done
-	# The very last bytes of the disk, whatever its size.
 	if ((size > 700)); then
 		cmds+=("write -P 0x$(printf %02x $((seed % 255 + 1))) $((size - 700)) 700")
 	fi
@@ -247,4 +261,24 @@ qemu_raw() {
 	local img=$1 out=$2
 	shift 2
 	qemu-img convert -U "$@" -O raw "$img" "$out"
+}
+
+# set_feature_name IMG TYPE BIT NAME: makes the first entry of the qcow2
+# feature-name table (header extension 0x6803f857) name feature BIT of
+# TYPE (0 incompatible, 1 compatible, 2 autoclear) NAME (up to 46 bytes),
+# so that a reader can name an unknown feature bit in its error. The entry
+# it replaces (qemu writes "dirty bit" first) loses its name.
+set_feature_name() {
+	local img=$1 type=$2 bit=$3 name=$4 off
+	off=$(head -c 4096 "$img" | LC_ALL=C grep -obUaP '\x68\x03\xf8\x57' |
+		head -n 1 | cut -d: -f1)
+	if [[ -z $off ]]; then
+		echo "set_feature_name: $img has no feature-name table" >&2
+		return 1
+	fi
+	{
+		printf "\\x$(printf %02x "$type")\\x$(printf %02x "$bit")"
+		printf '%s' "$name"
+		head -c $((46 - ${#name})) /dev/zero
+	} | dd of="$img" bs=1 seek=$((off + 8)) conv=notrunc status=none
 }

@@ -295,7 +295,7 @@ qcow2_matrix_case() {
 }
 
 @test "a v2 qcow2 with 2 MiB clusters reads as qemu-img reads it" {
-	qcow2_matrix_case 16M compat=0.10,cluster_size=2M
+	qcow2_matrix_case 32M compat=0.10,cluster_size=2M
 }
 
 @test "a v3 (compat 1.1) qcow2 with 512-byte clusters reads as qemu-img reads it" {
@@ -311,7 +311,7 @@ qcow2_matrix_case() {
 }
 
 @test "a v3 qcow2 with 2 MiB clusters reads as qemu-img reads it" {
-	qcow2_matrix_case 16M compat=1.1,cluster_size=2M
+	qcow2_matrix_case 32M compat=1.1,cluster_size=2M
 }
 
 @test "a qcow2 with 1-bit refcounts reads as qemu-img reads it" {
@@ -507,7 +507,7 @@ subcluster_writes() {
 @test "extended-L2 images with 32 KiB and 2 MiB clusters read as qemu-img reads them" {
 	qcow2_matrix_case 4M extended_l2=on,cluster_size=32k
 	rm -f img.qcow2*
-	qcow2_matrix_case 16M extended_l2=on,cluster_size=2M
+	qcow2_matrix_case 32M extended_l2=on,cluster_size=2M
 }
 
 # ------------------------------------------------------ qcow2: backing files
