@@ -50,13 +50,15 @@ struct qcow2_cache {
 	size_t slice_bytes;
 	uint32_t nb_slots;
 	uint32_t nb_buckets; /* power of two */
-	uint64_t tick;
 	/* Slices must lie inside the file; points at the owner's size so
 	 * that a writer growing the file moves the bound too. */
 	const uint64_t *file_bytes;
 	struct qcow2_cache_slot *slots;
 	uint32_t *buckets;
 	uint8_t *data; /* nb_slots * slice_bytes */
+	/* Written on every lookup: kept off the read-only fields' cache
+	 * line so readers on other CPUs do not keep missing on those. */
+	uint64_t tick __attribute__((aligned(64)));
 };
 
 struct qcow2_cache *qcow2_cache_new(int fd, size_t total_bytes,
@@ -71,9 +73,10 @@ struct qcow2_cache *qcow2_cache_new(int fd, size_t total_bytes,
 	 * the 32-bit slot indices. */
 	if (nb > (1u << 24))
 		nb = 1u << 24;
-	c = calloc(1, sizeof(*c));
+	c = aligned_alloc(64, sizeof(*c)); /* sizeof is a multiple of 64 */
 	if (!c)
 		return NULL;
+	memset(c, 0, sizeof(*c));
 	c->fd = fd;
 	c->slice_bytes = slice_bytes;
 	c->nb_slots = (uint32_t)nb;

@@ -213,11 +213,13 @@ struct qcow2_state {
 	bool owns_data_fd;
 
 	/* Metadata lock: guards the L2 slice cache (and, for writers, L1
-	 * and refcounts). Data preads never hold it. Points at
-	 * lock_storage, or at the parent's in a snapshot handle. */
+	 * and refcounts). Data preads never hold it. Allocated on a cache
+	 * line of its own so that taking it from several threads does not
+	 * also bounce the read-mostly fields above; a snapshot handle
+	 * points at its parent's. */
 	pthread_mutex_t *lock;
-	pthread_mutex_t lock_storage;
 	struct qcow2_cache *l2_cache;
+	size_t l2_slice_bytes; /* == qcow2_cache_slice_bytes(l2_cache) */
 
 	/* Snapshot handle: the image it was opened from (for backing reads
 	 * and shared state); NULL for a top-level image. */

@@ -239,7 +239,7 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 		     bool merge_compressed, struct qcow2_run *run_r)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	size_t slice_bytes = qcow2_cache_slice_bytes(s->l2_cache);
+	size_t slice_bytes = s->l2_slice_bytes;
 	size_t slice_entries = slice_bytes / s->l2_entry_bytes;
 	uint64_t l2_range_bytes = 1ull << (s->l2_bits + s->cluster_bits);
 	uint64_t off = guest_off, end;

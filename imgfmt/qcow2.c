@@ -480,6 +480,28 @@ static enum img_format backing_format(const char *name)
 	return (enum img_format)-1;
 }
 
+#define CACHE_LINE_BYTES 64
+
+/* The metadata lock, alone on its cache line. Lookups hold it for well
+ * under a microsecond, far less than a futex sleep and wake-up, so it
+ * spins a little before sleeping: parallel small reads then do not
+ * serialize on system calls. */
+static int new_lock(pthread_mutex_t **lock_r)
+{
+	size_t bytes = align_up(sizeof(pthread_mutex_t), CACHE_LINE_BYTES);
+	pthread_mutex_t *m = aligned_alloc(CACHE_LINE_BYTES, bytes);
+	pthread_mutexattr_t attr;
+
+	if (!m)
+		return -ENOMEM;
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(m, &attr);
+	pthread_mutexattr_destroy(&attr);
+	*lock_r = m;
+	return 0;
+}
+
 static int qcow2_open(struct img *img, struct img_err *err)
 {
 	struct qcow2_state *s;
@@ -495,18 +517,9 @@ static int qcow2_open(struct img *img, struct img_err *err)
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
 	img->priv = s;
 	s->data_fd = img->fd;
-	{
-		/* Lookups hold the lock for well under a microsecond, far
-		 * less than a futex sleep and wake-up: spin a little before
-		 * sleeping so parallel small reads do not serialize on
-		 * system calls. */
-		pthread_mutexattr_t attr;
-		pthread_mutexattr_init(&attr);
-		pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
-		pthread_mutex_init(&s->lock_storage, &attr);
-		pthread_mutexattr_destroy(&attr);
-	}
-	s->lock = &s->lock_storage;
+	ret = new_lock(&s->lock);
+	if (ret < 0)
+		return img_err(err, ret, "%s: out of memory", img->path);
 
 	ret = file_size(img, &s->file_bytes, err);
 	if (ret < 0)
@@ -567,6 +580,7 @@ static int qcow2_open(struct img *img, struct img_err *err)
 				      &s->file_bytes);
 	if (!s->l2_cache)
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
+	s->l2_slice_bytes = qcow2_cache_slice_bytes(s->l2_cache);
 
 	if (s->incompat & QCOW2_INCOMPAT_DATA_FILE) {
 		ret = img_open_data_file(img, s->data_file_name, &s->data_fd,
@@ -603,7 +617,10 @@ static void qcow2_close(struct img *img)
 		qcow2_free_snapshots(s->snapshots, s->nb_snapshots);
 		if (s->owns_data_fd && s->data_fd >= 0)
 			close(s->data_fd);
-		pthread_mutex_destroy(&s->lock_storage);
+		if (s->lock) {
+			pthread_mutex_destroy(s->lock);
+			free(s->lock);
+		}
 	}
 	free(s->backing_name);
 	free(s->backing_format);

@@ -349,6 +349,14 @@ static void test_extended_l2(void)
 		assert(img_get_info(img, &info) == 0 && info.extended_l2);
 		img_close(img);
 
+		/* Preallocated host clusters whose subclusters are not
+		 * allocated (QEMU's "unallocated, with offset"). */
+		sh("rm -f xp.qcow2 && qemu-img create -f qcow2 -o "
+		   "extended_l2=on,cluster_size=%u,preallocation=metadata "
+		   "xp.qcow2 8M", clusters[c]);
+		sh("qemu-io %s xp.qcow2", pattern);
+		check_image("xp.qcow2");
+
 		/* Unallocated subclusters read from the backing file. */
 		sh("rm -f xo.qcow2 && qemu-img create -f qcow2 -o "
 		   "extended_l2=on,cluster_size=%u -b xb.raw -F raw "
