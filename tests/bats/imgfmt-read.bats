@@ -342,6 +342,29 @@ qcow2_matrix_case() {
 	qcow2_matrix_case 2M refcount_bits=64,cluster_size=512
 }
 
+@test "a qcow2 larger than 4 GiB reads correctly on both sides of 4 GiB" {
+	local four_g=$((4 * 1024 * 1024 * 1024)) win
+	win=$((four_g - 4194304))
+	make_qcow2 big.qcow2 4100M
+	qio big.qcow2 "write -P 0x11 $((four_g - 65536 - 3000)) 140000" \
+		"write -c -P 0x12 $((four_g + 1048576)) 65536" \
+		"write -z $((four_g + 2097152)) 65536" \
+		"write -P 0x13 $((four_g + 4194304 - 512)) 512"
+	# Reading all 4 GiB takes too long for this suite: compare the last
+	# 8 MiB (they straddle the mark), the last 4 KiB alone, and block
+	# status over the whole disk.
+	qemu_raw big.qcow2 big.raw
+	imgread --offset "$win" --length 8388608 big.qcow2 >win.got
+	cmp -i "$win:0" -n 8388608 big.raw win.got
+	[[ $(stat -c %s win.got) == 8388608 ]]
+	imgread --threads 4 --offset "$win" --length 8388608 big.qcow2 >win4.got
+	cmp win.got win4.got
+	imgread --offset $((four_g + 4194304 - 4096)) big.qcow2 >end.got
+	cmp -i $((four_g + 4194304 - 4096)):0 big.raw end.got
+	[[ $(stat -c %s end.got) == 4096 ]]
+	map_matches_qemu big.qcow2
+}
+
 @test "imgread --info reports what the qcow2 header says" {
 	make_qcow2 img.qcow2 3M compat=1.1,cluster_size=4096,refcount_bits=8,lazy_refcounts=on,compression_type=zstd
 	run -0 imgread --info img.qcow2

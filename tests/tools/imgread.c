@@ -10,7 +10,9 @@
  *   imgread [OPTIONS] --snapshots IMAGE  one tab-separated line a snapshot
  *
  * OPTIONS: --format raw|qcow2, --backing local|follow|deny, --cache BYTES,
- * --snapshot ID (act on that internal snapshot instead of the image).
+ * --snapshot ID (act on that internal snapshot instead of the image),
+ * --offset BYTES and --length BYTES (read only that window of the disk,
+ * for images too large to read whole in a test).
  *
  * The image is always opened read-only. Every error is one line on stderr,
  * "imgread: <message>", and exit status 1; a bad command line exits 2.
@@ -41,6 +43,8 @@
 #define THREAD_WINDOW_BYTES (16u * 1024 * 1024)
 #define MAX_THREADS 64
 
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
 enum action {
 	ACT_READ,
 	ACT_MAP,
@@ -67,6 +71,7 @@ static void __attribute__((noreturn)) usage(int status)
 	fprintf(status ? stderr : stdout,
 		"usage: %s [--format raw|qcow2] [--backing local|follow|deny]\n"
 		"          [--cache BYTES] [--snapshot ID]\n"
+		"          [--offset BYTES] [--length BYTES]\n"
 		"          [--map | --info | --snapshots | --threads N] IMAGE\n",
 		prog);
 	exit(status);
@@ -102,14 +107,19 @@ static void write_all(const void *buf, size_t len)
 	}
 }
 
-static void read_sequential(struct img *img)
+/* The window [start, end) of the disk that a read covers. */
+struct window {
+	uint64_t start, end;
+};
+
+static void read_sequential(struct img *img, struct window win)
 {
-	uint64_t size = img_size(img);
+	uint64_t size = win.end;
 	char *buf = malloc(READ_CHUNK_BYTES);
 
 	if (!buf)
 		fail("out of memory");
-	for (uint64_t off = 0; off < size;) {
+	for (uint64_t off = win.start; off < size;) {
 		size_t n = size - off < READ_CHUNK_BYTES ? (size_t)(size - off)
 							  : READ_CHUNK_BYTES;
 		int ret = img_pread(img, buf, n, off);
@@ -155,15 +165,16 @@ static void *reader_main(void *opaque)
 	return NULL;
 }
 
-static void read_threaded(struct img *img, unsigned nb_threads)
+static void read_threaded(struct img *img, struct window win,
+			  unsigned nb_threads)
 {
-	uint64_t size = img_size(img);
+	uint64_t size = win.end;
 	struct reader readers[MAX_THREADS];
 	char *window = malloc(THREAD_WINDOW_BYTES);
 
 	if (!window)
 		fail("out of memory");
-	for (uint64_t off = 0; off < size;) {
+	for (uint64_t off = win.start; off < size;) {
 		size_t n = size - off < THREAD_WINDOW_BYTES
 				   ? (size_t)(size - off)
 				   : THREAD_WINDOW_BYTES;
@@ -333,6 +344,8 @@ int main(int argc, char **argv)
 		{ "cache", required_argument, NULL, 'c' },
 		{ "snapshot", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 't' },
+		{ "offset", required_argument, NULL, 'o' },
+		{ "length", required_argument, NULL, 'n' },
 		{ "map", no_argument, NULL, 'm' },
 		{ "info", no_argument, NULL, 'i' },
 		{ "snapshots", no_argument, NULL, 'l' },
@@ -343,6 +356,8 @@ int main(int argc, char **argv)
 	enum action action = ACT_READ;
 	const char *snap_id = NULL;
 	unsigned nb_threads = 1;
+	uint64_t win_off = 0, win_len = UINT64_MAX;
+	struct window win;
 	struct img *img, *snap = NULL;
 	struct img_err err = { 0 };
 	int c, ret;
@@ -383,6 +398,12 @@ int main(int argc, char **argv)
 			nb_threads = (unsigned)n;
 			break;
 		}
+		case 'o':
+			win_off = parse_u64("--offset", optarg);
+			break;
+		case 'n':
+			win_len = parse_u64("--length", optarg);
+			break;
 		case 'm':
 			action = ACT_MAP;
 			break;
@@ -412,10 +433,20 @@ int main(int argc, char **argv)
 
 	switch (action) {
 	case ACT_READ:
+		/* A window past the end is clipped; the read then fails only
+		 * if it starts past the end, as img_pread would. */
+		win.start = win_off;
+		win.end = img_size(snap ? snap : img);
+		if (win_len < win.end - MIN(win_off, win.end))
+			win.end = win_off + win_len;
+		if (win.start > win.end)
+			fail("%s: --offset %" PRIu64 " lies past the end of "
+			     "the disk (%" PRIu64 " bytes)",
+			     img_path(snap ? snap : img), win_off, win.end);
 		if (nb_threads > 1)
-			read_threaded(snap ? snap : img, nb_threads);
+			read_threaded(snap ? snap : img, win, nb_threads);
 		else
-			read_sequential(snap ? snap : img);
+			read_sequential(snap ? snap : img, win);
 		break;
 	case ACT_MAP:
 		print_map(snap ? snap : img);
