@@ -235,6 +235,12 @@ out:
 	return ret;
 }
 
+/* Slices one call may visit. Bounds how long a single lookup (say block
+ * status over a whole 1 TiB disk) holds the metadata lock against
+ * parallel readers; callers loop over shorter runs. 64 slices of 4 KiB
+ * cover 2 GiB of guest data with 64 KiB clusters. */
+#define QCOW2_MAP_MAX_SLICES 64
+
 int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 		     bool merge_compressed, struct qcow2_run *run_r)
 {
@@ -243,6 +249,7 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 	size_t slice_entries = slice_bytes / s->l2_entry_bytes;
 	uint64_t l2_range_bytes = 1ull << (s->l2_bits + s->cluster_bits);
 	uint64_t off = guest_off, end;
+	unsigned nb_slices = 0;
 	int ret;
 
 	*run_r = (struct qcow2_run){ 0 };
@@ -269,6 +276,8 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 			off += n;
 			continue;
 		}
+		if (nb_slices++ == QCOW2_MAP_MAX_SLICES)
+			break; /* the run so far is not empty */
 		if (!is_aligned(l2_off, s->cluster_bytes) ||
 		    !range_within(l2_off, s->cluster_bytes, s->file_bytes))
 			return -EIO;
