@@ -119,13 +119,13 @@ wait_until() {
 # FUSE mount of another user would fail with EACCES).
 is_mounted() {
 	awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' \
-		/proc/self/mountinfo
+		"${MOUNTINFO:-/proc/self/mountinfo}"
 }
 
 # Mountpoints below DIR, most recent first (so inner mounts come first).
 mounts_below() {
-	awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo |
-		tac
+	awk -v d="$1/" 'index($5, d) == 1 { print $5 }' \
+		"${MOUNTINFO:-/proc/self/mountinfo}" | tac
 }
 
 # pids_naming ARG: processes of imgfs or fuse2fs with ARG among their
@@ -245,6 +245,41 @@ no_test_pids() {
 }
 
 # ---------------------------------------------------------------------------
+# mount(8) as root, with imgfs "installed"
+#
+# mount -t fuse.imgfs runs /sbin/mount.fuse3, which runs `sh -c imgfs ...`;
+# mount(8) drops PATH from the helper's environment, so the shell looks in
+# its default PATH (/usr/local/sbin:/usr/local/bin:/usr/sbin:...). Rather
+# than install anything, such tests run their mount commands in a private
+# mount namespace where /usr/local/sbin is a folder holding only a link to
+# the imgfs under test. Mounts made there are seen only there.
+
+# start_mount_ns: starts the namespace (held by a process of its own) and
+# points MOUNTINFO, which is_mounted reads, at it.
+start_mount_ns() {
+	mkdir -p sbin
+	ln -sf "$IMGFS" sbin/imgfs
+	unshare --mount --propagation private sleep infinity \
+		</dev/null >/dev/null 2>&1 3>&- &
+	NS_PID=$!
+	# Until unshare has run, $NS_PID still shares our namespace: a bind
+	# mount made then would cover the host's /usr/local/sbin.
+	wait_until 10 mount_ns_ready || return 1
+	in_ns mount --bind "$PWD/sbin" /usr/local/sbin
+	MOUNTINFO=/proc/$NS_PID/mountinfo
+}
+
+mount_ns_ready() {
+	[[ $(readlink "/proc/$NS_PID/ns/mnt") != "$(readlink /proc/self/ns/mnt)" &&
+		$(readlink "/proc/$NS_PID/exe") == */sleep ]]
+}
+
+# in_ns CMD...: runs CMD in the namespace of start_mount_ns.
+in_ns() {
+	nsenter -t "$NS_PID" -m --wd="$PWD" -- "$@"
+}
+
+# ---------------------------------------------------------------------------
 # setup / teardown
 
 imgfs_setup() {
@@ -264,6 +299,15 @@ imgfs_teardown() {
 	local m pids
 
 	cd /
+	if [[ -n ${NS_PID:-} ]]; then
+		for m in $(mounts_below "$BATS_TEST_TMPDIR"); do
+			in_ns umount "$m" 2>/dev/null ||
+				in_ns umount -l "$m" 2>/dev/null || true
+		done
+		kill -KILL "$NS_PID" 2>/dev/null || true
+		wait "$NS_PID" 2>/dev/null || true
+		unset MOUNTINFO
+	fi
 	for m in $(mounts_below "$BATS_TEST_TMPDIR"); do
 		fusermount3 -u "$m" 2>/dev/null ||
 			fusermount3 -uz "$m" 2>/dev/null ||

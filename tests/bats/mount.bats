@@ -118,7 +118,7 @@ load helpers
 
 @test "with -f imgfs serves in the foreground and exits 0 once unmounted" {
 	make_gpt_ext4_fat "$IMG"
-	as_user "$IMGFS" -f "$IMG" "$MNT" 2>foreground.err &
+	as_user "$IMGFS" -f "$IMG" "$MNT" </dev/null >foreground.out 2>&1 3>&- &
 	BG_PID=$!
 	wait_until 10 is_mounted "$MNT"
 	run -0 as_user head -c 16 "$MNT/p3"
@@ -127,6 +127,8 @@ load helpers
 	run -0 wait "$BG_PID"
 	BG_PID=
 	refute_mounted
+	run -0 cat foreground.out
+	assert_eq "$output" ""
 }
 
 @test "fusermount3 -u unmounts and the daemon exits" {
