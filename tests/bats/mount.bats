@@ -172,3 +172,38 @@ load helpers
 	run -0 as_user awk '$1 == "p1" { print $2, $3, $4, $NF }' "$MNT/info"
 	assert_eq "$output" "1048576 8388608 0x83 -"
 }
+
+@test "a GPT whose two headers are both corrupt leaves disk alone, and info says why" {
+	make_gpt_ext4_fat "$IMG"
+	# Break the "EFI PART" signatures of the primary and backup headers.
+	qemu-io -c "write -P 0x58 512 8" \
+		-c "write -P 0x58 $((GPT_DISK_BYTES - 512)) 8" "$IMG" >/dev/null
+	qemu-img convert -O raw "$IMG" expected.raw
+	mount_image
+	run -0 as_user ls "$MNT"
+	assert_eq "$output" $'disk\ninfo\nsnapshots'
+	as_user cmp "$MNT/disk" expected.raw
+	run -0 info_line partition-error
+	assert_eq "$output" "protective MBR of a GPT disk, but no valid GPT header: the primary (LBA 1) and the backup (last LBA) are corrupt, or the image was truncated"
+}
+
+@test "an overlay whose backing file lies in the image's folder or below mounts by default and reads through it" {
+	mkdir -p vm/bases
+	qemu-img create -q -f qcow2 vm/bases/base.qcow2 16M
+	qemu-io -c "write -P 0xba 0 2M" vm/bases/base.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -b bases/base.qcow2 -F qcow2 vm/mid.qcow2
+	qemu-io -c "write -P 0x3d 1M 64k" vm/mid.qcow2 >/dev/null
+	qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 vm/top.qcow2
+	qemu-io -c "write -P 0x70 1536k 4k" vm/top.qcow2 >/dev/null
+	IMG=$PWD/vm/top.qcow2
+	qemu-img convert -O raw "$IMG" expected.raw
+	mount_image
+	as_user cmp "$MNT/disk" expected.raw
+	run -0 info_line backing-1
+	assert_eq "$output" "$PWD/vm/mid.qcow2 qcow2"
+	run -0 info_line backing-2
+	assert_eq "$output" "$PWD/vm/bases/base.qcow2 qcow2"
+	# du counts what the top image itself stores, not its backing files.
+	run -0 as_user du -B1 "$MNT/disk"
+	assert_eq "$output" "$(allocated_bytes "$IMG")	$MNT/disk"
+}
