@@ -73,13 +73,20 @@ expected_bytes() {
 # calls the padding zero at its depth, where imgfmt, which keeps the exact
 # size, sees past the backing file's end (a hole). Both read zeroes.
 map_matches_qemu() {
-	local img=$1 size tail=${QEMU_ROUNDED_TAIL:-0:0}
+	local img=$1 size
 	shift
 	size=$(imgread "$@" --info "$img" | sed -n 's/^virtual_size: //p')
 	qemu-img map -U --output=json "$img" >"$img.qemu-map"
 	imgread "$@" --map "$img" >"$img.imgread-map"
-	awk -v size="$size" -v tail_lo="${tail%:*}" -v tail_hi="${tail#*:}" \
-		-f - "$img.qemu-map" "$img.imgread-map" <<'EOF'
+	maps_agree "$img.qemu-map" "$img.imgread-map" "$size"
+}
+
+# maps_agree QEMU_MAP IMGREAD_MAP SIZE: the comparison of map_matches_qemu
+# on two saved outputs.
+maps_agree() {
+	local tail=${QEMU_ROUNDED_TAIL:-0:0}
+	awk -v size="$3" -v tail_lo="${tail%:*}" -v tail_hi="${tail#*:}" \
+		-f - "$1" "$2" <<'EOF'
 function field(line, key,    i, rest) {
 	i = index(line, "\"" key "\": ")
 	if (!i)
@@ -195,13 +202,16 @@ snapshot_id() {
 
 # snapshot_reads_like_qemu IMG NAME: imgread --snapshot ID gives the bytes
 # of the snapshot, alone and with 4 threads, and its block status agrees
-# with its bytes.
+# with its bytes and with qemu's.
 #
 # Two oracles: qemu-img convert -l snapshot.name=NAME (and snapshot.id=ID),
 # and qemu-img snapshot -a NAME on a copy, then convert. They differ in
 # size when the disk was resized after the snapshot: convert -l keeps the
 # current size and pads with zeroes, while applying the snapshot restores
-# its own disk size, which is the size imgfmt gives a snapshot.
+# its own disk size, which is the size imgfmt gives a snapshot. Applying
+# installs the snapshot's L1 table and leaves every cluster where it is,
+# so qemu-img map of the copy is the snapshot's block status, host
+# offsets included.
 snapshot_reads_like_qemu() {
 	local img=$1 name=$2 id size padded
 	id=$(snapshot_id "$img" "$name")
@@ -223,6 +233,9 @@ snapshot_reads_like_qemu() {
 	cmp "$img.$name.expected" "$img.$name.got4"
 	imgread --snapshot "$id" --map "$img" >"$img.$name.map"
 	map_agrees_with_bytes "$img.$name.map" "$img.$name.got"
+	qemu-img map -U --output=json "$img.$name.applied" \
+		>"$img.$name.qemu-map"
+	maps_agree "$img.$name.qemu-map" "$img.$name.map" "$size"
 	run -0 imgread --snapshot "$id" --info "$img"
 	[[ $output == *"virtual_size: $(stat -c %s "$img.$name.got")"* ]]
 }
@@ -791,6 +804,24 @@ make_snapshotted_image() {
 	snapshot_reads_like_qemu img.qcow2 small
 	snapshot_reads_like_qemu img.qcow2 one
 	snapshot_reads_like_qemu img.qcow2 two
+}
+
+@test "internal snapshots of an extended-L2 qcow2 read as qemu-img converts them" {
+	make_snapshotted_image extended_l2=on,cluster_size=64k
+	snapshot_reads_like_qemu img.qcow2 small
+	snapshot_reads_like_qemu img.qcow2 one
+	snapshot_reads_like_qemu img.qcow2 two
+}
+
+@test "a snapshot of an overlay reads through to the backing file" {
+	make_qcow2 base.qcow2 4M
+	fill_pattern base.qcow2 1
+	make_overlay img.qcow2 base.qcow2 qcow2
+	fill_pattern img.qcow2 2 262144
+	qemu-img snapshot -c before img.qcow2
+	qio img.qcow2 "write -P 0x83 0 4M"
+	snapshot_reads_like_qemu img.qcow2 before
+	reads_like_qemu img.qcow2
 }
 
 @test "the snapshot list matches qemu-img's" {
