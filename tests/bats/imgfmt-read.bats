@@ -410,6 +410,27 @@ qcow2_matrix_case() {
 	reads_like_qemu img.qcow2 --cache 4096
 }
 
+@test "reads at odd offsets and lengths give qemu's bytes" {
+	# A chain whose layers hold every kind of cluster, so that unaligned
+	# reads start and end inside compressed clusters, subclusters, zero
+	# clusters and past the end of a short raw backing file.
+	head -c 1500001 /dev/urandom >base.raw
+	make_overlay mid.qcow2 base.raw raw 3M extended_l2=on,cluster_size=64k
+	subcluster_writes mid.qcow2
+	make_overlay img.qcow2 mid.qcow2 qcow2 "" cluster_size=4096
+	fill_pattern img.qcow2 3
+	qemu_raw img.qcow2 img.raw
+	local off len i
+	for ((i = 0; i < 40; i++)); do
+		off=$(((i * 7919 * 13 + i * i * 104729) % 3145728))
+		len=$(((i * 3571 + 1) * (i % 5 + 1) % 300000 + 1))
+		((off + len <= 3145728)) || len=$((3145728 - off))
+		imgread --offset "$off" --length "$len" img.qcow2 >win.got
+		[[ $(stat -c %s win.got) == "$len" ]]
+		cmp -i "$off:0" -n "$len" img.raw win.got
+	done
+}
+
 # ------------------------------------------------------ qcow2: zero clusters
 
 @test "v3 zero clusters read as zeroes with and without a host cluster" {
