@@ -123,12 +123,9 @@ static int host_cluster(const struct img *img, const struct qcow2_state *s,
 	*has_host_r = host != 0 || (external && (entry & QCOW2_L2E_COPIED));
 	if (!*has_host_r)
 		return 0;
+	/* QEMU, too, calls an unaligned host offset corruption, even for
+	 * a preallocated zero cluster. */
 	if (!is_aligned(host, s->cluster_bytes))
-		return -EIO;
-	/* Data in the image file must start inside it; past the end of
-	 * the cluster's first byte we read zeroes as QEMU's file layer
-	 * does. An external data file may be sparse or short. */
-	if (!external && host >= s->file_bytes)
 		return -EIO;
 	return 0;
 }
@@ -139,6 +136,10 @@ static int unit_kind(const struct qcow2_state *s, uint64_t entry,
 		     enum qcow2_run_kind *kind_r)
 {
 	if (!s->extended_l2) {
+		/* The zero flag is v3 only; QEMU calls it corruption in a
+		 * v2 image ("Zero cluster entry found in pre-v3 image"). */
+		if ((entry & QCOW2_L2E_ZERO) && s->version < 3)
+			return -EIO;
 		if (entry & QCOW2_L2E_ZERO)
 			*kind_r = QCOW2_RUN_ZERO;
 		else
@@ -222,6 +223,16 @@ static int map_slice(struct img *img, const struct qcow2_state *s,
 			ret = unit_kind(s, entry, bitmap, sc, has_host, &kind);
 			if (ret < 0)
 				goto out;
+			/* Data in the image file must start inside it (past
+			 * the end of a cluster that does, we read zeroes as
+			 * QEMU's file layer does). A preallocated zero
+			 * cluster is never read, and an external data file
+			 * may be sparse or short. */
+			if (kind == QCOW2_RUN_DATA && s->data_fd == img->fd &&
+			    host >= s->file_bytes) {
+				ret = -EIO;
+				goto out;
+			}
 			if (!run_extend(run, kind,
 					host + (off - cluster_start), n)) {
 				ret = 1;
@@ -263,8 +274,17 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 		uint64_t l2_off = 0;
 		const uint8_t *slice;
 
-		if (l1_idx < s->l1_size)
-			l2_off = s->l1_table[l1_idx] & QCOW2_L1E_OFFSET_MASK;
+		if (l1_idx >= s->l1_size) {
+			/* Past the L1 table (a snapshot whose disk size
+			 * outgrew it): all the rest is unallocated, in one
+			 * step however large the disk claims to be. */
+			if (!run_extend(run_r, QCOW2_RUN_UNALLOCATED, 0,
+					end - off))
+				break;
+			off = end;
+			break;
+		}
+		l2_off = s->l1_table[l1_idx] & QCOW2_L1E_OFFSET_MASK;
 		if (l2_off == 0) {
 			/* No L2 table: the whole range it would cover is
 			 * unallocated. */
