@@ -285,4 +285,15 @@ int vdrv_get_used(struct vdrv_queue *q, void **cookie_r, uint32_t *len_r);
 bool vdrv_enable_cb(struct vdrv_queue *q);
 unsigned vdrv_in_flight(const struct vdrv_queue *q);
 
+/* ------------------------------------------------------------------------
+ * vhost-user-blk back end (docs/interop/vhost-user.rst in QEMU).
+ */
+
+/* Listens on socket_path (replacing a stale socket file) and serves vblk
+ * to one front end at a time, accepting the next one when it goes away;
+ * each enabled queue runs in a thread of its own. ready_fd, if >= 0, gets
+ * one line "ready\n" once the socket listens and is then closed. Returns
+ * only on a setup error (-errno); ends with the process otherwise. */
+int vu_serve(struct vblk *vblk, const char *socket_path, int ready_fd);
+
 #endif
