@@ -296,7 +296,7 @@ imgfs_setup() {
 }
 
 imgfs_teardown() {
-	local m pids
+	local m pid pids
 
 	cd /
 	if [[ -n ${NS_PID:-} ]]; then
@@ -319,11 +319,11 @@ imgfs_teardown() {
 		echo "teardown: killing leftover processes:" $pids >&2
 		[[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
 	fi
-	# A test may have started a foreground daemon with `&`.
-	if [[ -n ${BG_PID:-} ]]; then
-		kill -KILL "$BG_PID" 2>/dev/null || true
-		wait "$BG_PID" 2>/dev/null || true
-	fi
+	# A test may have started a foreground daemon or a qemu-io with `&`.
+	for pid in ${BG_PID:-} ${QEMU_IO_PID:-}; do
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
 }
 
 setup() {
@@ -462,16 +462,6 @@ make_mbr_logical() {
 # ---------------------------------------------------------------------------
 # Expected bytes (qemu-img is the oracle)
 
-# expect_raw IMG OUT [SNAPSHOT_ID]: OUT holds the bytes qemu-img reads from
-# IMG (or from its snapshot with that ID).
-expect_raw() {
-	if [[ -n ${3:-} ]]; then
-		qemu-img convert -l "snapshot.id=$3" -O raw "$1" "$2"
-	else
-		qemu-img convert -O raw "$1" "$2"
-	fi
-}
-
 # partitions_of RAW: "NUMBER START_BYTES SIZE_BYTES TYPE" for each partition
 # sfdisk finds in RAW, extended containers included (imgfs shows an
 # extended partition with the whole range the table gives it).
@@ -509,16 +499,16 @@ assert_same_bytes() {
 
 # allocated_bytes IMG [START SIZE]: bytes qemu-img map reports as data
 # stored in IMG itself (depth 0) within [START, START + SIZE) (default: the
-# whole disk).
+# whole disk). -U: imgfs holds QEMU's locks while it is mounted.
 allocated_bytes() {
 	local s=${2:-0} e
 
 	if [[ -n ${3:-} ]]; then
 		e=$(($2 + $3))
 	else
-		e=$(qemu-img info --output=json "$1" | jq '."virtual-size"')
+		e=$(qemu-img info -U --output=json "$1" | jq '."virtual-size"')
 	fi
-	qemu-img map --output=json "$1" | jq --argjson s "$s" --argjson e "$e" '
+	qemu-img map -U --output=json "$1" | jq --argjson s "$s" --argjson e "$e" '
 		[ .[] | select(.data and .depth == 0) |
 		  [ ([.start, $s] | max), ([.start + .length, $e] | min) ] |
 		  select(.[1] > .[0]) | .[1] - .[0] ] | add // 0'

@@ -204,8 +204,8 @@ fails_with() {
 	pid=$(daemon_pid)
 	kill -KILL "$pid"
 	wait_until "$IMGFS_EXIT_DEADLINE" pids_gone "$pid"
-	run -2 as_user ls "$MNT"
-	assert_eq "$output" "ls: cannot access '$MNT': Transport endpoint is not connected"
+	run -1 as_user cat "$MNT/info"
+	assert_eq "$output" "cat: $MNT/info: Transport endpoint is not connected"
 	run -1 --separate-stderr as_user "$IMGFS" "$IMG" "$MNT"
 	assert_eq "$stderr" "imgfs: mountpoint $MNT: Transport endpoint is not connected (a mount whose daemon died; run fusermount3 -u $MNT)"
 	run -0 as_user fusermount3 -u "$MNT"
@@ -214,4 +214,41 @@ fails_with() {
 	mount_image
 	run -0 as_user head -c 16 "$MNT/p3"
 	assert_eq "$output" "imgfs p3 pattern"
+}
+
+# The OFD locks QEMU takes on an image (and imgfs too) show in /proc/locks.
+image_locked() {
+	grep -q "OFDLCK.*:$(stat -c %i "$1") " /proc/locks
+}
+
+@test "an image that a running QEMU has open for writing is refused as busy, even with -o ro" {
+	make_gpt_ext4_fat "$IMG"
+	give_to_user "$IMG"
+	mkfifo qemu-io.in
+	qemu-io "$IMG" <qemu-io.in >qemu-io.out 2>&1 3>&- &
+	QEMU_IO_PID=$!
+	exec 7>qemu-io.in
+	wait_until 10 image_locked "$IMG"
+	fails_with "imgfs: $IMG: in use by another process that has it open for write (a running QEMU or qemu-img?); it cannot be read consistently while it changes" \
+		-o ro "$IMG" "$MNT"
+	exec 7>&-
+	wait "$QEMU_IO_PID"
+	mount_image -o ro
+}
+
+@test "while imgfs has an image mounted, qemu-io cannot write it" {
+	make_gpt_ext4_fat "$IMG"
+	mount_image -o ro
+	run -1 qemu-io -c "write 0 4k" "$IMG"
+	assert_eq "$output" "qemu-io: can't open device $IMG: Failed to get \"write\" lock
+Is another process using the image [$IMG]?"
+	run -0 qemu-img info "$IMG"
+}
+
+@test "right after fusermount3 -u, the same image mounts again" {
+	make_gpt_ext4_fat "$IMG"
+	for round in 1 2 3 4 5 6 7 8 9 10; do
+		mount_image
+		as_user fusermount3 -u "$MNT"
+	done
 }

@@ -85,13 +85,15 @@ load helpers
 	done
 	run -0 qemu-img snapshot -l "$IMG"
 	[[ ${#lines[@]} -eq 9 ]]
+	for id in 1 2 3 4 5 6 7; do
+		qemu-img convert -l "snapshot.id=$id" -O raw "$IMG" "snap-$id.raw"
+	done
 	mount_image
 	run -0 as_user ls "$MNT/snapshots"
 	assert_eq "$output" $'1\n2\n3\n4\n5\n6\nclean'
 	for id in 1 2 3 4 5 6 7; do
 		dir=$id
 		[[ $id == 7 ]] && dir=clean
-		qemu-img convert -l "snapshot.id=$id" -O raw "$IMG" "snap-$id.raw"
 		as_user cmp "$MNT/snapshots/$dir/disk" "snap-$id.raw"
 		run -0 as_user head -c 1 "$MNT/snapshots/$dir/disk"
 		assert_eq "$output" "$(printf "\\x0$id")"
@@ -107,6 +109,7 @@ load helpers
 @test "snapshot files are read-only: mode 0444, a write fails with EROFS, nothing can be created in a snapshot folder" {
 	make_gpt_ext4_fat "$IMG"
 	qemu-img snapshot -c installed "$IMG"
+	qemu-img convert -l snapshot.name=installed -O raw "$IMG" installed.raw
 	mount_image
 	run -0 as_user stat -c '%a %n' "$MNT/snapshots/installed/disk" "$MNT/snapshots/installed/p1"
 	assert_eq "$output" "444 $MNT/snapshots/installed/disk
@@ -117,7 +120,6 @@ load helpers
 	assert_eq "$output" "mkdir: cannot create directory '$MNT/snapshots/installed/new': Read-only file system"
 	run -1 as_user touch "$MNT/snapshots/installed/new"
 	assert_eq "$output" "touch: cannot touch '$MNT/snapshots/installed/new': Read-only file system"
-	qemu-img convert -l snapshot.name=installed -O raw "$IMG" installed.raw
 	assert_same_bytes "$MNT/snapshots/installed" installed.raw
 }
 
