@@ -848,13 +848,13 @@ static int run_bench(struct options *o, struct img *img, struct vblk *vblk)
 		fprintf(stderr, "imgvmm: --bench needs an image of 2 MiB or more\n");
 		return 1;
 	}
-	ret = guest_new(&b.g, vdrv_ring_area_bytes(64, 1) +
+	ret = guest_new(&b.g, vdrv_ring_area_bytes(128, 1) +
 				     b.depth * (uint64_t)(big + 8192) + 65536);
 	if (ret < 0)
 		return 1;
-	uint64_t ring = guest_alloc(&b.g, vdrv_ring_area_bytes(64, 1), 4096);
-	if (vdrv_init(&b.drv, &b.g.mem, 64, ring, 1, true) < 0 ||
-	    vq_init(&b.vq, &b.g.mem, 64, b.drv.desc, b.drv.avail, b.drv.used,
+	uint64_t ring = guest_alloc(&b.g, vdrv_ring_area_bytes(128, 1), 4096);
+	if (vdrv_init(&b.drv, &b.g.mem, 128, ring, 1, true) < 0 ||
+	    vq_init(&b.vq, &b.g.mem, 128, b.drv.desc, b.drv.avail, b.drv.used,
 		    0, vblk_driver_features(vblk)) < 0)
 		return 1;
 	b.status_gpa = guest_alloc(&b.g, 64, 64);
@@ -1002,6 +1002,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	o.image = argv[optind];
+	if (getenv("IMGVMM_DEBUG"))
+		log_set_level(LOG_DEBUG);
 	if (o.nb_queues == 0)
 		o.nb_queues = o.vhost_socket ? 1 : 2;
 	if (o.nb_queues > 64 || o.depth == 0 || o.depth > 64 ||

@@ -90,6 +90,8 @@ enum {
 #define VU_VRING_NOFD (1ull << 8)
 #define VU_MAX_QUEUES 64
 
+/* Header fields, then the payload at offset 16 (not 12 as on the wire:
+ * recv_msg and send_reply move the two parts separately). */
 struct vu_msg {
 	uint32_t request;
 	uint32_t flags;
@@ -354,20 +356,37 @@ static void close_msg_fds(struct vu_msg *m)
 
 static int send_reply(int fd, struct vu_msg *m, uint32_t size)
 {
-	size_t len = VU_HDR_BYTES + size;
-	const uint8_t *p = (const uint8_t *)m;
+	/* The payload follows the 12-byte header on the wire, while in
+	 * struct vu_msg it sits at its natural 8-byte alignment. */
+	struct iovec iov[2] = {
+		{ .iov_base = m, .iov_len = VU_HDR_BYTES },
+		{ .iov_base = m->p.bytes, .iov_len = size },
+	};
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+	size_t left = VU_HDR_BYTES + size;
 
 	m->flags = VU_VERSION | VU_FLAG_REPLY;
 	m->size = size;
-	while (len > 0) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+	while (left > 0) {
+		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -errno;
-		p += n;
-		len -= (size_t)n;
+		left -= (size_t)n;
+		/* Short sends on a stream socket: skip what went out. */
+		while (n > 0 && mh.msg_iovlen > 0) {
+			size_t k = MIN((size_t)n, mh.msg_iov->iov_len);
+
+			mh.msg_iov->iov_base = (uint8_t *)mh.msg_iov->iov_base + k;
+			mh.msg_iov->iov_len -= k;
+			n -= (ssize_t)k;
+			if (mh.msg_iov->iov_len == 0) {
+				mh.msg_iov++;
+				mh.msg_iovlen--;
+			}
+		}
 	}
 	return 0;
 }
@@ -622,6 +641,8 @@ static void serve_connection(struct vu_server *s)
 		bool need_ack = (m->flags & VU_FLAG_NEED_REPLY) &&
 				(s->protocol_features &
 				 (1ull << VU_PROTOCOL_F_REPLY_ACK));
+		log_debug("vhost-user: request %u size %u fds %u flags 0x%x",
+			  m->request, m->size, m->nb_fds, m->flags);
 		ret = handle(s, m);
 		close_msg_fds(m);
 		if (ret == 1)
