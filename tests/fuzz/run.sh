@@ -13,7 +13,7 @@ set -eu
 secs=${1:-60}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD:-$src/build-fuzz}
-targets="fuzz-qcow2 fuzz-probe"
+targets="fuzz-qcow2 fuzz-probe fuzz-virtq"
 
 if [ ! -f "$build/build.ninja" ]; then
 	CC=clang meson setup "$build" "$src" -Dfuzzing=true
