@@ -105,7 +105,9 @@ static int check_mountpoint(struct ifs_options *opts)
 {
 	struct statx stx;
 
-	if (statx(AT_FDCWD, opts->mountpoint, 0,
+	/* FORCE_SYNC: a dead FUSE mount answers a cached stat, but we want
+	 * its ENOTCONN. */
+	if (statx(AT_FDCWD, opts->mountpoint, AT_STATX_FORCE_SYNC,
 		  STATX_TYPE | STATX_BASIC_STATS, &stx) < 0) {
 		int e = errno;
 		if (e == ENOTCONN)
@@ -222,7 +224,7 @@ static struct fuse_session *new_session(struct ifs *ifs)
 	struct fuse_session *se;
 
 	append_escaped(mount_opts, sizeof(mount_opts), opts->image_abs);
-	strncat(mount_opts, ",subtype=imgfs,default_permissions",
+	strncat(mount_opts, ",subtype=imgfs",
 		sizeof(mount_opts) - strlen(mount_opts) - 1);
 	if (opts->read_only || !img_writable(ifs->img))
 		strncat(mount_opts, ",ro",

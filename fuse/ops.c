@@ -348,6 +348,17 @@ static void ifs_releasedir(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0);
 }
 
+/* The mount has no default_permissions: the kernel would answer EACCES
+ * for a write to a 0444 snapshot file, where the contract says EROFS. So
+ * permissions are checked here: the owner (and root) may read and write
+ * what is writable; with allow_other, others may only read. */
+static bool caller_may_write(fuse_req_t req, struct ifs *ifs)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	return ctx->uid == ifs->uid || ctx->uid == 0;
+}
+
 static bool node_is_writable(struct ifs *ifs, const struct ifs_node *node)
 {
 	return !ifs->opts->read_only && !node->view->read_only &&
@@ -378,6 +389,10 @@ static void ifs_open(fuse_req_t req, fuse_ino_t ino,
 	}
 	if (wants_write && !node_is_writable(ifs, &node)) {
 		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (wants_write && !caller_may_write(req, ifs)) {
+		fuse_reply_err(req, EACCES);
 		return;
 	}
 	fh = calloc(1, sizeof(*fh));
@@ -826,11 +841,15 @@ static void ifs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	(void)mode;
 	if (parent != ifs_ino(0, IFS_NODE_SNAPDIR)) {
-		fuse_reply_err(req, EPERM);
+		fuse_reply_err(req, (parent >> IFS_SLOT_SHIFT) ? EROFS : EPERM);
 		return;
 	}
 	if (ifs->opts->read_only || img_is_read_only(ifs->img)) {
 		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (!caller_may_write(req, ifs)) {
+		fuse_reply_err(req, EACCES);
 		return;
 	}
 	if (ifs_view_by_dirname(ifs, name)) {
@@ -870,7 +889,11 @@ static void ifs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int ret;
 
 	if (parent != ifs_ino(0, IFS_NODE_SNAPDIR)) {
-		fuse_reply_err(req, EPERM);
+		fuse_reply_err(req, (parent >> IFS_SLOT_SHIFT) ? EROFS : EPERM);
+		return;
+	}
+	if (!caller_may_write(req, ifs)) {
+		fuse_reply_err(req, EACCES);
 		return;
 	}
 	view = ifs_view_by_dirname(ifs, name);
@@ -905,11 +928,12 @@ static void ifs_deny_create(fuse_req_t req, fuse_ino_t parent,
 {
 	struct ifs *ifs = ifs_of(req);
 
-	(void)parent;
 	(void)name;
 	(void)mode;
 	(void)fi;
-	fuse_reply_err(req, ifs->opts->read_only ? EROFS : EPERM);
+	/* Snapshot folders are read-only; the root has a fixed set of names. */
+	fuse_reply_err(req, ifs->opts->read_only || (parent >> IFS_SLOT_SHIFT)
+				    ? EROFS : EPERM);
 }
 
 static void ifs_deny_mknod(fuse_req_t req, fuse_ino_t parent,
