@@ -561,3 +561,84 @@ l2_entry_offset() {
 	((l2_off != 0)) || return 1
 	echo $((l2_off + off / cluster % l2_entries * 8))
 }
+
+# ---------------------------------------------------------------------------
+# Writing (write*.bats)
+
+# det_random SIZE: SIZE bytes that look random and are the same every run
+# (AES-CTR over zeroes), for reproducible workloads.
+det_random() {
+	head -c "$1" /dev/zero | openssl enc -aes-128-ctr -nosalt \
+		-K 696d6766732d7772697465732d746573 -iv 0 2>/dev/null
+}
+
+# make_workload OUT SIZE SEED [COUNT]: writes to OUT a bash script that
+# changes the file named by its first argument ($T) with COUNT (default 300)
+# operations drawn from SEED, all inside [0, SIZE): writes of pieces of
+# ./workload-data.bin (4 MiB of det_random, made here once) at random offsets and lengths
+# (unaligned, sector-aligned and 64 KiB-aligned), overwrites of earlier
+# writes, `fallocate -p` (punch hole), `fallocate -z` (zero range) and
+# `sync FILE` (fsync). The same SEED gives the same script, so it can be
+# applied to a mounted image and to a raw reference file alike.
+make_workload() {
+	local out=$1 size=$2 count=${4:-300} i r off len skip R prev=()
+
+	[[ -e workload-data.bin ]] || det_random 4M >workload-data.bin
+	RANDOM=$3
+	# R = a number in [0, $1). No $( ): a subshell would reseed RANDOM.
+	_rnd() { R=$(((RANDOM << 15 | RANDOM) % $1)); }
+	{
+		echo 'T=$1; set -e'
+		for ((i = 0; i < count; i++)); do
+			_rnd 100
+			r=$R
+			_rnd 3
+			case $R in
+			0) _rnd 262144; len=$((R + 1)) ;;
+			1) _rnd 256; len=$(((R + 1) * 512)) ;;
+			2) _rnd 4; len=$(((R + 1) * 65536)) ;;
+			esac
+			_rnd $((size - len))
+			off=$R
+			_rnd 3
+			case $R in
+			1) off=$((off / 512 * 512)) ;;
+			2) off=$((off / 65536 * 65536)) ;;
+			esac
+			if ((r < 15 && ${#prev[@]})); then
+				# Overwrite an earlier write, shifted a little.
+				_rnd ${#prev[@]}
+				off=${prev[R]}
+				_rnd 4096
+				off=$((off + R))
+				((off + len <= size)) || off=$((size - len))
+			fi
+			if ((r < 65)); then
+				prev+=("$off")
+				_rnd $((4194304 - len))
+				skip=$R
+				echo "dd if=workload-data.bin of=\"\$T\" bs=64K skip=$skip seek=$off count=$len iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc status=none"
+			elif ((r < 77)); then
+				echo "fallocate -p -o $off -l $len \"\$T\""
+			elif ((r < 89)); then
+				echo "fallocate -z -o $off -l $len \"\$T\""
+			else
+				echo "sync \"\$T\""
+			fi
+		done
+		echo 'sync "$T"'
+	} >"$out"
+	unset -f _rnd
+}
+
+# check_no_corruption IMG: qemu-img check finds no corruption in IMG
+# (leaked clusters allowed: status 0 or 3), as after a crash.
+check_no_corruption() {
+	local out rc=0
+	out=$(qemu-img check "$1" 2>&1) || rc=$?
+	if [[ $rc != 0 && $rc != 3 ]] || grep -q '^ERROR' <<<"$out"; then
+		echo "qemu-img check $1: status $rc" >&2
+		echo "$out" >&2
+		return 1
+	fi
+}
