@@ -115,6 +115,10 @@ int img_discard(struct img *img, uint64_t off, uint64_t len);
 int img_write_zeroes(struct img *img, uint64_t off, uint64_t len);
 /* Makes everything written so far durable in the image file. */
 int img_flush(struct img *img);
+/* Why the image was marked corrupt while writing (the handle then turned
+ * read-only and writes give -EROFS), or NULL when it was not. The string
+ * is owned by img and stays valid while it is open. */
+const char *img_corrupt_reason(const struct img *img);
 
 enum img_extent_kind {
 	IMG_EXTENT_DATA, /* data stored at some depth of the chain */

@@ -11,19 +11,25 @@
  *   - every call runs with the owner's metadata lock held; the cache has
  *     no lock of its own, so a lookup plus the decode of its entries is
  *     one critical section;
- *   - a slot is either free (host_off == SLOT_FREE) or holds exactly the
- *     bytes of the file at host_off as last read;
+ *   - a slot is either free (host_off == SLOT_FREE) or holds the bytes
+ *     of the file at host_off as last read or written, or, when dirty,
+ *     newer bytes that write-back will store;
  *   - a pinned slot (pins > 0) is never evicted, so a caller may hold a
  *     slice pointer between get and put.
  * Lookup goes through a hash of host offsets; eviction picks the least
  * recently used unpinned slot with a linear scan, which only happens on a
  * miss that costs a pread anyway.
  *
- * Deliberately not here yet: dirty slices, write-back and the
- * "flush this cache before that one" dependencies the write path needs.
- * The slot struct and get/put pinning are shaped so those can be added
- * (a dirty flag per slot, a dependency pointer per cache) without
- * changing callers.
+ * Writes: a slice taken with get_rw is dirty until written back, by
+ * flush or when it is evicted. Ordering lives here as data, as in QEMU's
+ * qcow2-cache.c: a cache may depend on another ("flush the refcount
+ * blocks before these L2 slices"); before writing any dirty slice of the
+ * dependent cache, the dependency is written and made durable
+ * (fdatasync), so a crash never leaves an L2 entry on disk pointing at a
+ * cluster whose refcount is not. Eviction prefers clean slots; a dirty
+ * victim is written back (after its dependency) before reuse. Freed
+ * clusters' slices are dropped, dirty or not, so stale metadata is never
+ * written over a cluster that was reused for something else.
  */
 #include "qcow2-int.h"
 
@@ -33,6 +39,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define QCOW2_CACHE_MIN_SLOTS 4
 #define SLOT_FREE UINT64_MAX
@@ -43,6 +50,7 @@ struct qcow2_cache_slot {
 	uint64_t last_use; /* LRU tick */
 	uint32_t pins;
 	uint32_t hash_next; /* next slot in the same bucket, or NO_SLOT */
+	bool dirty;
 };
 
 struct qcow2_cache {
@@ -56,6 +64,12 @@ struct qcow2_cache {
 	struct qcow2_cache_slot *slots;
 	uint32_t *buckets;
 	uint8_t *data; /* nb_slots * slice_bytes */
+	/* Flushed before any of our dirty slices is written, when
+	 * dep_pending (set by qcow2_cache_set_dependency_locked). */
+	struct qcow2_cache *depends_on;
+	bool dep_pending;
+	int extra_sync_fd; /* -1 when none */
+	uint32_t nb_dirty;
 	/* Written on every lookup: kept off the read-only fields' cache
 	 * line so readers on other CPUs do not keep missing on those. */
 	uint64_t tick __attribute__((aligned(64)));
@@ -81,6 +95,7 @@ struct qcow2_cache *qcow2_cache_new(int fd, size_t total_bytes,
 	c->slice_bytes = slice_bytes;
 	c->nb_slots = (uint32_t)nb;
 	c->file_bytes = file_bytes;
+	c->extra_sync_fd = -1;
 	c->nb_buckets = 1;
 	while (c->nb_buckets < c->nb_slots)
 		c->nb_buckets <<= 1;
@@ -135,6 +150,10 @@ static void unhash(struct qcow2_cache *c, uint32_t idx)
 	}
 	c->slots[idx].hash_next = NO_SLOT;
 	c->slots[idx].host_off = SLOT_FREE;
+	if (c->slots[idx].dirty) {
+		c->slots[idx].dirty = false;
+		c->nb_dirty--;
+	}
 }
 
 static uint32_t find(const struct qcow2_cache *c, uint64_t host_off)
@@ -146,10 +165,11 @@ static uint32_t find(const struct qcow2_cache *c, uint64_t host_off)
 	return i;
 }
 
-/* The free slot, or else the least recently used unpinned one. */
+/* The free slot, or else the least recently used unpinned clean one,
+ * or else the least recently used unpinned dirty one. */
 static uint32_t pick_victim(const struct qcow2_cache *c)
 {
-	uint32_t best = NO_SLOT;
+	uint32_t best = NO_SLOT, best_dirty = NO_SLOT;
 
 	for (uint32_t i = 0; i < c->nb_slots; i++) {
 		const struct qcow2_cache_slot *sl = &c->slots[i];
@@ -158,10 +178,105 @@ static uint32_t pick_victim(const struct qcow2_cache *c)
 			continue;
 		if (sl->host_off == SLOT_FREE)
 			return i;
-		if (best == NO_SLOT || sl->last_use < c->slots[best].last_use)
+		if (sl->dirty) {
+			if (best_dirty == NO_SLOT ||
+			    sl->last_use < c->slots[best_dirty].last_use)
+				best_dirty = i;
+		} else if (best == NO_SLOT ||
+			   sl->last_use < c->slots[best].last_use) {
 			best = i;
+		}
 	}
-	return best;
+	return best != NO_SLOT ? best : best_dirty;
+}
+
+static int satisfy_dependency(struct qcow2_cache *c)
+{
+	int ret;
+
+	if (!c->dep_pending || !c->depends_on)
+		return 0;
+	/* The dependency's blocks (refcounts) must be durable before any
+	 * of our slices (L2 entries pointing at those clusters) reach the
+	 * disk. */
+	ret = qcow2_cache_flush_locked(c->depends_on);
+	if (ret < 0)
+		return ret;
+	c->dep_pending = false;
+	return 0;
+}
+
+static int write_slot(struct qcow2_cache *c, uint32_t idx)
+{
+	struct qcow2_cache_slot *sl = &c->slots[idx];
+	int ret;
+
+	if (!sl->dirty)
+		return 0;
+	ret = satisfy_dependency(c);
+	if (ret < 0)
+		return ret;
+	ret = full_pwrite(c->fd, c->data + (size_t)idx * c->slice_bytes,
+			  c->slice_bytes, sl->host_off);
+	if (ret < 0)
+		return ret;
+	sl->dirty = false;
+	c->nb_dirty--;
+	return 0;
+}
+
+void qcow2_cache_set_dependency_locked(struct qcow2_cache *c,
+				       struct qcow2_cache *dep)
+{
+	c->depends_on = dep;
+	c->dep_pending = true;
+}
+
+void qcow2_cache_set_extra_sync_fd(struct qcow2_cache *c, int fd)
+{
+	c->extra_sync_fd = fd;
+}
+
+int qcow2_cache_writeback_locked(struct qcow2_cache *c)
+{
+	int ret;
+
+	if (c->nb_dirty == 0)
+		return 0;
+	for (uint32_t i = 0; i < c->nb_slots; i++) {
+		if (c->slots[i].host_off == SLOT_FREE)
+			continue;
+		ret = write_slot(c, i);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int qcow2_cache_flush_locked(struct qcow2_cache *c)
+{
+	int ret = qcow2_cache_writeback_locked(c);
+
+	if (ret < 0)
+		return ret;
+	if (fdatasync(c->fd) < 0)
+		return -errno;
+	if (c->extra_sync_fd >= 0 && c->extra_sync_fd != c->fd &&
+	    fdatasync(c->extra_sync_fd) < 0)
+		return -errno;
+	return 0;
+}
+
+void qcow2_cache_drop_range_locked(struct qcow2_cache *c, uint64_t host_off,
+				   uint64_t bytes)
+{
+	for (uint64_t off = align_down(host_off, c->slice_bytes);
+	     off < host_off + bytes; off += c->slice_bytes) {
+		uint32_t idx = find(c, off);
+
+		if (idx != NO_SLOT && c->slots[idx].pins == 0)
+			unhash(c, idx);
+	}
 }
 
 int qcow2_cache_get_locked(struct qcow2_cache *c, uint64_t host_off,
@@ -183,8 +298,14 @@ int qcow2_cache_get_locked(struct qcow2_cache *c, uint64_t host_off,
 		idx = pick_victim(c);
 		if (idx == NO_SLOT)
 			return -EBUSY;
-		if (c->slots[idx].host_off != SLOT_FREE)
+		if (c->slots[idx].host_off != SLOT_FREE) {
+			/* A dirty victim reaches the file (after its
+			 * dependency) before its slot is reused. */
+			ret = write_slot(c, idx);
+			if (ret < 0)
+				return ret;
 			unhash(c, idx);
+		}
 		data = c->data + (size_t)idx * c->slice_bytes;
 		ret = full_pread(c->fd, data, c->slice_bytes, host_off);
 		if (ret < 0)
@@ -206,4 +327,22 @@ void qcow2_cache_put_locked(struct qcow2_cache *c, const uint8_t *slice)
 
 	if (idx < c->nb_slots && c->slots[idx].pins > 0)
 		c->slots[idx].pins--;
+}
+
+int qcow2_cache_get_rw_locked(struct qcow2_cache *c, uint64_t host_off,
+			      uint8_t **slice_r)
+{
+	const uint8_t *slice;
+	size_t idx;
+	int ret = qcow2_cache_get_locked(c, host_off, &slice);
+
+	if (ret < 0)
+		return ret;
+	idx = (size_t)(slice - c->data) / c->slice_bytes;
+	if (!c->slots[idx].dirty) {
+		c->slots[idx].dirty = true;
+		c->nb_dirty++;
+	}
+	*slice_r = c->data + idx * c->slice_bytes;
+	return 0;
 }

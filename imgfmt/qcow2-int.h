@@ -70,6 +70,7 @@
 
 /* L1 entry: bits 9-55 are the L2 table offset, bit 63 "copied". */
 #define QCOW2_L1E_OFFSET_MASK 0x00fffffffffffe00ull
+#define QCOW2_L1E_COPIED (1ull << 63)
 /* L2 entry (standard descriptor): bits 9-55 host offset, bit 0 reads as
  * zeroes (v3, not with extended L2), bit 62 compressed, bit 63 copied. */
 #define QCOW2_L2E_OFFSET_MASK 0x00fffffffffffe00ull
@@ -224,6 +225,29 @@ struct qcow2_state {
 	/* Snapshot handle: the image it was opened from (for backing reads
 	 * and shared state); NULL for a top-level image. */
 	struct img *parent;
+
+	/* Write path (qcow2-refcount.c, qcow2-write.c); top handle only.
+	 * All guarded by *lock except write_gate itself. */
+	/* In-place data writes hold write_gate shared across their pwrite
+	 * (no metadata lock); anything that drops or shares a mapping
+	 * (discard, write-zeroes, snapshot create/delete) holds it
+	 * exclusive, so no in-place write is in flight into a cluster whose
+	 * mapping changes under it. Taken before *lock. */
+	pthread_rwlock_t write_gate;
+	bool write_gate_ready;
+	struct qcow2_cache *rc_cache;   /* refcount block slices */
+	uint64_t *reftable;             /* host order */
+	uint64_t reftable_entries;
+	unsigned rb_entry_bits;         /* log2 refcounts per block */
+	uint64_t free_hint_cluster;     /* lowest cluster index maybe free */
+	bool l1_dirty;                  /* l1_table differs from the file */
+	bool writing_started;           /* header prepared for writes */
+	/* References to drop once the L2/L1 change that dropped them is
+	 * durable: host cluster offsets, one entry per reference. */
+	uint64_t *deferred;
+	size_t nb_deferred, cap_deferred;
+	/* Set once an inconsistency was found; the handle is read-only. */
+	char *corrupt_reason;
 };
 
 static inline struct qcow2_state *qcow2_state(const struct img *img)
@@ -244,6 +268,26 @@ size_t qcow2_cache_slice_bytes(const struct qcow2_cache *c);
 int qcow2_cache_get_locked(struct qcow2_cache *c, uint64_t host_off,
 			   const uint8_t **slice_r);
 void qcow2_cache_put_locked(struct qcow2_cache *c, const uint8_t *slice);
+/* Like get, for a caller that modifies the slice: it becomes dirty and
+ * is written back by flush or before eviction. */
+int qcow2_cache_get_rw_locked(struct qcow2_cache *c, uint64_t host_off,
+			      uint8_t **slice_r);
+/* Records that c's dirty slices may be written only after dep has been
+ * flushed (written and made durable): the next write-back of c flushes
+ * dep first. */
+void qcow2_cache_set_dependency_locked(struct qcow2_cache *c,
+				       struct qcow2_cache *dep);
+/* An extra descriptor made durable with c's own (the external data
+ * file, whose data must be durable before L2 entries point at it). */
+void qcow2_cache_set_extra_sync_fd(struct qcow2_cache *c, int fd);
+/* Writes every dirty slice (after c's dependency), without fdatasync. */
+int qcow2_cache_writeback_locked(struct qcow2_cache *c);
+/* writeback, then fdatasync of the file (and the extra fd). */
+int qcow2_cache_flush_locked(struct qcow2_cache *c);
+/* Forgets the slices of [host_off, host_off + bytes) even if dirty: the
+ * cluster was freed and its old content must never be written back. */
+void qcow2_cache_drop_range_locked(struct qcow2_cache *c, uint64_t host_off,
+				   uint64_t bytes);
 
 /* qcow2-map.c: guest offset -> runs of one kind. */
 enum qcow2_run_kind {
@@ -289,7 +333,57 @@ int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
 void qcow2_compressed_desc(const struct qcow2_state *s, uint64_t l2_entry,
 			   uint64_t *host_off_r, uint64_t *bytes_r);
 
+/* qcow2-refcount.c: refcounts and cluster allocation. All calls expect
+ * *s->lock held and a top-level read-write handle. */
+int qcow2_refcount_init(struct img *img, struct img_err *err);
+void qcow2_refcount_free(struct qcow2_state *s);
+int qcow2_get_refcount_locked(struct img *img, uint64_t cluster_idx,
+			      uint64_t *rc_r);
+/* Adds delta (+1 or -1) to the refcount of every cluster that
+ * [host_off, host_off + bytes) touches. -EIO (image marked corrupt) on
+ * overflow or a drop below zero. Drops go through qcow2_defer_unref. */
+int qcow2_update_refcount_locked(struct img *img, uint64_t host_off,
+				 uint64_t bytes, int delta);
+/* Allocates nb contiguous clusters with refcount 1. */
+int qcow2_alloc_clusters_locked(struct img *img, uint64_t nb_clusters,
+				uint64_t *host_off_r);
+/* Queues a reference drop of each cluster [host_off, host_off + bytes)
+ * touches, applied by qcow2_apply_deferred_locked after the metadata
+ * change that dropped the reference is durable. */
+int qcow2_defer_unref_locked(struct img *img, uint64_t host_off,
+			     uint64_t bytes);
+/* Applies the queued drops: refcount 0 frees the cluster (hole punched,
+ * cached slices forgotten, reusable). Caller flushes rc_cache after. */
+int qcow2_apply_deferred_locked(struct img *img);
+/* Marks the image corrupt (header bit, as QEMU), turns the handle
+ * read-only and returns -EIO. */
+int qcow2_signal_corruption(struct img *img, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* qcow2-write.c */
+int qcow2_pwrite(struct img *img, const void *buf, size_t len, uint64_t off);
+int qcow2_discard(struct img *img, uint64_t off, uint64_t len);
+int qcow2_write_zeroes(struct img *img, uint64_t off, uint64_t len);
+int qcow2_flush(struct img *img);
+int qcow2_flush_locked(struct img *img);
+/* First-write header work (autoclear bits, lazy dirty bit). */
+int qcow2_begin_write_locked(struct img *img);
+/* At close of a read-write handle: flush, clear the dirty bit. */
+int qcow2_close_write(struct img *img);
+/* Pointer to the L2 entry of guest_off in a writable (COPIED) L2 table,
+ * allocated or copied on demand; the slice is pinned dirty until
+ * qcow2_cache_put_locked(s->l2_cache, *slice_r). */
+int qcow2_l2_entry_rw_locked(struct img *img, uint64_t guest_off,
+			     uint8_t **slice_r, uint8_t **entry_r);
+/* Writes one 8-byte or 4-byte header field range [off, off + len). */
+int qcow2_write_header_bytes(struct img *img, uint64_t off, const void *p,
+			     size_t len);
+
 /* qcow2-snapshot.c */
+int qcow2_snapshot_create(struct img *img, const char *name,
+			  struct img_err *err);
+int qcow2_snapshot_delete(struct img *img, const char *id,
+			  struct img_err *err);
 int qcow2_read_snapshots(struct img *img, struct img_err *err);
 void qcow2_free_snapshots(struct qcow2_snapshot *sn, uint32_t nb);
 int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,

@@ -257,3 +257,17 @@ int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 	*snap_r = snap;
 	return 0;
 }
+
+int qcow2_snapshot_create(struct img *img, const char *name,
+			  struct img_err *err)
+{
+	(void)name;
+	return img_err(err, -ENOTSUP, "%s: not yet", img->path);
+}
+
+int qcow2_snapshot_delete(struct img *img, const char *id,
+			  struct img_err *err)
+{
+	(void)id;
+	return img_err(err, -ENOTSUP, "%s: not yet", img->path);
+}

@@ -15,10 +15,10 @@
  * backing image) happens after the lock is dropped, so reads from many
  * threads proceed in parallel.
  *
- * Not here: writes, refcount updates, dirty-bit handling, snapshot
- * create/delete (the write path). A read-write open succeeds, but pwrite
- * and friends are NULL ops (-ENOTSUP) until then. The refcount table is
- * validated now so that the write path can trust it.
+ * Writes live in qcow2-write.c, refcounts in qcow2-refcount.c. A
+ * read-write open loads the refcount table and refuses an image whose
+ * dirty bit is set (its refcounts may be stale: qemu-img check -r all
+ * repairs it; we do not). Close of a read-write handle flushes.
  */
 #include "qcow2-int.h"
 
@@ -359,6 +359,13 @@ static int check_features(struct img *img, const struct qcow2_header *h,
 		return img_err(err, -EROFS, "%s: image is marked corrupt; "
 			       "it can only be opened read-only (repair it "
 			       "with qemu-img check -r all)", img->path);
+	/* Stale refcounts (a crash with lazy_refcounts): writing would
+	 * allocate clusters still in use. We do not repair. */
+	if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && !img->read_only)
+		return img_err(err, -EROFS, "%s: image was not closed cleanly "
+			       "(dirty bit set) and its refcounts may be "
+			       "wrong; run 'qemu-img check -r all' on it, or "
+			       "open it read-only", img->path);
 
 	s->extended_l2 = s->incompat & QCOW2_INCOMPAT_EXTL2;
 	if (s->extended_l2 && s->cluster_bits < QCOW2_EXTL2_MIN_CLUSTER_BITS)
@@ -581,6 +588,9 @@ static int qcow2_open(struct img *img, struct img_err *err)
 	if (!s->l2_cache)
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
 	s->l2_slice_bytes = qcow2_cache_slice_bytes(s->l2_cache);
+	if (pthread_rwlock_init(&s->write_gate, NULL) != 0)
+		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
+	s->write_gate_ready = true;
 
 	if (s->incompat & QCOW2_INCOMPAT_DATA_FILE) {
 		ret = img_open_data_file(img, s->data_file_name, &s->data_fd,
@@ -588,6 +598,11 @@ static int qcow2_open(struct img *img, struct img_err *err)
 		if (ret < 0)
 			return ret;
 		s->owns_data_fd = true;
+	}
+	if (!img->read_only) {
+		ret = qcow2_refcount_init(img, err);
+		if (ret < 0)
+			return ret;
 	}
 	if (s->backing_name) {
 		enum img_format fmt = backing_format(s->backing_format);
@@ -610,9 +625,17 @@ static void qcow2_close(struct img *img)
 
 	if (!s)
 		return;
+	if (!s->parent && s->rc_cache && !s->corrupt_reason &&
+	    !img->read_only)
+		/* Nothing to report to: img_close returns nothing. Data
+		 * the caller cared about was flushed by img_flush. */
+		(void)qcow2_close_write(img);
 	free(s->l1_table);
 	if (!s->parent) {
 		/* Only the top handle owns the shared pieces. */
+		qcow2_refcount_free(s);
+		if (s->write_gate_ready)
+			pthread_rwlock_destroy(&s->write_gate);
 		qcow2_cache_free(s->l2_cache);
 		qcow2_free_snapshots(s->snapshots, s->nb_snapshots);
 		if (s->owns_data_fd && s->data_fd >= 0)
@@ -732,14 +755,32 @@ static int qcow2_get_info(struct img *img, struct img_info *info)
 	return 0;
 }
 
+const char *img_corrupt_reason(const struct img *img)
+{
+	const struct qcow2_state *s;
+
+	if (!img || img->ops != &img_qcow2_ops || !img->priv)
+		return NULL;
+	s = qcow2_state(img);
+	if (s->parent)
+		s = qcow2_state(s->parent);
+	return s->corrupt_reason;
+}
+
 const struct img_ops img_qcow2_ops = {
-	.name          = "qcow2",
-	.probe         = qcow2_probe,
-	.open          = qcow2_open,
-	.close         = qcow2_close,
-	.pread         = qcow2_pread,
-	.block_status  = qcow2_block_status,
-	.get_info      = qcow2_get_info,
-	.snapshot_list = qcow2_snapshot_list,
-	.snapshot_open = qcow2_snapshot_open,
+	.name            = "qcow2",
+	.probe           = qcow2_probe,
+	.open            = qcow2_open,
+	.close           = qcow2_close,
+	.pread           = qcow2_pread,
+	.pwrite          = qcow2_pwrite,
+	.discard         = qcow2_discard,
+	.write_zeroes    = qcow2_write_zeroes,
+	.flush           = qcow2_flush,
+	.block_status    = qcow2_block_status,
+	.get_info        = qcow2_get_info,
+	.snapshot_list   = qcow2_snapshot_list,
+	.snapshot_open   = qcow2_snapshot_open,
+	.snapshot_create = qcow2_snapshot_create,
+	.snapshot_delete = qcow2_snapshot_delete,
 };

@@ -1,0 +1,537 @@
+/* qcow2-refcount.c: refcounts, cluster allocation and freeing.
+ *
+ * docs/interop/qcow2.txt, "Host cluster management": a refcount table
+ * (kept whole in memory, host order) points at refcount blocks, each one
+ * cluster of 2^refcount_order-bit entries (big-endian for 8..64 bits;
+ * 1, 2 and 4 bits packed from the least significant bit of each byte, as
+ * QEMU reads them). Refcount blocks are read and modified through their
+ * own slice cache (s->rc_cache); the L2 cache depends on it.
+ *
+ * Ordering invariants (DESIGN.md, "Write ordering"):
+ *   - increments happen in the cache at once; the L2 cache is made to
+ *     depend on the refcount cache whenever an L2 entry gains a
+ *     reference, so the refcount is durable before the L2 entry is;
+ *   - decrements never happen at once: qcow2_defer_unref_locked queues
+ *     them, and the flush applies them only after the L2/L1 change that
+ *     dropped the reference is durable. A freed cluster is therefore
+ *     reused only when nothing durable still points at it; a crash in
+ *     between leaks it (qemu-img check: leak, never corruption);
+ *   - a new refcount block describes itself (it lies inside the range it
+ *     covers, with refcount 1 for itself) and is written and made durable
+ *     before the refcount table entry that points at it;
+ *   - growing the refcount table writes the new blocks and table past
+ *     every existing cluster, makes them durable, then switches the
+ *     header's table pointer in one 12-byte write; the old table is
+ *     dropped afterwards (deferred like any other drop).
+ *
+ * Allocation is first fit from a hint (the lowest cluster index that may
+ * be free), else append at the end of the file. Whatever lands on the
+ * header, L1, refcount table or snapshot table means the refcounts lie:
+ * the image is marked corrupt.
+ *
+ * Not here: refcount repair (qemu-img check -r does that), and
+ * contiguity beyond what one call asks for.
+ */
+#include "qcow2-int.h"
+
+#include "checked.h"
+#include "endian.h"
+#include "io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define REFTABLE_OFFSET_MASK 0xfffffffffffffe00ull
+
+int qcow2_signal_corruption(struct img *img, const char *fmt, ...)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	char *reason = NULL;
+	va_list ap;
+
+	if (!s->corrupt_reason) {
+		va_start(ap, fmt);
+		if (vasprintf(&reason, fmt, ap) < 0)
+			reason = NULL;
+		va_end(ap);
+		s->corrupt_reason = reason ? reason : strdup("corrupt");
+	}
+	/* As QEMU: set the corrupt bit (v3 only has it) so nobody writes
+	 * the image again until it is repaired, then stop writing. */
+	if (s->version >= 3 && !(s->incompat & QCOW2_INCOMPAT_CORRUPT)) {
+		uint8_t be[8];
+
+		s->incompat |= QCOW2_INCOMPAT_CORRUPT;
+		put_be64(be, s->incompat);
+		if (full_pwrite(img->fd, be, 8, 72) == 0)
+			(void)fdatasync(img->fd);
+	}
+	img->read_only = true;
+	return -EIO;
+}
+
+static uint64_t rc_max(const struct qcow2_state *s)
+{
+	return s->refcount_order == 6 ? UINT64_MAX
+				       : (1ull << (1u << s->refcount_order)) - 1;
+}
+
+static uint64_t rc_read(const uint8_t *slice, uint64_t i, unsigned order)
+{
+	unsigned bits = 1u << order;
+
+	switch (order) {
+	case 3:
+		return slice[i];
+	case 4:
+		return get_be16(slice + 2 * i);
+	case 5:
+		return get_be32(slice + 4 * i);
+	case 6:
+		return get_be64(slice + 8 * i);
+	default:
+		return (slice[i * bits / 8] >> ((i * bits) % 8)) &
+		       ((1u << bits) - 1);
+	}
+}
+
+static void rc_write(uint8_t *slice, uint64_t i, unsigned order, uint64_t v)
+{
+	unsigned bits = 1u << order;
+	uint8_t *b, mask;
+
+	switch (order) {
+	case 3:
+		slice[i] = (uint8_t)v;
+		return;
+	case 4:
+		put_be16(slice + 2 * i, (uint16_t)v);
+		return;
+	case 5:
+		put_be32(slice + 4 * i, (uint32_t)v);
+		return;
+	case 6:
+		put_be64(slice + 8 * i, v);
+		return;
+	default:
+		b = &slice[i * bits / 8];
+		mask = (uint8_t)(((1u << bits) - 1) << ((i * bits) % 8));
+		*b = (uint8_t)((*b & ~mask) |
+			       ((v << ((i * bits) % 8)) & mask));
+		return;
+	}
+}
+
+int qcow2_refcount_init(struct img *img, struct img_err *err)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t bytes = (uint64_t)s->refcount_table_clusters *
+			 s->cluster_bytes;
+	int ret;
+
+	s->rb_entry_bits = s->cluster_bits + 3 - s->refcount_order;
+	s->reftable_entries = bytes / 8;
+	/* bytes <= 8 MiB: validated at open. */
+	s->reftable = malloc(bytes);
+	if (!s->reftable)
+		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
+	ret = full_pread(img->fd, s->reftable, bytes,
+			 s->refcount_table_offset);
+	if (ret < 0)
+		return img_err(err, ret, "%s: cannot read the refcount table",
+			       img->path);
+	for (uint64_t i = 0; i < s->reftable_entries; i++)
+		s->reftable[i] = get_be64(&s->reftable[i]);
+	s->rc_cache = qcow2_cache_new(img->fd, img->opts.cache_bytes / 4,
+				      MIN(4096u, s->cluster_bytes),
+				      &s->file_bytes);
+	if (!s->rc_cache)
+		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
+	/* External data: it must be durable before L2 entries that point
+	 * at it, and L2 write-back always flushes the refcounts first. */
+	if (s->data_fd != img->fd)
+		qcow2_cache_set_extra_sync_fd(s->rc_cache, s->data_fd);
+	/* "flush refcount blocks before the L2 slices that point at the
+	 * clusters they count" (QEMU's rule); set again on every L2
+	 * change, which re-arms the flush. */
+	qcow2_cache_set_dependency_locked(s->l2_cache, s->rc_cache);
+	s->free_hint_cluster = 1;
+	return 0;
+}
+
+void qcow2_refcount_free(struct qcow2_state *s)
+{
+	qcow2_cache_free(s->rc_cache);
+	free(s->reftable);
+	free(s->deferred);
+	free(s->corrupt_reason);
+}
+
+/* Where the refcount of cluster idx lives: *slice_off_r (0 when no
+ * block covers it: refcount 0) and the entry index inside the slice. */
+static int locate(struct img *img, uint64_t idx, uint64_t *slice_off_r,
+		  uint64_t *in_slice_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t rt = idx >> s->rb_entry_bits;
+	uint64_t in_block = idx & ((1ull << s->rb_entry_bits) - 1);
+	size_t slice_bytes = qcow2_cache_slice_bytes(s->rc_cache);
+	uint64_t per_slice = (uint64_t)slice_bytes * 8 >> s->refcount_order;
+	uint64_t rb;
+
+	*slice_off_r = 0;
+	if (rt >= s->reftable_entries)
+		return 0;
+	rb = s->reftable[rt] & REFTABLE_OFFSET_MASK;
+	if (rb == 0)
+		return 0;
+	if (!is_aligned(rb, s->cluster_bytes) || rb < s->cluster_bytes ||
+	    !range_within(rb, s->cluster_bytes, s->file_bytes))
+		return qcow2_signal_corruption(img, "refcount block at 0x%"
+					       PRIx64 " (table entry %" PRIu64
+					       ") is invalid", rb, rt);
+	*slice_off_r = rb + (in_block / per_slice) * slice_bytes;
+	*in_slice_r = in_block % per_slice;
+	return 0;
+}
+
+int qcow2_get_refcount_locked(struct img *img, uint64_t idx, uint64_t *rc_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t slice_off, in_slice;
+	const uint8_t *slice;
+	int ret = locate(img, idx, &slice_off, &in_slice);
+
+	*rc_r = 0;
+	if (ret < 0 || slice_off == 0)
+		return ret;
+	ret = qcow2_cache_get_locked(s->rc_cache, slice_off, &slice);
+	if (ret < 0)
+		return ret;
+	*rc_r = rc_read(slice, in_slice, s->refcount_order);
+	qcow2_cache_put_locked(s->rc_cache, slice);
+	return 0;
+}
+
+/* Adds delta to one cluster's refcount; *new_r gets the result. */
+static int update_one(struct img *img, uint64_t idx, int delta,
+		      uint64_t *new_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t slice_off, in_slice, v;
+	uint8_t *slice;
+	int ret = locate(img, idx, &slice_off, &in_slice);
+
+	if (ret < 0)
+		return ret;
+	if (slice_off == 0)
+		return qcow2_signal_corruption(img, "cluster 0x%" PRIx64
+					       " is in use but no refcount "
+					       "block covers it",
+					       idx << s->cluster_bits);
+	ret = qcow2_cache_get_rw_locked(s->rc_cache, slice_off, &slice);
+	if (ret < 0)
+		return ret;
+	v = rc_read(slice, in_slice, s->refcount_order);
+	if ((delta < 0 && v == 0) || (delta > 0 && v == rc_max(s))) {
+		qcow2_cache_put_locked(s->rc_cache, slice);
+		if (v == 0)
+			return qcow2_signal_corruption(
+				img, "refcount of cluster 0x%" PRIx64
+				" would drop below zero (an L2 entry points at "
+				"a free cluster)", idx << s->cluster_bits);
+		/* Not corruption: too many snapshots for the width. */
+		return -EMLINK;
+	}
+	v = delta < 0 ? v - 1 : v + 1;
+	rc_write(slice, in_slice, s->refcount_order, v);
+	qcow2_cache_put_locked(s->rc_cache, slice);
+	if (new_r)
+		*new_r = v;
+	return 0;
+}
+
+int qcow2_update_refcount_locked(struct img *img, uint64_t host_off,
+				 uint64_t bytes, int delta)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t first = host_off >> s->cluster_bits;
+	uint64_t last = (host_off + bytes - 1) >> s->cluster_bits;
+
+	for (uint64_t i = first; bytes && i <= last; i++) {
+		int ret = update_one(img, i, delta, NULL);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+static uint64_t file_clusters(const struct qcow2_state *s)
+{
+	return div_round_up(s->file_bytes, s->cluster_bytes);
+}
+
+/* Writes a zeroed refcount block at cluster `at` covering table entry
+ * rt, with refcount 1 for itself, durable before the table entry. */
+static int new_refblock(struct img *img, uint64_t rt, uint64_t at)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint8_t *block = calloc(1, s->cluster_bytes);
+	uint64_t off = at << s->cluster_bits;
+	uint8_t be[8];
+	int ret;
+
+	if (!block)
+		return -ENOMEM;
+	rc_write(block, at - (rt << s->rb_entry_bits), s->refcount_order, 1);
+	ret = full_pwrite(img->fd, block, s->cluster_bytes, off);
+	free(block);
+	if (ret < 0)
+		return ret;
+	s->file_bytes = MAX(s->file_bytes, off + s->cluster_bytes);
+	/* The block must be durable before the table points at it, or a
+	 * crash leaves the table pointing at garbage counts. */
+	if (fdatasync(img->fd) < 0)
+		return -errno;
+	put_be64(be, off);
+	ret = full_pwrite(img->fd, be, 8, s->refcount_table_offset + rt * 8);
+	if (ret < 0)
+		return ret;
+	/* The table entry itself becomes durable with the next refcount
+	 * flush, which precedes any L2 entry using these clusters. */
+	s->reftable[rt] = off;
+	return 0;
+}
+
+/* Moves the refcount table to a larger one that covers clusters up to
+ * need_end (exclusive), placed with its new blocks past everything. */
+static int grow_reftable(struct img *img, uint64_t need_end)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t rb_entries = 1ull << s->rb_entry_bits;
+	uint64_t start, nb_blocks = 1, table_clusters, end, entries;
+	uint64_t old_off = s->refcount_table_offset;
+	uint64_t old_bytes = (uint64_t)s->refcount_table_clusters *
+			     s->cluster_bytes;
+	uint64_t *table = NULL;
+	uint8_t *buf = NULL;
+	uint8_t hdr[12];
+	int ret;
+
+	/* Start on a block boundary past the file and the request, so the
+	 * new structures are covered by the new blocks alone. */
+	start = align_up(MAX(file_clusters(s), need_end), rb_entries);
+	entries = MAX(s->reftable_entries + s->reftable_entries / 2,
+		      div_round_up(need_end, rb_entries));
+	for (;;) {
+		table_clusters = div_round_up(entries * 8, s->cluster_bytes);
+		for (;;) {
+			uint64_t k = div_round_up(nb_blocks + table_clusters,
+						  rb_entries);
+			if (k <= nb_blocks)
+				break;
+			nb_blocks = k;
+		}
+		end = start + nb_blocks + table_clusters;
+		if (div_round_up(end, rb_entries) <= entries)
+			break;
+		entries = div_round_up(end, rb_entries) + entries / 2;
+	}
+	if (table_clusters * s->cluster_bytes > QCOW2_MAX_REFTABLE_BYTES)
+		return -EFBIG;
+	entries = table_clusters * s->cluster_bytes / 8;
+
+	buf = calloc(1, s->cluster_bytes);
+	table = calloc(entries, 8);
+	if (!buf || !table) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (uint64_t j = 0; j < nb_blocks; j++) {
+		uint64_t first = start + j * rb_entries;
+
+		memset(buf, 0, s->cluster_bytes);
+		for (uint64_t c = first; c < MIN(end, first + rb_entries); c++)
+			rc_write(buf, c - first, s->refcount_order, 1);
+		ret = full_pwrite(img->fd, buf, s->cluster_bytes,
+				  (start + j) << s->cluster_bits);
+		if (ret < 0)
+			goto out;
+		/* Blocks [start, start + nb_blocks) each cover one aligned
+		 * range of rb_entries clusters from start on. */
+		table[(start >> s->rb_entry_bits) + j] =
+			(start + j) << s->cluster_bits;
+	}
+	for (uint64_t i = 0; i < s->reftable_entries; i++)
+		table[i] = s->reftable[i];
+	for (uint64_t i = 0; i < entries; i++)
+		put_be64(&table[i], table[i]);
+	ret = full_pwrite(img->fd, table, entries * 8,
+			  (start + nb_blocks) << s->cluster_bits);
+	if (ret < 0)
+		goto out;
+	s->file_bytes = MAX(s->file_bytes, end << s->cluster_bits);
+	/* Pending increments in the old blocks, the new blocks and the
+	 * new table must all be durable before the header points at the
+	 * new table. */
+	ret = qcow2_cache_flush_locked(s->rc_cache);
+	if (ret < 0)
+		goto out;
+	put_be64(hdr, (start + nb_blocks) << s->cluster_bits);
+	put_be32(hdr + 8, (uint32_t)table_clusters);
+	ret = full_pwrite(img->fd, hdr, sizeof(hdr), 48);
+	if (ret < 0)
+		goto out;
+	if (fdatasync(img->fd) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	for (uint64_t i = 0; i < entries; i++)
+		table[i] = get_be64(&table[i]);
+	free(s->reftable);
+	s->reftable = table;
+	table = NULL;
+	s->reftable_entries = entries;
+	s->refcount_table_offset = (start + nb_blocks) << s->cluster_bits;
+	s->refcount_table_clusters = (uint32_t)table_clusters;
+	/* The header no longer names the old table; its clusters are
+	 * dropped like any other (after the next durable metadata). */
+	ret = qcow2_defer_unref_locked(img, old_off, old_bytes);
+out:
+	free(buf);
+	free(table);
+	return ret;
+}
+
+static bool overlaps(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len)
+{
+	return a < b + b_len && b < a + a_len;
+}
+
+int qcow2_alloc_clusters_locked(struct img *img, uint64_t nb,
+				uint64_t *host_off_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t start, run, i, rc, off, bytes;
+	int ret;
+
+	if (nb == 0)
+		return -EINVAL;
+retry:
+	start = MAX(s->free_hint_cluster, 1);
+	run = 0;
+	for (i = start; run < nb; i++) {
+		ret = qcow2_get_refcount_locked(img, i, &rc);
+		if (ret < 0)
+			return ret;
+		if (rc) {
+			start = i + 1;
+			run = 0;
+		} else {
+			run++;
+		}
+	}
+	/* Every cluster of the run needs a refcount block. */
+	for (uint64_t rt = start >> s->rb_entry_bits;
+	     rt <= (start + nb - 1) >> s->rb_entry_bits; rt++) {
+		if (rt >= s->reftable_entries) {
+			ret = grow_reftable(img, start + nb);
+			if (ret < 0)
+				return ret;
+			goto retry;
+		}
+		if ((s->reftable[rt] & REFTABLE_OFFSET_MASK) == 0) {
+			ret = new_refblock(img, rt,
+					   MAX(start, rt << s->rb_entry_bits));
+			if (ret < 0)
+				return ret;
+			goto retry;
+		}
+	}
+	off = start << s->cluster_bits;
+	bytes = nb << s->cluster_bits;
+	/* Free by the refcounts yet holding our own metadata: the counts
+	 * are wrong, and writing would destroy the image. */
+	if (start == 0 ||
+	    overlaps(off, bytes, s->l1_table_offset,
+		     (uint64_t)s->l1_size * 8) ||
+	    overlaps(off, bytes, s->refcount_table_offset,
+		     (uint64_t)s->refcount_table_clusters * s->cluster_bytes) ||
+	    (s->nb_snapshots &&
+	     overlaps(off, bytes, s->snapshots_offset, 1)))
+		return qcow2_signal_corruption(img, "allocation of cluster "
+					       "0x%" PRIx64 " landed on "
+					       "metadata (refcount 0)", off);
+	ret = qcow2_update_refcount_locked(img, off, bytes, +1);
+	if (ret < 0)
+		return ret;
+	/* A multi-cluster run may have skipped single free clusters
+	 * after the hint; keep the hint there for later single ones. */
+	if (nb == 1 || start == s->free_hint_cluster)
+		s->free_hint_cluster = start + nb;
+	s->file_bytes = MAX(s->file_bytes, off + bytes);
+	*host_off_r = off;
+	return 0;
+}
+
+int qcow2_defer_unref_locked(struct img *img, uint64_t host_off,
+			     uint64_t bytes)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t first = host_off >> s->cluster_bits;
+	uint64_t last = (host_off + bytes - 1) >> s->cluster_bits;
+
+	for (uint64_t i = first; bytes && i <= last; i++) {
+		if (s->nb_deferred == s->cap_deferred) {
+			size_t cap = s->cap_deferred ? 2 * s->cap_deferred : 64;
+			uint64_t *p = realloc(s->deferred, cap * sizeof(*p));
+
+			if (!p)
+				return -ENOMEM;
+			s->deferred = p;
+			s->cap_deferred = cap;
+		}
+		s->deferred[s->nb_deferred++] = i << s->cluster_bits;
+	}
+	return 0;
+}
+
+int qcow2_apply_deferred_locked(struct img *img)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	size_t n = s->nb_deferred;
+
+	for (size_t k = 0; k < n; k++) {
+		uint64_t off = s->deferred[k], v;
+		uint64_t idx = off >> s->cluster_bits;
+		int ret = update_one(img, idx, -1, &v);
+
+		if (ret < 0) {
+			/* Keep the rest queued; a later flush retries. */
+			memmove(s->deferred, s->deferred + k,
+				(n - k) * sizeof(*s->deferred));
+			s->nb_deferred = n - k;
+			return ret;
+		}
+		if (v != 0)
+			continue;
+		/* Free: nothing durable points here any more. Forget any
+		 * cached metadata of the old use, give the space back to
+		 * the host, and let the allocator reuse it. */
+		qcow2_cache_drop_range_locked(s->l2_cache, off,
+					      s->cluster_bytes);
+		(void)fallocate(img->fd, FALLOC_FL_PUNCH_HOLE |
+					 FALLOC_FL_KEEP_SIZE,
+				(off_t)off, (off_t)s->cluster_bytes);
+		if (idx < s->free_hint_cluster)
+			s->free_hint_cluster = idx;
+	}
+	s->nb_deferred = 0;
+	return 0;
+}

@@ -1,0 +1,696 @@
+/* qcow2-write.c: writes, discard, write-zeroes and flush.
+ *
+ * Spec: docs/interop/qcow2.txt, "Cluster mapping", "Extended L2 Entries".
+ * A write is split at cluster boundaries; each piece takes one of two
+ * paths:
+ *   - in place: the L2 entry is plain data with the COPIED flag
+ *     (refcount 1; with extended L2 every touched subcluster is already
+ *     allocated). The lookup holds the metadata lock; the data pwrite
+ *     does not (only write_gate, shared).
+ *   - allocating: anything else. Holds the metadata lock across
+ *     allocation, the copy-on-write fill, the data pwrite and the L2
+ *     update, so two writers of one unallocated cluster never both
+ *     allocate it, and a reader never sees an L2 entry before the data
+ *     it points at was written. Known limit: allocating writes
+ *     serialize on the metadata lock (and wait for its pwrite).
+ *
+ * Ordering invariants, each enforced where noted:
+ *   - the refcount of a newly referenced cluster is durable before the
+ *     L2 entry pointing at it (L2 cache depends on the refcount cache;
+ *     its write-back flushes refcounts, and the data, first);
+ *   - a new L2 table's first content is written before the L1 entry
+ *     points at it, and the L1 table reaches the disk only in flush
+ *     after the refcount flush;
+ *   - a dropped reference (COW of a shared cluster, discard, overwrite
+ *     of a compressed cluster, L2 table copy) is applied only after the
+ *     L2/L1 change is durable (qcow2_defer_unref_locked): flush writes
+ *     refcounts + fdatasync, L2 + L1 + fdatasync, then applies drops and
+ *     flushes refcounts again.
+ * With an external data file, guest offset == host offset and data
+ * clusters have no refcounts (spec, incompatible bit 2).
+ *
+ * Not here: compressed writes (overwrites of compressed clusters are
+ * decompressed and rewritten plainly), preallocation, resizing.
+ */
+#include "qcow2-int.h"
+
+#include "checked.h"
+#include "cleanup.h"
+#include "endian.h"
+#include "io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum sc_kind { SC_UNALLOC, SC_ZERO, SC_DATA, SC_COMPRESSED };
+
+int qcow2_write_header_bytes(struct img *img, uint64_t off, const void *p,
+			     size_t len)
+{
+	return full_pwrite(img->fd, p, len, off);
+}
+
+int qcow2_begin_write_locked(struct img *img)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint8_t be[8];
+	int ret;
+
+	if (s->writing_started)
+		return 0;
+	if (s->version >= 3 && (s->autoclear & ~QCOW2_AUTOCLEAR_DATA_FILE_RAW)) {
+		/* QEMU's rule: a writer clears the autoclear bits it does
+		 * not maintain (bitmaps included: we do not update them),
+		 * so their data is known stale. */
+		s->autoclear &= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
+		put_be64(be, s->autoclear);
+		ret = qcow2_write_header_bytes(img, 88, be, 8);
+		if (ret < 0)
+			return ret;
+	}
+	if (s->version >= 3 && (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS)) {
+		/* As QEMU: with lazy refcounts the dirty bit is set before
+		 * the first write and cleared at a clean close. */
+		s->incompat |= QCOW2_INCOMPAT_DIRTY;
+		put_be64(be, s->incompat);
+		ret = qcow2_write_header_bytes(img, 72, be, 8);
+		if (ret < 0)
+			return ret;
+	}
+	if (fdatasync(img->fd) < 0)
+		return -errno;
+	s->writing_started = true;
+	return 0;
+}
+
+static bool external(const struct img *img, const struct qcow2_state *s)
+{
+	return s->data_fd != img->fd;
+}
+
+/* The L2 entry (and bitmap) of guest_off, read only; 0 when there is no
+ * L2 table. */
+static int l2_entry_ro_locked(struct img *img, uint64_t guest_off,
+			      uint64_t *entry_r, uint64_t *bitmap_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t cluster_idx = guest_off >> s->cluster_bits;
+	uint64_t l1_idx = cluster_idx >> s->l2_bits;
+	uint64_t l2_idx = cluster_idx & ((1ull << s->l2_bits) - 1);
+	uint64_t l2_off, off;
+	const uint8_t *slice;
+	int ret;
+
+	*entry_r = 0;
+	*bitmap_r = 0;
+	if (l1_idx >= s->l1_size)
+		return -EIO;
+	l2_off = s->l1_table[l1_idx] & QCOW2_L1E_OFFSET_MASK;
+	if (l2_off == 0)
+		return 0;
+	if (!is_aligned(l2_off, s->cluster_bytes) ||
+	    !range_within(l2_off, s->cluster_bytes, s->file_bytes))
+		return qcow2_signal_corruption(img, "L2 table at 0x%" PRIx64
+					       " is invalid", l2_off);
+	off = l2_off + l2_idx * s->l2_entry_bytes;
+	ret = qcow2_cache_get_locked(s->l2_cache,
+				     align_down(off, s->l2_slice_bytes),
+				     &slice);
+	if (ret < 0)
+		return ret;
+	*entry_r = get_be64(slice + (off % s->l2_slice_bytes));
+	if (s->extended_l2)
+		*bitmap_r = get_be64(slice + (off % s->l2_slice_bytes) + 8);
+	qcow2_cache_put_locked(s->l2_cache, slice);
+	return 0;
+}
+
+int qcow2_l2_entry_rw_locked(struct img *img, uint64_t guest_off,
+			     uint8_t **slice_r, uint8_t **entry_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t cluster_idx = guest_off >> s->cluster_bits;
+	uint64_t l1_idx = cluster_idx >> s->l2_bits;
+	uint64_t l2_idx = cluster_idx & ((1ull << s->l2_bits) - 1);
+	uint64_t l1e, l2_off, off;
+	uint8_t *slice;
+	int ret;
+
+	if (l1_idx >= s->l1_size)
+		return -EIO;
+	l1e = s->l1_table[l1_idx];
+	l2_off = l1e & QCOW2_L1E_OFFSET_MASK;
+	if (l2_off == 0 || !(l1e & QCOW2_L1E_COPIED)) {
+		CLEANUP_FREE uint8_t *table = calloc(1, s->cluster_bytes);
+		uint64_t new_off;
+
+		if (!table)
+			return -ENOMEM;
+		if (l2_off) {
+			if (!is_aligned(l2_off, s->cluster_bytes) ||
+			    !range_within(l2_off, s->cluster_bytes,
+					  s->file_bytes))
+				return qcow2_signal_corruption(
+					img, "L2 table at 0x%" PRIx64
+					" is invalid", l2_off);
+			/* Shared with a snapshot: copy it (through the
+			 * cache, which may hold newer slices). */
+			for (uint64_t o = 0; o < s->cluster_bytes;
+			     o += s->l2_slice_bytes) {
+				const uint8_t *sl;
+
+				ret = qcow2_cache_get_locked(s->l2_cache,
+							     l2_off + o, &sl);
+				if (ret < 0)
+					return ret;
+				memcpy(table + o, sl, s->l2_slice_bytes);
+				qcow2_cache_put_locked(s->l2_cache, sl);
+			}
+		}
+		ret = qcow2_alloc_clusters_locked(img, 1, &new_off);
+		if (ret < 0)
+			return ret;
+		/* The table's content reaches the file before the L1
+		 * entry can (L1 is written by flush only, after a
+		 * fdatasync that covers this write). */
+		ret = full_pwrite(img->fd, table, s->cluster_bytes, new_off);
+		if (ret < 0)
+			return ret;
+		s->l1_table[l1_idx] = new_off | QCOW2_L1E_COPIED;
+		s->l1_dirty = true;
+		/* The new table's refcount must be durable before L2/L1
+		 * slices pointing at it. */
+		qcow2_cache_set_dependency_locked(s->l2_cache, s->rc_cache);
+		if (l2_off) {
+			/* The data clusters keep their counts: they are
+			 * still reached once through each L1 table. Only the
+			 * old table loses the active L1's reference, after
+			 * the new L1 entry is durable. */
+			ret = qcow2_defer_unref_locked(img, l2_off,
+						       s->cluster_bytes);
+			if (ret < 0)
+				return ret;
+		}
+		l2_off = new_off;
+	}
+	off = l2_off + l2_idx * s->l2_entry_bytes;
+	ret = qcow2_cache_get_rw_locked(s->l2_cache,
+					align_down(off, s->l2_slice_bytes),
+					&slice);
+	if (ret < 0)
+		return ret;
+	*slice_r = slice;
+	*entry_r = slice + (off % s->l2_slice_bytes);
+	return 0;
+}
+
+/* Host cluster of a plain entry; *has_r says whether there is one. */
+static int entry_host(struct img *img, uint64_t entry, uint64_t *host_r,
+		      bool *has_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t host = entry & QCOW2_L2E_OFFSET_MASK;
+
+	*host_r = host;
+	*has_r = !(entry & QCOW2_L2E_COMPRESSED) &&
+		 (host != 0 || (external(img, s) && (entry & QCOW2_L2E_COPIED)));
+	if (*has_r && (!is_aligned(host, s->cluster_bytes) ||
+		       (!external(img, s) && host >= s->file_bytes)))
+		return qcow2_signal_corruption(img, "L2 entry 0x%" PRIx64
+					       " points at an invalid host "
+					       "offset", entry);
+	return 0;
+}
+
+static enum sc_kind sc_kind_of(const struct qcow2_state *s, uint64_t entry,
+			       uint64_t bitmap, bool has_host, unsigned sc)
+{
+	if (entry & QCOW2_L2E_COMPRESSED)
+		return SC_COMPRESSED;
+	if (!s->extended_l2) {
+		if (entry & QCOW2_L2E_ZERO)
+			return SC_ZERO;
+		return has_host ? SC_DATA : SC_UNALLOC;
+	}
+	if ((bitmap >> sc) & 1)
+		return SC_DATA;
+	if ((bitmap >> (32 + sc)) & 1)
+		return SC_ZERO;
+	return SC_UNALLOC;
+}
+
+/* Drops the reference an L2 entry holds on its host cluster(s). */
+static int unref_entry_locked(struct img *img, uint64_t entry)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t host, bytes;
+	bool has;
+	int ret;
+
+	if (entry & QCOW2_L2E_COMPRESSED) {
+		qcow2_compressed_desc(s, entry, &host, &bytes);
+		return qcow2_defer_unref_locked(img, host, bytes);
+	}
+	ret = entry_host(img, entry, &host, &has);
+	if (ret < 0 || !has || external(img, s))
+		return ret;
+	return qcow2_defer_unref_locked(img, host, s->cluster_bytes);
+}
+
+/* The allocating path for [off, off + n) inside one cluster. */
+static int alloc_write_locked(struct img *img, const uint8_t *buf, size_t n,
+			      uint64_t off, uint64_t entry, uint64_t bitmap)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t cs = align_down(off, s->cluster_bytes);
+	size_t in = (size_t)(off - cs);
+	size_t sc_bytes = (size_t)1 << s->subcluster_bits;
+	unsigned nb_sc = s->extended_l2 ? QCOW2_EXTL2_SUBCLUSTERS : 1;
+	unsigned first_sc = (unsigned)(in / sc_bytes);
+	unsigned last_sc = (unsigned)((in + n - 1) / sc_bytes);
+	CLEANUP_FREE uint8_t *cbuf = NULL;
+	CLEANUP_FREE uint8_t *decomp = NULL;
+	uint64_t old_host, new_host, new_alloc = 0, new_zero = 0;
+	uint8_t *slice, *e;
+	bool has_host, moved;
+	size_t wlo, whi;
+	int ret;
+
+	ret = entry_host(img, entry, &old_host, &has_host);
+	if (ret < 0)
+		return ret;
+	if (external(img, s)) {
+		/* Identity mapping, no refcounts (spec). */
+		new_host = cs;
+		moved = has_host && old_host != cs;
+	} else if (has_host && (entry & QCOW2_L2E_COPIED)) {
+		new_host = old_host;
+		moved = false;
+	} else {
+		if (has_host) {
+			/* A shared cluster must count at least 2 (us and
+			 * a snapshot); 0 means an L2 entry points at a
+			 * free cluster. */
+			uint64_t rc;
+
+			ret = qcow2_get_refcount_locked(
+				img, old_host >> s->cluster_bits, &rc);
+			if (ret < 0)
+				return ret;
+			if (rc == 0)
+				return qcow2_signal_corruption(
+					img, "L2 entry for guest offset 0x%"
+					PRIx64 " points at cluster 0x%" PRIx64
+					" whose refcount is 0", cs, old_host);
+		}
+		ret = qcow2_alloc_clusters_locked(img, 1, &new_host);
+		if (ret < 0)
+			return ret;
+		moved = true;
+	}
+
+	cbuf = calloc(1, s->cluster_bytes);
+	if (!cbuf)
+		return -ENOMEM;
+	for (unsigned sc = 0; sc < nb_sc; sc++) {
+		enum sc_kind k = sc_kind_of(s, entry, bitmap, has_host, sc);
+		bool touched = sc >= first_sc && sc <= last_sc;
+		size_t lo = sc * sc_bytes;
+		bool covered = touched && lo >= in && lo + sc_bytes <= in + n;
+		bool alloc = touched || (moved && (k == SC_DATA ||
+						   k == SC_COMPRESSED)) ||
+			     (!moved && k == SC_DATA);
+
+		if (!alloc) {
+			if (k == SC_ZERO)
+				new_zero |= 1ull << sc;
+			continue;
+		}
+		new_alloc |= 1ull << sc;
+		/* Old content is needed where the write does not cover a
+		 * subcluster we (re)write. */
+		if (covered || (!moved && !touched))
+			continue;
+		switch (k) {
+		case SC_DATA:
+			ret = full_pread_zero_eof(s->data_fd, cbuf + lo,
+						  sc_bytes, old_host + lo);
+			break;
+		case SC_COMPRESSED:
+			if (!decomp) {
+				decomp = malloc(s->cluster_bytes);
+				if (!decomp)
+					return -ENOMEM;
+				ret = qcow2_read_compressed(img, entry, decomp,
+							    0, s->cluster_bytes);
+				if (ret < 0)
+					return ret;
+			}
+			memcpy(cbuf + lo, decomp + lo, sc_bytes);
+			ret = 0;
+			break;
+		case SC_ZERO:
+			ret = 0;
+			break;
+		case SC_UNALLOC:
+			ret = img_read_backing(img, cbuf + lo, sc_bytes,
+					       cs + lo);
+			break;
+		}
+		if (ret < 0)
+			return ret;
+	}
+	memcpy(cbuf + in, buf, n);
+	if (moved || nb_sc == 1) {
+		/* A new cluster is written whole, so the file never ends
+		 * inside a cluster the refcounts call used. */
+		wlo = 0;
+		whi = s->cluster_bytes;
+	} else {
+		wlo = first_sc * sc_bytes;
+		whi = (last_sc + 1) * sc_bytes;
+	}
+	ret = full_pwrite(s->data_fd, cbuf + wlo, whi - wlo, new_host + wlo);
+	if (ret < 0)
+		return ret;
+
+	ret = qcow2_l2_entry_rw_locked(img, cs, &slice, &e);
+	if (ret < 0)
+		return ret;
+	put_be64(e, new_host | QCOW2_L2E_COPIED);
+	if (s->extended_l2)
+		put_be64(e + 8, new_alloc | (new_zero << 32));
+	/* The entry points at a cluster whose refcount was just raised:
+	 * refcount blocks must be flushed before this L2 slice. */
+	qcow2_cache_set_dependency_locked(s->l2_cache, s->rc_cache);
+	qcow2_cache_put_locked(s->l2_cache, slice);
+	if (moved && !external(img, s))
+		return unref_entry_locked(img, entry);
+	return 0;
+}
+
+/* One piece of a write, inside one cluster. */
+static int write_piece(struct img *img, const uint8_t *buf, size_t n,
+		       uint64_t off)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t cs = align_down(off, s->cluster_bytes);
+	size_t in = (size_t)(off - cs);
+	unsigned first_sc = (unsigned)(in >> s->subcluster_bits);
+	unsigned last_sc = (unsigned)((in + n - 1) >> s->subcluster_bits);
+	uint64_t touched = ((2ull << last_sc) - 1) & ~((1ull << first_sc) - 1);
+	uint64_t entry, bitmap, host;
+	bool has_host;
+	int ret;
+
+	pthread_rwlock_rdlock(&s->write_gate);
+	pthread_mutex_lock(s->lock);
+	if (img->read_only) {
+		ret = -EROFS;
+		goto out_unlock;
+	}
+	ret = qcow2_begin_write_locked(img);
+	if (ret < 0)
+		goto out_unlock;
+	ret = l2_entry_ro_locked(img, off, &entry, &bitmap);
+	if (ret < 0)
+		goto out_unlock;
+	ret = entry_host(img, entry, &host, &has_host);
+	if (ret < 0)
+		goto out_unlock;
+	if (has_host && (entry & QCOW2_L2E_COPIED) &&
+	    (s->extended_l2 ? (bitmap & touched) == touched
+			    : !(entry & QCOW2_L2E_ZERO))) {
+		/* In place: refcount 1 and already allocated, so the
+		 * mapping cannot change while write_gate is held shared;
+		 * the data pwrite runs without the metadata lock. */
+		pthread_mutex_unlock(s->lock);
+		ret = full_pwrite(s->data_fd, buf, n, host + in);
+		pthread_rwlock_unlock(&s->write_gate);
+		return ret;
+	}
+	ret = alloc_write_locked(img, buf, n, off, entry, bitmap);
+out_unlock:
+	pthread_mutex_unlock(s->lock);
+	pthread_rwlock_unlock(&s->write_gate);
+	return ret;
+}
+
+int qcow2_pwrite(struct img *img, const void *buf, size_t len, uint64_t off)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	const uint8_t *p = buf;
+
+	while (len > 0) {
+		size_t n = (size_t)MIN((uint64_t)len,
+				       s->cluster_bytes -
+					       (off & (s->cluster_bytes - 1)));
+		int ret = write_piece(img, p, n, off);
+
+		if (ret < 0)
+			return ret;
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Does the cluster at cs already read as zeroes (cheap cases only)? */
+static bool reads_zero(struct img *img, uint64_t entry)
+{
+	struct qcow2_state *s = qcow2_state(img);
+
+	if (s->extended_l2)
+		return false;
+	if (entry & QCOW2_L2E_COMPRESSED)
+		return false;
+	if (entry & QCOW2_L2E_ZERO)
+		return true;
+	return !img->backing && (entry & QCOW2_L2E_OFFSET_MASK) == 0 &&
+	       !(external(img, s) && (entry & QCOW2_L2E_COPIED));
+}
+
+/* Makes a partial cluster range read as zeroes by writing zeroes. */
+static int zero_piece(struct img *img, uint64_t off, size_t n)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	CLEANUP_FREE uint8_t *zeroes = NULL;
+	uint64_t entry, bitmap;
+	int ret;
+
+	{
+		LOCK_FOR_SCOPE(s->lock);
+		ret = l2_entry_ro_locked(img, off, &entry, &bitmap);
+	}
+	if (ret < 0)
+		return ret;
+	if (reads_zero(img, entry))
+		return 0;
+	zeroes = calloc(1, n);
+	if (!zeroes)
+		return -ENOMEM;
+	return qcow2_pwrite(img, zeroes, n, off);
+}
+
+/* Replaces the whole cluster at cs by "zero" (v3 zero flag) or by
+ * nothing (unallocated), dropping its old reference. */
+static int drop_cluster_locked(struct img *img, uint64_t cs, bool zero_flag)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t entry, bitmap, new_entry = 0, new_bitmap = 0;
+	uint8_t *slice, *e;
+	int ret;
+
+	ret = l2_entry_ro_locked(img, cs, &entry, &bitmap);
+	if (ret < 0)
+		return ret;
+	if (zero_flag) {
+		if (s->extended_l2)
+			new_bitmap = 0xffffffffull << 32;
+		else
+			new_entry = QCOW2_L2E_ZERO;
+	}
+	if (entry == new_entry && bitmap == new_bitmap)
+		return 0;
+	if (entry == 0 && bitmap == 0 && !zero_flag)
+		return 0;
+	ret = qcow2_l2_entry_rw_locked(img, cs, &slice, &e);
+	if (ret < 0)
+		return ret;
+	put_be64(e, new_entry);
+	if (s->extended_l2)
+		put_be64(e + 8, new_bitmap);
+	/* A newly allocated or copied L2 table needs its refcount first. */
+	qcow2_cache_set_dependency_locked(s->l2_cache, s->rc_cache);
+	qcow2_cache_put_locked(s->l2_cache, slice);
+	if (external(img, s)) {
+		/* No refcounts; give the space back (the range reads as
+		 * zeroes through the L2 entry, and stays zero if the data
+		 * file is read raw). */
+		(void)fallocate(s->data_fd, FALLOC_FL_PUNCH_HOLE |
+					    FALLOC_FL_KEEP_SIZE,
+				(off_t)cs, (off_t)s->cluster_bytes);
+		return 0;
+	}
+	/* Freed (and hole-punched) only once this entry is durable. */
+	return unref_entry_locked(img, entry);
+}
+
+enum zero_mode { MODE_DISCARD, MODE_ZEROES };
+
+static int drop_range(struct img *img, uint64_t off, uint64_t len,
+		      enum zero_mode mode)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t end = off + len;
+	uint64_t head_end = MIN(end, align_up(off, s->cluster_bytes));
+	uint64_t tail_start = MAX(head_end, align_down(end, s->cluster_bytes));
+	int ret;
+
+	if (off < head_end) {
+		ret = zero_piece(img, off, (size_t)(head_end - off));
+		if (ret < 0)
+			return ret;
+	}
+	if (head_end < tail_start) {
+		/* Exclusive: no in-place write may be in flight into a
+		 * cluster whose mapping we drop here. */
+		pthread_rwlock_wrlock(&s->write_gate);
+		pthread_mutex_lock(s->lock);
+		ret = img->read_only ? -EROFS : qcow2_begin_write_locked(img);
+		for (uint64_t cs = head_end; ret == 0 && cs < tail_start;
+		     cs += s->cluster_bytes) {
+			if (s->version < 3) {
+				/* No zero flag: unallocated reads as zeroes
+				 * only without a backing file; a discard may
+				 * show the backing file (imgfmt.h). */
+				if (mode == MODE_ZEROES && img->backing) {
+					pthread_mutex_unlock(s->lock);
+					pthread_rwlock_unlock(&s->write_gate);
+					ret = zero_piece(img, cs,
+							 s->cluster_bytes);
+					pthread_rwlock_wrlock(&s->write_gate);
+					pthread_mutex_lock(s->lock);
+					continue;
+				}
+				ret = drop_cluster_locked(img, cs, false);
+			} else {
+				ret = drop_cluster_locked(img, cs,
+							  img->backing != NULL ||
+							  mode == MODE_ZEROES);
+			}
+		}
+		pthread_mutex_unlock(s->lock);
+		pthread_rwlock_unlock(&s->write_gate);
+		if (ret < 0)
+			return ret;
+	}
+	if (tail_start < end) {
+		ret = zero_piece(img, tail_start, (size_t)(end - tail_start));
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int qcow2_discard(struct img *img, uint64_t off, uint64_t len)
+{
+	return drop_range(img, off, len, MODE_DISCARD);
+}
+
+int qcow2_write_zeroes(struct img *img, uint64_t off, uint64_t len)
+{
+	return drop_range(img, off, len, MODE_ZEROES);
+}
+
+static int write_l1_locked(struct img *img)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	CLEANUP_FREE uint64_t *be = NULL;
+
+	if (!s->l1_dirty || s->l1_size == 0)
+		return 0;
+	be = malloc((size_t)s->l1_size * 8);
+	if (!be)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < s->l1_size; i++)
+		put_be64(&be[i], s->l1_table[i]);
+	int ret = full_pwrite(img->fd, be, (size_t)s->l1_size * 8,
+			      s->l1_table_offset);
+	if (ret < 0)
+		return ret;
+	s->l1_dirty = false;
+	return 0;
+}
+
+int qcow2_flush_locked(struct img *img)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	int ret;
+
+	if (!s->rc_cache || s->corrupt_reason)
+		return s->corrupt_reason ? -EIO : 0;
+	/* 1. Refcounts (and the data written so far) durable: every L2
+	 * entry about to be written points at counted clusters. */
+	ret = qcow2_cache_flush_locked(s->rc_cache);
+	if (ret < 0)
+		return ret;
+	/* 2. L2 slices and the L1 table, then durable. */
+	ret = qcow2_cache_writeback_locked(s->l2_cache);
+	if (ret < 0)
+		return ret;
+	ret = write_l1_locked(img);
+	if (ret < 0)
+		return ret;
+	if (fdatasync(img->fd) < 0)
+		return -errno;
+	/* 3. Only now, with nothing durable pointing at them any more,
+	 * drop the references the L2/L1 changes released. */
+	if (s->nb_deferred) {
+		ret = qcow2_apply_deferred_locked(img);
+		if (ret < 0)
+			return ret;
+		ret = qcow2_cache_flush_locked(s->rc_cache);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int qcow2_flush(struct img *img)
+{
+	struct qcow2_state *s = qcow2_state(img);
+
+	if (s->parent)
+		return 0;
+	LOCK_FOR_SCOPE(s->lock);
+	return qcow2_flush_locked(img);
+}
+
+int qcow2_close_write(struct img *img)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint8_t be[8];
+	int ret;
+
+	LOCK_FOR_SCOPE(s->lock);
+	ret = qcow2_flush_locked(img);
+	if (ret < 0)
+		return ret;
+	if (s->incompat & QCOW2_INCOMPAT_DIRTY) {
+		/* Everything is durable: the refcounts are right again. */
+		s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+		put_be64(be, s->incompat);
+		ret = qcow2_write_header_bytes(img, 72, be, 8);
+		if (ret < 0)
+			return ret;
+		if (fdatasync(img->fd) < 0)
+			return -errno;
+	}
+	return 0;
+}

@@ -1,0 +1,595 @@
+/* test-qcow2-write.c: the qcow2 write path against qemu-img.
+ *
+ * Differential: for images of many kinds (cluster sizes, refcount
+ * widths, extended L2, compat 0.10, compressed, with a backing file, with
+ * snapshots, external data file, lazy refcounts) one deterministic
+ * workload (unaligned writes, overwrites, discards, write-zeroes,
+ * flushes) goes through imgfmt and, as pwrite/fallocate, to a raw
+ * reference file; after close `qemu-img compare` must call them
+ * identical and `qemu-img check` must find no errors and no leaks. Also:
+ * bounded file growth under rewrite/discard, snapshots create/delete,
+ * four concurrent writers, a corruption case, and crash safety (SIGKILL
+ * of a writing child, 20 times). Skips (77) without qemu-img.
+ */
+#undef NDEBUG
+#include "imgfmt.h"
+
+#include <assert.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/test-qcow2-write-XXXXXX";
+
+static int sh_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh_status(const char *fmt, ...)
+{
+	char *cmd, *full;
+	va_list ap;
+	int ret;
+
+	va_start(ap, fmt);
+	assert(vasprintf(&cmd, fmt, ap) > 0);
+	va_end(ap);
+	assert(asprintf(&full, "cd %s && (%s) >/dev/null 2>&1", dir, cmd) > 0);
+	ret = system(full);
+	free(full);
+	free(cmd);
+	return WIFEXITED(ret) ? WEXITSTATUS(ret) : -1;
+}
+
+#define sh(...)                                                                \
+	do {                                                                   \
+		if (sh_status(__VA_ARGS__) != 0) {                             \
+			fprintf(stderr, "command failed: ");                   \
+			fprintf(stderr, __VA_ARGS__);                          \
+			fprintf(stderr, "\n");                                 \
+			abort();                                               \
+		}                                                              \
+	} while (0)
+
+static char *path_of(const char *name)
+{
+	char *p;
+
+	assert(asprintf(&p, "%s/%s", dir, name) > 0);
+	return p;
+}
+
+static uint64_t rng_state;
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static struct img *open_rw(const char *name)
+{
+	struct img_open_opts o = { .format = IMG_FORMAT_QCOW2,
+				   .backing = IMG_BACKING_FOLLOW };
+	struct img_err err;
+	struct img *img;
+	char *p = path_of(name);
+	int ret = img_open(p, &o, &img, &err);
+
+	if (ret < 0) {
+		fprintf(stderr, "open %s: %s\n", p, err.msg);
+		abort();
+	}
+	free(p);
+	return img;
+}
+
+static void fill(uint8_t *buf, size_t n, uint64_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (uint8_t)((seed * 131 + i * 7 + (i >> 9)) ^ (seed >> 3));
+}
+
+/* One workload, applied to img and the reference fd alike. */
+static void workload(struct img *img, int ref, uint64_t seed, unsigned nb_ops,
+		     uint64_t max_len)
+{
+	uint64_t size = img_size(img);
+	uint8_t *buf = malloc(max_len);
+
+	assert(buf);
+	rng_state = seed;
+	for (unsigned i = 0; i < nb_ops; i++) {
+		unsigned op = (unsigned)(rnd() % 100);
+		uint64_t len = 1 + rnd() % max_len;
+		uint64_t off = rnd() % size;
+
+		if (rnd() % 3 == 0)
+			off &= ~511ull; /* some aligned ones too */
+		if (off + len > size)
+			len = size - off;
+		if (op < 70) {
+			fill(buf, len, rnd());
+			assert(img_pwrite(img, buf, len, off) == 0);
+			assert(pwrite(ref, buf, len, (off_t)off) == (ssize_t)len);
+		} else if (op < 80) {
+			assert(img_discard(img, off, len) == 0);
+			assert(fallocate(ref, FALLOC_FL_PUNCH_HOLE |
+					 FALLOC_FL_KEEP_SIZE, (off_t)off,
+					 (off_t)len) == 0);
+		} else if (op < 92) {
+			assert(img_write_zeroes(img, off, len) == 0);
+			assert(fallocate(ref, FALLOC_FL_PUNCH_HOLE |
+					 FALLOC_FL_KEEP_SIZE, (off_t)off,
+					 (off_t)len) == 0);
+		} else {
+			assert(img_flush(img) == 0);
+		}
+		if (i % 50 == 0) {
+			/* Read back a stretch through both. */
+			uint8_t *a = malloc(len), *b = malloc(len);
+			assert(a && b);
+			assert(img_pread(img, a, len, off) == 0);
+			assert(pread(ref, b, len, (off_t)off) == (ssize_t)len);
+			assert(memcmp(a, b, len) == 0);
+			free(a);
+			free(b);
+		}
+	}
+	free(buf);
+}
+
+static void check_clean(const char *name)
+{
+	int st = sh_status("qemu-img check %s", name);
+
+	if (st != 0) {
+		sh_status("qemu-img check %s >&2", name);
+		system("true");
+		fprintf(stderr, "qemu-img check %s: exit %d\n", name, st);
+		char *cmd;
+		assert(asprintf(&cmd, "qemu-img check %s/%s", dir, name) > 0);
+		system(cmd);
+		free(cmd);
+		abort();
+	}
+}
+
+static void compare(const char *name, const char *ref)
+{
+	int st = sh_status("qemu-img compare -f qcow2 %s -F raw %s", name, ref);
+
+	if (st != 0) {
+		fprintf(stderr, "qemu-img compare %s %s: exit %d\n", name, ref,
+			st);
+		abort();
+	}
+}
+
+struct kind {
+	const char *name;
+	const char *setup; /* shell: makes k.qcow2 and ref.raw */
+	uint64_t max_len;
+};
+
+static const struct kind kinds[] = {
+	{ "64k", "qemu-img create -f qcow2 k.qcow2 16M", 200000 },
+	{ "512", "qemu-img create -f qcow2 -o cluster_size=512 k.qcow2 4M",
+	  5000 },
+	{ "rc1", "qemu-img create -f qcow2 -o refcount_bits=1 k.qcow2 16M",
+	  200000 },
+	{ "rc1-512", "qemu-img create -f qcow2 -o refcount_bits=1,"
+		     "cluster_size=512 k.qcow2 4M", 5000 },
+	{ "rc64-512", "qemu-img create -f qcow2 -o refcount_bits=64,"
+		      "cluster_size=512 k.qcow2 8M", 20000 },
+	{ "rc16-4k", "qemu-img create -f qcow2 -o cluster_size=4096 k.qcow2 "
+		     "16M", 50000 },
+	{ "extl2", "qemu-img create -f qcow2 -o extended_l2=on,"
+		   "cluster_size=64k k.qcow2 16M", 200000 },
+	{ "extl2-backing", "truncate -s 16M b.raw && qemu-io -f raw -c "
+			   "'write -P 0x5a 0 16M' b.raw && qemu-img create -f "
+			   "qcow2 -o extended_l2=on,cluster_size=32k -b b.raw "
+			   "-F raw k.qcow2 16M", 100000 },
+	{ "v2", "qemu-img create -f qcow2 -o compat=0.10 k.qcow2 16M",
+	  200000 },
+	{ "lazy", "qemu-img create -f qcow2 -o lazy_refcounts=on k.qcow2 16M",
+	  200000 },
+	{ "compressed", "truncate -s 8M r.raw && qemu-io -f raw -c "
+			"'write -P 0x33 0 3M' -c 'write -P 0x44 5M 2M' r.raw && "
+			"qemu-img convert -c -f raw -O qcow2 r.raw k.qcow2",
+	  200000 },
+	{ "backing", "qemu-img create -f qcow2 b.qcow2 16M && qemu-io -f "
+		     "qcow2 -c 'write -P 0x11 0 5M' -c 'write -P 0x22 9M 3M' "
+		     "b.qcow2 && qemu-img create -f qcow2 -b b.qcow2 -F qcow2 "
+		     "k.qcow2 16M", 200000 },
+	{ "snapshots", "qemu-img create -f qcow2 k.qcow2 16M && qemu-io -f "
+		       "qcow2 -c 'write -P 0x11 0 6M' k.qcow2 && qemu-img "
+		       "snapshot -c s1 k.qcow2 && qemu-io -f qcow2 -c 'write "
+		       "-P 0x22 2M 6M' k.qcow2 && qemu-img snapshot -c s2 "
+		       "k.qcow2", 200000 },
+	{ "datafile", "qemu-img create -f qcow2 -o data_file=k.data "
+		      "k.qcow2 16M", 200000 },
+};
+
+static void test_kind(const struct kind *k)
+{
+	char *ref = path_of("ref.raw");
+	struct img *img;
+	int fd;
+
+	sh("rm -f k.qcow2 k.data b.raw b.qcow2 r.raw ref.raw && %s", k->setup);
+	sh("qemu-img convert -O raw k.qcow2 ref.raw");
+	img = open_rw("k.qcow2");
+	assert(img_writable(img));
+	fd = open(ref, O_RDWR);
+	assert(fd >= 0);
+	workload(img, fd, 0x1234567 + strlen(k->name), 400, k->max_len);
+	/* A second round after a flush, overwriting what the first did. */
+	assert(img_flush(img) == 0);
+	workload(img, fd, 0x7654321, 200, k->max_len);
+	img_close(img);
+	close(fd);
+	compare("k.qcow2", "ref.raw");
+	check_clean("k.qcow2");
+	if (strcmp(k->name, "snapshots") == 0) {
+		/* The snapshots kept their content. */
+		sh("qemu-img convert -l snapshot.name=s1 -O raw k.qcow2 s1.raw "
+		   "&& truncate -s 16M want.raw && qemu-io -f raw -c 'write -P "
+		   "0x11 0 6M' want.raw && cmp s1.raw want.raw");
+	}
+	printf("ok %s: compare identical, check clean\n", k->name);
+	free(ref);
+}
+
+/* Rewriting and discarding the same range must reuse freed clusters. */
+static void test_bounded_growth(void)
+{
+	uint8_t *buf = malloc(1 << 20);
+	struct img *img;
+	struct stat st;
+
+	sh("rm -f g.qcow2 && qemu-img create -f qcow2 -o cluster_size=4096 "
+	   "g.qcow2 64M");
+	img = open_rw("g.qcow2");
+	for (unsigned round = 0; round < 40; round++) {
+		for (unsigned i = 0; i < 4; i++) {
+			fill(buf, 1 << 20, round * 4 + i);
+			assert(img_pwrite(img, buf, 1 << 20,
+					  ((uint64_t)(round % 5) << 22) +
+						  ((uint64_t)i << 20)) == 0);
+		}
+		assert(img_flush(img) == 0);
+		assert(img_discard(img, (uint64_t)(round % 5) << 22,
+				   4 << 20) == 0);
+		assert(img_flush(img) == 0);
+	}
+	img_close(img);
+	char *p = path_of("g.qcow2");
+	assert(stat(p, &st) == 0);
+	printf("growth: file %lld bytes after 40 rounds of 4 MiB\n",
+	       (long long)st.st_size);
+	assert(st.st_size < 12 << 20);
+	check_clean("g.qcow2");
+	free(p);
+	free(buf);
+	printf("ok rewrite/discard keeps the file bounded\n");
+}
+
+struct thr {
+	struct img *img;
+	uint8_t *mirror;
+	unsigned t;
+};
+
+#define MT_BYTES (8u << 20)
+#define MT_BLOCK 4096u
+
+static void *writer(void *arg)
+{
+	struct thr *th = arg;
+	uint64_t st = 0x9e3779b97f4a7c15ull * (th->t + 1);
+	uint8_t buf[MT_BLOCK];
+
+	for (unsigned i = 0; i < 1500; i++) {
+		st ^= st << 13;
+		st ^= st >> 7;
+		st ^= st << 17;
+		/* Thread t owns blocks k with k % 4 == t: disjoint bytes,
+		 * shared clusters (64 KiB holds 16 blocks). */
+		uint64_t k = (st % (MT_BYTES / MT_BLOCK / 4)) * 4 + th->t;
+		fill(buf, MT_BLOCK, st);
+		memcpy(th->mirror + k * MT_BLOCK, buf, MT_BLOCK);
+		assert(img_pwrite(th->img, buf, MT_BLOCK, k * MT_BLOCK) == 0);
+		if (i % 300 == 0)
+			assert(img_flush(th->img) == 0);
+	}
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	uint8_t *mirror = calloc(1, MT_BYTES), *back = malloc(MT_BYTES);
+	pthread_t tid[4];
+	struct thr th[4];
+	struct img *img;
+
+	sh("rm -f t.qcow2 && qemu-img create -f qcow2 t.qcow2 8M");
+	img = open_rw("t.qcow2");
+	for (unsigned t = 0; t < 4; t++) {
+		th[t] = (struct thr){ img, mirror, t };
+		assert(pthread_create(&tid[t], NULL, writer, &th[t]) == 0);
+	}
+	for (unsigned t = 0; t < 4; t++)
+		pthread_join(tid[t], NULL);
+	assert(img_pread(img, back, MT_BYTES, 0) == 0);
+	assert(memcmp(back, mirror, MT_BYTES) == 0);
+	img_close(img);
+	char *p = path_of("t.ref");
+	int fd = open(p, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+	assert(fd >= 0 && write(fd, mirror, MT_BYTES) == MT_BYTES);
+	close(fd);
+	compare("t.qcow2", "t.ref");
+	check_clean("t.qcow2");
+	free(p);
+	free(mirror);
+	free(back);
+	printf("ok 4 threads on shared clusters\n");
+}
+
+static void test_snapshots(void)
+{
+	struct img_err err;
+	struct img *img;
+	uint8_t buf[65536];
+
+	sh("rm -f s.qcow2 && qemu-img create -f qcow2 -o cluster_size=4096 "
+	   "s.qcow2 8M && qemu-io -f qcow2 -c 'write -P 0x11 0 3M' s.qcow2");
+	img = open_rw("s.qcow2");
+	assert(img_snapshot_create(img, "first", &err) == 0);
+	assert(img_snapshot_create(img, "first", &err) == -EEXIST);
+	memset(buf, 0x22, sizeof(buf));
+	for (unsigned i = 0; i < 20; i++)
+		assert(img_pwrite(img, buf, sizeof(buf), i * 100000) == 0);
+	assert(img_discard(img, 2 << 20, 1 << 20) == 0);
+	assert(img_snapshot_create(img, "second", &err) == 0);
+	memset(buf, 0x33, sizeof(buf));
+	assert(img_pwrite(img, buf, sizeof(buf), 12345) == 0);
+	img_close(img);
+	check_clean("s.qcow2");
+	sh("qemu-img snapshot -l s.qcow2 | grep -q first && "
+	   "qemu-img snapshot -l s.qcow2 | grep -q second");
+	sh("qemu-img convert -l snapshot.name=first -O raw s.qcow2 f.raw && "
+	   "truncate -s 8M fw.raw && qemu-io -f raw -c 'write -P 0x11 0 3M' "
+	   "fw.raw && cmp f.raw fw.raw");
+	/* The snapshot "second" equals what our handle read at the time:
+	 * checked by opening it. */
+	img = open_rw("s.qcow2");
+	struct img_snapshot *list;
+	size_t nb;
+	assert(img_snapshot_list(img, &list, &nb) == 0 && nb == 2);
+	char *first_id = strdup(list[0].id);
+	img_snapshot_list_free(list, nb);
+	assert(img_snapshot_delete(img, first_id, &err) == 0);
+	free(first_id);
+	memset(buf, 0x44, sizeof(buf));
+	assert(img_pwrite(img, buf, sizeof(buf), 3 << 20) == 0);
+	img_close(img);
+	check_clean("s.qcow2");
+	sh("! qemu-img snapshot -l s.qcow2 | grep -q first && "
+	   "qemu-img snapshot -l s.qcow2 | grep -q second");
+	sh("qemu-img snapshot -d second s.qcow2 && qemu-img check s.qcow2");
+	printf("ok snapshots create/delete\n");
+}
+
+static void test_corruption(void)
+{
+	struct img *img;
+	uint8_t buf[512] = { 1 };
+	char *p = path_of("c.qcow2");
+	int fd;
+	uint8_t be[8];
+
+	/* One data cluster at a known place: header, L1, reftable, one
+	 * refblock, L2, data (qemu-img's layout for a fresh image). */
+	sh("rm -f c.qcow2 && qemu-img create -f qcow2 -o cluster_size=4096 "
+	   "c.qcow2 1M && qemu-io -f qcow2 -c 'write -P 7 0 4k' c.qcow2");
+	sh("qemu-img map --output=json c.qcow2 | grep -q '\"offset\": 20480'");
+	/* L2 at 0x4000: clear COPIED of entry 0; refcount of data cluster
+	 * 5 (refblock at 0x3000, 16-bit) to 0. */
+	fd = open(p, O_RDWR);
+	assert(fd >= 0);
+	uint64_t l1_off, rt_off, l2_off, rb_off;
+	assert(pread(fd, be, 8, 40) == 8);
+	l1_off = be64toh(*(uint64_t *)be);
+	assert(pread(fd, be, 8, 48) == 8);
+	rt_off = be64toh(*(uint64_t *)be);
+	assert(pread(fd, be, 8, (off_t)l1_off) == 8);
+	l2_off = be64toh(*(uint64_t *)be) & 0x00fffffffffffe00ull;
+	assert(pread(fd, be, 8, (off_t)rt_off) == 8);
+	rb_off = be64toh(*(uint64_t *)be);
+	assert(pread(fd, be, 8, (off_t)l2_off) == 8);
+	be[0] &= 0x7f;
+	assert(pwrite(fd, be, 8, (off_t)l2_off) == 8);
+	memset(be, 0, 2);
+	assert(pwrite(fd, be, 2, (off_t)rb_off + 5 * 2) == 2);
+	close(fd);
+	img = open_rw("c.qcow2");
+	assert(img_corrupt_reason(img) == NULL);
+	assert(img_pwrite(img, buf, sizeof(buf), 0) == -EIO);
+	assert(img_corrupt_reason(img) != NULL);
+	printf("corrupt reason: %s\n", img_corrupt_reason(img));
+	assert(img_pwrite(img, buf, sizeof(buf), 0) == -EROFS);
+	img_close(img);
+	struct img_err err;
+	struct img_open_opts o = { .format = IMG_FORMAT_QCOW2 };
+	assert(img_open(p, &o, &img, &err) == -EROFS);
+	free(p);
+	printf("ok corruption marks the image and turns read-only\n");
+}
+
+/* Crash safety: a child writes and flushes; the parent kills it. */
+#define CR_SIZE (4u << 20)
+#define CR_OPS 100000u
+
+struct cr_op {
+	uint64_t off, len, seed;
+	int kind; /* 0 write, 1 discard, 2 flush */
+};
+
+static struct cr_op cr_gen(uint64_t *st)
+{
+	struct cr_op op;
+	uint64_t r;
+
+	*st ^= *st << 13;
+	*st ^= *st >> 7;
+	*st ^= *st << 17;
+	r = *st;
+	op.kind = r % 20 == 0 ? 2 : (r % 20 == 1 ? 1 : 0);
+	op.off = (r >> 8) % CR_SIZE;
+	op.len = 1 + (r >> 40) % 70000;
+	if (op.off + op.len > CR_SIZE)
+		op.len = CR_SIZE - op.off;
+	op.seed = r;
+	return op;
+}
+
+static void test_crash(const char *opts)
+{
+	uint8_t *ref = malloc(CR_SIZE), *back = malloc(CR_SIZE);
+	uint8_t *touched = malloc(CR_SIZE), *buf = malloc(70000);
+
+	for (unsigned iter = 0; iter < 20; iter++) {
+		int pfd[2];
+		pid_t pid;
+
+		sh("rm -f x.qcow2 && qemu-img create -f qcow2 %s x.qcow2 4M",
+		   opts);
+		assert(pipe(pfd) == 0);
+		pid = fork();
+		assert(pid >= 0);
+		if (pid == 0) {
+			struct img *img = open_rw("x.qcow2");
+			uint64_t st = 0xabcdef + iter;
+
+			close(pfd[0]);
+			for (uint32_t i = 0; i < CR_OPS; i++) {
+				struct cr_op op = cr_gen(&st);
+				uint32_t rec = i;
+
+				/* "started i" before, "flushed i" after. */
+				assert(write(pfd[1], &rec, 4) == 4);
+				if (op.kind == 0) {
+					fill(buf, op.len, op.seed);
+					assert(img_pwrite(img, buf, op.len,
+							  op.off) == 0);
+				} else if (op.kind == 1) {
+					assert(img_discard(img, op.off,
+							   op.len) == 0);
+				} else {
+					assert(img_flush(img) == 0);
+					rec = i | 0x80000000u;
+					assert(write(pfd[1], &rec, 4) == 4);
+				}
+			}
+			_exit(0);
+		}
+		close(pfd[1]);
+		struct timespec ts = { 0, (long)(20 + (rand() % 300)) * 1000000L };
+		nanosleep(&ts, NULL);
+		kill(pid, SIGKILL);
+		uint32_t rec, last_started = 0, last_flushed = UINT32_MAX;
+		while (read(pfd[0], &rec, 4) == 4) {
+			if (rec & 0x80000000u)
+				last_flushed = rec & 0x7fffffffu;
+			else
+				last_started = rec;
+		}
+		close(pfd[0]);
+		waitpid(pid, NULL, 0);
+		int stc = sh_status("qemu-img check x.qcow2");
+		if (stc != 0 && stc != 3) {
+			sh_status("cp x.qcow2 /tmp/crash-fail.qcow2");
+			fprintf(stderr, "crash %u: qemu-img check exit %d\n",
+				iter, stc);
+			abort();
+		}
+		/* Expected: ops up to last_flushed; bytes touched later
+		 * are unknown. */
+		memset(ref, 0, CR_SIZE);
+		memset(touched, 0, CR_SIZE);
+		uint64_t st = 0xabcdef + iter;
+		for (uint32_t i = 0; i <= last_started; i++) {
+			struct cr_op op = cr_gen(&st);
+			bool after = last_flushed == UINT32_MAX ||
+				     i > last_flushed;
+
+			if (op.kind == 2)
+				continue;
+			if (after) {
+				memset(touched + op.off, 1, op.len);
+				continue;
+			}
+			if (op.kind == 0)
+				fill(ref + op.off, op.len, op.seed);
+			else
+				memset(ref + op.off, 0, op.len);
+		}
+		struct img *img;
+		struct img_err err;
+		struct img_open_opts o = { .format = IMG_FORMAT_QCOW2,
+					   .read_only = true };
+		char *p = path_of("x.qcow2");
+		assert(img_open(p, &o, &img, &err) == 0);
+		assert(img_pread(img, back, CR_SIZE, 0) == 0);
+		img_close(img);
+		free(p);
+		for (uint64_t b = 0; b < CR_SIZE; b++) {
+			if (!touched[b] && back[b] != ref[b]) {
+				fprintf(stderr, "crash %u: byte %" PRIu64
+					" differs (flushed %u started %u)\n",
+					iter, b, last_flushed, last_started);
+				abort();
+			}
+		}
+	}
+	free(ref);
+	free(back);
+	free(touched);
+	free(buf);
+	printf("ok 20 kills with %s: check found no corruption, flushed "
+	       "data intact\n", opts);
+}
+
+int main(void)
+{
+	if (system("qemu-img --version >/dev/null 2>&1") != 0 ||
+	    system("qemu-io --version >/dev/null 2>&1") != 0) {
+		printf("skip: qemu-img or qemu-io is missing\n");
+		return 77;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	assert(mkdtemp(dir));
+	srand((unsigned)time(NULL));
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		test_kind(&kinds[i]);
+	test_bounded_growth();
+	test_threads();
+	test_corruption();
+	test_crash("-o cluster_size=65536");
+	test_crash("-o cluster_size=512");
+	if (getenv("QCOW2_WRITE_SNAPSHOTS"))
+		test_snapshots();
+	sh_status("rm -rf %s", dir);
+	return 0;
+}
