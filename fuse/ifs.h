@@ -67,8 +67,15 @@ struct ifs_view {
 	unsigned nb_open;       /* open files, for rmdir's EBUSY */
 	pthread_rwlock_t table_lock;
 	struct part_table *table; /* NULL until the first scan */
-	uint64_t allocated_bytes; /* cached for st_blocks */
-	bool allocated_valid;
+	/* st_blocks needs a walk of the image's metadata; remember the
+	 * answer per window until the next change (write_gen). */
+	pthread_mutex_t alloc_lock;
+	struct {
+		uint64_t start, size, gen, bytes;
+		bool valid;
+	} alloc_cache[8];
+	unsigned alloc_next;
+	uint64_t write_gen;       /* bumped by every write, discard, zero */
 };
 
 struct ifs {
@@ -126,6 +133,12 @@ void ifs_view_publish_table(struct ifs *ifs, struct ifs_view *view,
  * Returns a malloc'ed value or NULL. */
 char *ifs_part_attr(struct ifs_view *view, unsigned number,
 		    const char *key);
+/* Bytes stored in the view's image itself within [start, start+size),
+ * cached until the view is next written. */
+uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
+			    uint64_t size);
+/* Records that the view's image changed (drops cached allocation). */
+void ifs_view_changed(struct ifs_view *view);
 /* Adds a view for a snapshot (after mkdir); returns it or NULL. */
 struct ifs_view *ifs_view_add_snapshot(struct ifs *ifs,
 				       const struct img_snapshot *snap,

@@ -26,11 +26,12 @@ static const char *yes_no(bool b)
 static void print_image(FILE *f, struct ifs *ifs)
 {
 	struct img_info info;
-	uint64_t alloc = 0;
+	uint64_t alloc;
 	unsigned depth = 0;
 
 	img_get_info(ifs->img, &info);
-	img_allocated_bytes(ifs->img, &alloc);
+	alloc = ifs_view_allocated(ifs_view_by_slot(ifs, 0), 0,
+				   img_size(ifs->img));
 	fprintf(f, "image %s\n", img_path(ifs->img));
 	fprintf(f, "format %s\n", info.format);
 	fprintf(f, "virtual-size %" PRIu64 "\n", info.virtual_size);

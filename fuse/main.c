@@ -246,6 +246,7 @@ static struct fuse_session *new_session(struct ifs *ifs)
 	argv[argc] = NULL;
 	args = (struct fuse_args)FUSE_ARGS_INIT(argc, argv);
 	se = fuse_session_new(&args, &ifs_ops, sizeof(ifs_ops), ifs);
+	fuse_opt_free_args(&args);
 	return se;
 }
 
@@ -411,7 +412,12 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		if (pid > 0) {
+			/* The child keeps the image open (and its locks: OFD
+			 * locks live while any descriptor of the open file
+			 * does), so the parent can let go of everything. */
 			close(pipe_fds[1]);
+			img_close(ifs.img);
+			ifs_free_options(&opts);
 			return wait_for_child(pid, pipe_fds[0]);
 		}
 		close(pipe_fds[0]);

@@ -51,6 +51,23 @@ static const char *xattr_keys[] = {
 
 static const void *zero_buf;
 
+/* Replies with a copy of buf. The kernel can finish the request, let the
+ * caller close the file and send RELEASE (which frees buf) while our
+ * writev is still returning; replying from a private copy keeps that
+ * window away from memory another thread may free. */
+static void reply_copy(fuse_req_t req, const char *buf, size_t len)
+{
+	char *copy = malloc(len ? len : 1);
+
+	if (!copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(copy, buf, len);
+	fuse_reply_buf(req, copy, len);
+	free(copy);
+}
+
 static struct ifs *ifs_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
@@ -334,7 +351,7 @@ static void ifs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 			break;
 		end = next;
 	}
-	fuse_reply_buf(req, l->buf + start, end - start);
+	reply_copy(req, l->buf + start, end - start);
 }
 
 static void ifs_releasedir(fuse_req_t req, fuse_ino_t ino,
@@ -488,8 +505,8 @@ static void ifs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if ((size_t)off >= fh->text_len)
 			fuse_reply_buf(req, NULL, 0);
 		else
-			fuse_reply_buf(req, fh->text + off,
-				       MIN(size, fh->text_len - (size_t)off));
+			reply_copy(req, fh->text + off,
+				   MIN(size, fh->text_len - (size_t)off));
 		return;
 	}
 	if ((uint64_t)off >= node.size) {
@@ -540,6 +557,7 @@ static void ifs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	}
 	if (node.node == IFS_NODE_DISK)
 		fh->wrote = true;
+	ifs_view_changed(node.view);
 	/* Before the reply, or a reader of an alias may still see old
 	 * pages (DESIGN.md: 821 stale reads in 2000 after the reply). */
 	ifs_invalidate_aliases(ifs, node.view, ino, node.start + (uint64_t)off,
@@ -657,9 +675,11 @@ static void ifs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 		ret = 0; /* inside the file: already "allocated" */
 	else
 		ret = -EOPNOTSUPP;
-	if (ret == 0)
+	if (ret == 0) {
+		ifs_view_changed(node.view);
 		ifs_invalidate_aliases(ifs, node.view, 0, disk_off,
 				       (uint64_t)len);
+	}
 	fuse_reply_err(req, -ret);
 }
 
@@ -812,11 +832,12 @@ static void ifs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct ifs *ifs = ifs_of(req);
 	struct statvfs sv;
-	uint64_t alloc = 0;
+	uint64_t alloc;
 
 	(void)ino;
 	memset(&sv, 0, sizeof(sv));
-	img_allocated_bytes(ifs->img, &alloc);
+	alloc = ifs_view_allocated(ifs_view_by_slot(ifs, 0), 0,
+				   img_size(ifs->img));
 	sv.f_bsize = 4096;
 	sv.f_frsize = 4096;
 	sv.f_blocks = div_round_up(img_size(ifs->img), 4096);

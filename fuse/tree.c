@@ -31,6 +31,7 @@ static struct ifs_view *view_new(struct img *img, unsigned slot)
 	view->slot = slot;
 	view->read_only = img_is_read_only(img);
 	pthread_rwlock_init(&view->table_lock, NULL);
+	pthread_mutex_init(&view->alloc_lock, NULL);
 	return view;
 }
 
@@ -42,6 +43,7 @@ static void view_free(struct ifs_view *view, bool close_img)
 		img_close(view->img);
 	part_table_free(view->table);
 	pthread_rwlock_destroy(&view->table_lock);
+	pthread_mutex_destroy(&view->alloc_lock);
 	free(view->dirname);
 	free(view->snap_id);
 	free(view->snap_name);
@@ -275,6 +277,46 @@ static uint64_t allocated_in_range(struct img *img, uint64_t start,
 	return total;
 }
 
+void ifs_view_changed(struct ifs_view *view)
+{
+	__atomic_add_fetch(&view->write_gen, 1, __ATOMIC_RELEASE);
+}
+
+uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
+			    uint64_t size)
+{
+	uint64_t gen = __atomic_load_n(&view->write_gen, __ATOMIC_ACQUIRE);
+	uint64_t bytes;
+	unsigned slot;
+
+	pthread_mutex_lock(&view->alloc_lock);
+	for (unsigned i = 0; i < 8; i++) {
+		if (view->alloc_cache[i].valid &&
+		    view->alloc_cache[i].start == start &&
+		    view->alloc_cache[i].size == size &&
+		    view->alloc_cache[i].gen == gen) {
+			bytes = view->alloc_cache[i].bytes;
+			pthread_mutex_unlock(&view->alloc_lock);
+			return bytes;
+		}
+	}
+	pthread_mutex_unlock(&view->alloc_lock);
+
+	/* The walk runs unlocked; a change during it bumps write_gen, so
+	 * the stale answer is never served twice. */
+	bytes = allocated_in_range(view->img, start, size);
+
+	pthread_mutex_lock(&view->alloc_lock);
+	slot = view->alloc_next++ % 8;
+	view->alloc_cache[slot].start = start;
+	view->alloc_cache[slot].size = size;
+	view->alloc_cache[slot].gen = gen;
+	view->alloc_cache[slot].bytes = bytes;
+	view->alloc_cache[slot].valid = true;
+	pthread_mutex_unlock(&view->alloc_lock);
+	return bytes;
+}
+
 void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 		   struct stat *st)
 {
@@ -303,8 +345,8 @@ void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 		break;
 	}
 	default: {
-		uint64_t alloc = allocated_in_range(node->view->img,
-						    node->start, node->size);
+		uint64_t alloc = ifs_view_allocated(node->view, node->start,
+						    node->size);
 		st->st_mode = S_IFREG | (ro ? 0444 : 0644);
 		st->st_nlink = 1;
 		st->st_size = (off_t)node->size;

@@ -129,7 +129,7 @@ load helpers
 	run -0 as_user head -c 16 "$MNT/p3"
 	assert_eq "$output" "imgfs p3 pattern"
 	as_user fusermount3 -u "$MNT"
-	run -0 wait "$BG_PID"
+	wait "$BG_PID" # status 0, or the test fails
 	BG_PID=
 	refute_mounted
 }
