@@ -202,6 +202,7 @@ struct qcow2_state {
 	struct qcow2_snapshot *snapshots;
 	uint32_t nb_snapshots;
 	uint64_t snapshots_offset;
+	uint64_t snapshots_bytes; /* the table's size on disk */
 
 	/* Strings from the header and its extensions; NULL when absent. */
 	char *backing_name;

@@ -588,8 +588,7 @@ int main(void)
 	test_corruption();
 	test_crash("-o cluster_size=65536");
 	test_crash("-o cluster_size=512");
-	if (getenv("QCOW2_WRITE_SNAPSHOTS"))
-		test_snapshots();
+	test_snapshots();
 	sh_status("rm -rf %s", dir);
 	return 0;
 }
