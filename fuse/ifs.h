@@ -88,6 +88,7 @@ struct ifs {
 
 	pthread_mutex_t views_lock; /* guards views/nb_views/next_slot */
 	struct ifs_view **views;    /* views[0] is the active image */
+	struct ifs_view *active;    /* views[0], read without the lock */
 	size_t nb_views;
 	unsigned next_slot;
 

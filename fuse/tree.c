@@ -145,6 +145,7 @@ int ifs_views_init(struct ifs *ifs)
 		return -ENOMEM;
 	}
 	ifs->next_slot = 1;
+	ifs->active = active;
 
 	ret = img_snapshot_list(ifs->img, &list, &nb);
 	if (ret < 0) {
@@ -186,6 +187,10 @@ struct ifs_view *ifs_view_by_slot(struct ifs *ifs, unsigned slot)
 {
 	struct ifs_view *found = NULL;
 
+	/* Nearly every request is for the active disk: no lock for it (it
+	 * lives until unmount and is never deleted). */
+	if (slot == 0)
+		return ifs->active;
 	pthread_mutex_lock(&ifs->views_lock);
 	for (size_t i = 0; i < ifs->nb_views; i++) {
 		if (ifs->views[i]->slot == slot) {
