@@ -316,21 +316,47 @@ static void *writer(void *arg)
 	return NULL;
 }
 
+static volatile bool writers_done;
+
+/* Reads while the writers allocate: every read must succeed (a half
+ * updated L2 would show up as -EIO). */
+static void *reader(void *arg)
+{
+	struct img *img = arg;
+	uint8_t buf[65536];
+	uint64_t st = 42, nb = 0;
+
+	while (!writers_done) {
+		st ^= st << 13;
+		st ^= st >> 7;
+		st ^= st << 17;
+		assert(img_pread(img, buf, sizeof(buf),
+				 st % (MT_BYTES - sizeof(buf))) == 0);
+		nb++;
+	}
+	assert(nb > 0);
+	return NULL;
+}
+
 static void test_threads(void)
 {
 	uint8_t *mirror = calloc(1, MT_BYTES), *back = malloc(MT_BYTES);
-	pthread_t tid[4];
+	pthread_t tid[4], rtid;
 	struct thr th[4];
 	struct img *img;
 
 	sh("rm -f t.qcow2 && qemu-img create -f qcow2 t.qcow2 8M");
 	img = open_rw("t.qcow2");
+	writers_done = false;
+	assert(pthread_create(&rtid, NULL, reader, img) == 0);
 	for (unsigned t = 0; t < 4; t++) {
 		th[t] = (struct thr){ img, mirror, t };
 		assert(pthread_create(&tid[t], NULL, writer, &th[t]) == 0);
 	}
 	for (unsigned t = 0; t < 4; t++)
 		pthread_join(tid[t], NULL);
+	writers_done = true;
+	pthread_join(rtid, NULL);
 	assert(img_pread(img, back, MT_BYTES, 0) == 0);
 	assert(memcmp(back, mirror, MT_BYTES) == 0);
 	img_close(img);
@@ -437,6 +463,63 @@ static void test_corruption(void)
 	printf("ok corruption marks the image and turns read-only\n");
 }
 
+static void patch_byte_or(const char *name, off_t off, uint8_t bits)
+{
+	char *p = path_of(name);
+	int fd = open(p, O_RDWR);
+	uint8_t b;
+
+	assert(fd >= 0 && pread(fd, &b, 1, off) == 1);
+	b |= bits;
+	assert(pwrite(fd, &b, 1, off) == 1);
+	close(fd);
+	free(p);
+}
+
+static uint8_t read_byte(const char *name, off_t off)
+{
+	char *p = path_of(name);
+	int fd = open(p, O_RDONLY);
+	uint8_t b;
+
+	assert(fd >= 0 && pread(fd, &b, 1, off) == 1);
+	close(fd);
+	free(p);
+	return b;
+}
+
+/* Dirty bit: read-write refused with a message naming the repair;
+ * unknown autoclear bits cleared on the first write; lazy refcounts set
+ * the dirty bit while writing and clear it at close. */
+static void test_header_rules(void)
+{
+	struct img_open_opts o = { .format = IMG_FORMAT_QCOW2 };
+	struct img_err err;
+	struct img *img;
+	uint8_t buf[4096] = { 9 };
+	char *p = path_of("h.qcow2");
+
+	sh("rm -f h.qcow2 && qemu-img create -f qcow2 -o lazy_refcounts=on "
+	   "h.qcow2 1M");
+	patch_byte_or("h.qcow2", 95, 0x20); /* autoclear bit 5: unknown */
+	img = open_rw("h.qcow2");
+	assert(read_byte("h.qcow2", 95) == 0x20);
+	assert(img_pwrite(img, buf, sizeof(buf), 0) == 0);
+	assert(read_byte("h.qcow2", 95) == 0);
+	assert(read_byte("h.qcow2", 79) & 1); /* dirty while writing */
+	img_close(img);
+	assert(!(read_byte("h.qcow2", 79) & 1));
+	check_clean("h.qcow2");
+	patch_byte_or("h.qcow2", 79, 1);
+	assert(img_open(p, &o, &img, &err) == -EROFS);
+	assert(strstr(err.msg, "qemu-img check -r all"));
+	o.read_only = true;
+	assert(img_open(p, &o, &img, &err) == 0);
+	img_close(img);
+	free(p);
+	printf("ok dirty bit refused, autoclear cleared, lazy dirty bit\n");
+}
+
 /* Crash safety: a child writes and flushes; the parent kills it. */
 #define CR_SIZE (4u << 20)
 #define CR_OPS 100000u
@@ -455,7 +538,7 @@ static struct cr_op cr_gen(uint64_t *st)
 	*st ^= *st >> 7;
 	*st ^= *st << 17;
 	r = *st;
-	op.kind = r % 20 == 0 ? 2 : (r % 20 == 1 ? 1 : 0);
+	op.kind = r % 20 == 0 ? 2 : (r % 20 <= 2 ? 1 : 0);
 	op.off = (r >> 8) % CR_SIZE;
 	op.len = 1 + (r >> 40) % 70000;
 	if (op.off + op.len > CR_SIZE)
@@ -588,6 +671,8 @@ int main(void)
 	test_corruption();
 	test_crash("-o cluster_size=65536");
 	test_crash("-o cluster_size=512");
+	test_crash("-o cluster_size=512,refcount_bits=64");
+	test_header_rules();
 	test_snapshots();
 	sh_status("rm -rf %s", dir);
 	return 0;
