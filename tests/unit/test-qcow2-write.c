@@ -176,6 +176,36 @@ static void compare(const char *name, const char *ref)
 	}
 }
 
+static void save_disk(struct img *img, const char *name)
+{
+	uint64_t size = img_size(img);
+	uint8_t *buf = malloc(size);
+	char *p = path_of(name);
+	int fd = open(p, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+
+	assert(buf && fd >= 0);
+	assert(img_pread(img, buf, size, 0) == 0);
+	assert(write(fd, buf, size) == (ssize_t)size);
+	close(fd);
+	free(buf);
+	free(p);
+}
+
+static char *id_of(struct img *img, const char *name)
+{
+	struct img_snapshot *list;
+	size_t nb;
+	char *id = NULL;
+
+	assert(img_snapshot_list(img, &list, &nb) == 0);
+	for (size_t i = 0; i < nb; i++)
+		if (strcmp(list[i].name, name) == 0)
+			id = strdup(list[i].id);
+	img_snapshot_list_free(list, nb);
+	assert(id);
+	return id;
+}
+
 struct kind {
 	const char *name;
 	const char *setup; /* shell: makes k.qcow2 and ref.raw */
@@ -242,10 +272,33 @@ static void test_kind(const struct kind *k)
 	compare("k.qcow2", "ref.raw");
 	check_clean("k.qcow2");
 	if (strcmp(k->name, "snapshots") == 0) {
+		struct img_err err;
+		char *id;
+
 		/* The snapshots kept their content. */
 		sh("qemu-img convert -l snapshot.name=s1 -O raw k.qcow2 s1.raw "
 		   "&& truncate -s 16M want.raw && qemu-io -f raw -c 'write -P "
-		   "0x11 0 6M' want.raw && cmp s1.raw want.raw");
+		   "0x11 0 6M' want.raw && cmp s1.raw want.raw && rm want.raw");
+		/* A snapshot of our own, one of qemu-img's deleted. */
+		img = open_rw("k.qcow2");
+		workload(img, fd = open(ref, O_RDWR), 0x99, 100, k->max_len);
+		close(fd);
+		assert(img_snapshot_create(img, "mid", &err) == 0);
+		sh("cp ref.raw mid.want");
+		id = id_of(img, "s1");
+		assert(img_snapshot_delete(img, id, &err) == 0);
+		free(id);
+		workload(img, fd = open(ref, O_RDWR), 0x98, 200, k->max_len);
+		close(fd);
+		img_close(img);
+		compare("k.qcow2", "ref.raw");
+		check_clean("k.qcow2");
+		sh("qemu-img convert -l snapshot.name=mid -O raw k.qcow2 m.raw "
+		   "&& cmp m.raw mid.want");
+		sh("qemu-img convert -l snapshot.name=s2 -O raw k.qcow2 m.raw "
+		   "&& truncate -s 16M want.raw && qemu-io -f raw -c 'write -P "
+		   "0x11 0 6M' -c 'write -P 0x22 2M 6M' want.raw && "
+		   "cmp m.raw want.raw");
 	}
 	printf("ok %s: compare identical, check clean\n", k->name);
 	free(ref);
@@ -372,49 +425,67 @@ static void test_threads(void)
 	printf("ok 4 threads on shared clusters\n");
 }
 
-static void test_snapshots(void)
+static void test_snapshots(const char *opts)
 {
 	struct img_err err;
 	struct img *img;
 	uint8_t buf[65536];
+	char *id;
 
-	sh("rm -f s.qcow2 && qemu-img create -f qcow2 -o cluster_size=4096 "
-	   "s.qcow2 8M && qemu-io -f qcow2 -c 'write -P 0x11 0 3M' s.qcow2");
+	sh("rm -f s.qcow2 && qemu-img create -f qcow2 %s s.qcow2 8M && "
+	   "qemu-io -f qcow2 -c 'write -P 0x11 0 3M' s.qcow2", opts);
 	img = open_rw("s.qcow2");
 	assert(img_snapshot_create(img, "first", &err) == 0);
 	assert(img_snapshot_create(img, "first", &err) == -EEXIST);
 	memset(buf, 0x22, sizeof(buf));
 	for (unsigned i = 0; i < 20; i++)
-		assert(img_pwrite(img, buf, sizeof(buf), i * 100000) == 0);
+		assert(img_pwrite(img, buf, sizeof(buf) - i, i * 100000 + i) ==
+		       0);
 	assert(img_discard(img, 2 << 20, 1 << 20) == 0);
+	assert(img_write_zeroes(img, 1 << 20, 300000) == 0);
 	assert(img_snapshot_create(img, "second", &err) == 0);
+	save_disk(img, "second.want");
 	memset(buf, 0x33, sizeof(buf));
 	assert(img_pwrite(img, buf, sizeof(buf), 12345) == 0);
+	assert(img_snapshot_create(img, "third", &err) == 0);
+	assert(img_pwrite(img, buf, sizeof(buf), 5 << 20) == 0);
+	save_disk(img, "active.want");
 	img_close(img);
 	check_clean("s.qcow2");
 	sh("qemu-img snapshot -l s.qcow2 | grep -q first && "
 	   "qemu-img snapshot -l s.qcow2 | grep -q second");
 	sh("qemu-img convert -l snapshot.name=first -O raw s.qcow2 f.raw && "
 	   "truncate -s 8M fw.raw && qemu-io -f raw -c 'write -P 0x11 0 3M' "
-	   "fw.raw && cmp f.raw fw.raw");
-	/* The snapshot "second" equals what our handle read at the time:
-	 * checked by opening it. */
+	   "fw.raw && cmp f.raw fw.raw && rm fw.raw");
+	sh("qemu-img convert -l snapshot.name=second -O raw s.qcow2 f.raw && "
+	   "cmp f.raw second.want");
 	img = open_rw("s.qcow2");
-	struct img_snapshot *list;
-	size_t nb;
-	assert(img_snapshot_list(img, &list, &nb) == 0 && nb == 2);
-	char *first_id = strdup(list[0].id);
-	img_snapshot_list_free(list, nb);
-	assert(img_snapshot_delete(img, first_id, &err) == 0);
-	free(first_id);
-	memset(buf, 0x44, sizeof(buf));
-	assert(img_pwrite(img, buf, sizeof(buf), 3 << 20) == 0);
+	id = id_of(img, "first");
+	assert(img_snapshot_delete(img, id, &err) == 0);
+	assert(img_snapshot_delete(img, id, &err) == -ENOENT);
+	free(id);
+	id = id_of(img, "third");
+	assert(img_snapshot_delete(img, id, &err) == 0);
+	free(id);
 	img_close(img);
 	check_clean("s.qcow2");
+	compare("s.qcow2", "active.want");
 	sh("! qemu-img snapshot -l s.qcow2 | grep -q first && "
 	   "qemu-img snapshot -l s.qcow2 | grep -q second");
-	sh("qemu-img snapshot -d second s.qcow2 && qemu-img check s.qcow2");
-	printf("ok snapshots create/delete\n");
+	sh("qemu-img convert -l snapshot.name=second -O raw s.qcow2 f.raw && "
+	   "cmp f.raw second.want");
+	img = open_rw("s.qcow2");
+	memset(buf, 0x44, sizeof(buf));
+	assert(img_pwrite(img, buf, sizeof(buf), 3 << 20) == 0);
+	id = id_of(img, "second");
+	assert(img_snapshot_delete(img, id, &err) == 0);
+	free(id);
+	assert(img_pwrite(img, buf, sizeof(buf), 7 << 20) == 0);
+	img_close(img);
+	check_clean("s.qcow2");
+	/* QEMU takes it from here. */
+	sh("qemu-img snapshot -c byqemu s.qcow2 && qemu-img check s.qcow2");
+	printf("ok snapshots create/delete (%s)\n", opts);
 }
 
 static void test_corruption(void)
@@ -673,7 +744,11 @@ int main(void)
 	test_crash("-o cluster_size=512");
 	test_crash("-o cluster_size=512,refcount_bits=64");
 	test_header_rules();
-	test_snapshots();
+	test_snapshots("-o cluster_size=4096");
+	test_snapshots("-o compat=0.10");
+	test_snapshots("-o extended_l2=on");
+	test_snapshots("-o cluster_size=512,refcount_bits=64");
+	test_snapshots("-o refcount_bits=4");
 	sh_status("rm -rf %s", dir);
 	return 0;
 }
