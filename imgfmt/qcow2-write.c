@@ -333,7 +333,7 @@ static int alloc_write_locked(struct img *img, const uint8_t *buf, size_t n,
 		new_alloc |= 1ull << sc;
 		/* Old content is needed where the write does not cover a
 		 * subcluster we (re)write. */
-		if (covered || (!moved && !touched))
+		if (covered || (!moved && (!touched || k == SC_DATA)))
 			continue;
 		switch (k) {
 		case SC_DATA:
@@ -371,8 +371,16 @@ static int alloc_write_locked(struct img *img, const uint8_t *buf, size_t n,
 		wlo = 0;
 		whi = s->cluster_bytes;
 	} else {
+		/* Same host, extended L2: an edge subcluster that is
+		 * already allocated gets only our bytes, never a re-write of
+		 * its old content read above, which could undo an in-place
+		 * write that raced with us there. */
 		wlo = first_sc * sc_bytes;
 		whi = (last_sc + 1) * sc_bytes;
+		if (sc_kind_of(s, entry, bitmap, has_host, first_sc) == SC_DATA)
+			wlo = in;
+		if (sc_kind_of(s, entry, bitmap, has_host, last_sc) == SC_DATA)
+			whi = in + n;
 	}
 	ret = full_pwrite(s->data_fd, cbuf + wlo, whi - wlo, new_host + wlo);
 	if (ret < 0)
