@@ -236,6 +236,10 @@ struct qcow2_state {
 	 * mapping changes under it. Taken before *lock. */
 	pthread_rwlock_t write_gate;
 	bool write_gate_ready;
+	/* Guest clusters whose allocating write runs unlocked
+	 * (qcow2-write.c); waiters sleep on inflight_cond. */
+	struct inflight *inflight;
+	pthread_cond_t inflight_cond;
 	struct qcow2_cache *rc_cache;   /* refcount block slices */
 	uint64_t *reftable;             /* host order */
 	uint64_t reftable_entries;

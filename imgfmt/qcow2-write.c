@@ -7,12 +7,16 @@
  *     (refcount 1; with extended L2 every touched subcluster is already
  *     allocated). The lookup holds the metadata lock; the data pwrite
  *     does not (only write_gate, shared).
- *   - allocating: anything else. Holds the metadata lock across
- *     allocation, the copy-on-write fill, the data pwrite and the L2
- *     update, so two writers of one unallocated cluster never both
- *     allocate it, and a reader never sees an L2 entry before the data
- *     it points at was written. Known limit: allocating writes
- *     serialize on the metadata lock (and wait for its pwrite).
+ *   - allocating: anything else. Under the lock: pick or allocate the
+ *     host cluster and mark the guest cluster in flight; unlocked: the
+ *     copy-on-write fill (old data, decompression, backing file) and
+ *     the data pwrite; locked again: the L2 update. A second writer of
+ *     an in-flight cluster waits for the first (inflight_cond), so two
+ *     writers never both allocate one cluster, and a reader never sees
+ *     an L2 entry before the data it points at was written.
+ *   - write_gate (shared for writes, exclusive for discard,
+ *     write-zeroes of whole clusters and snapshot operations) keeps the
+ *     clusters a write reads or writes from changing owner under it.
  *
  * Ordering invariants, each enforced where noted:
  *   - the refcount of a newly referenced cluster is durable before the
@@ -261,92 +265,148 @@ static int unref_entry_locked(struct img *img, uint64_t entry)
 	return qcow2_defer_unref_locked(img, host, s->cluster_bytes);
 }
 
-/* The allocating path for [off, off + n) inside one cluster. */
-static int alloc_write_locked(struct img *img, const uint8_t *buf, size_t n,
-			      uint64_t off, uint64_t entry, uint64_t bitmap)
+/* A guest cluster whose allocating write is between its allocation and
+ * its L2 update, with the metadata lock dropped for the data I/O. Other
+ * writers of the same cluster wait for it (s->inflight_cond). */
+struct inflight {
+	uint64_t cluster_idx;
+	struct inflight *next;
+};
+
+static bool is_inflight(const struct qcow2_state *s, uint64_t cluster_idx)
+{
+	for (const struct inflight *f = s->inflight; f; f = f->next)
+		if (f->cluster_idx == cluster_idx)
+			return true;
+	return false;
+}
+
+static void end_inflight(struct qcow2_state *s, struct inflight *me)
+{
+	for (struct inflight **p = &s->inflight; *p; p = &(*p)->next) {
+		if (*p == me) {
+			*p = me->next;
+			break;
+		}
+	}
+	pthread_cond_broadcast(&s->inflight_cond);
+}
+
+/* What an allocating write decided under the lock. */
+struct alloc_plan {
+	uint64_t cs, entry, bitmap, old_host, new_host;
+	uint64_t new_alloc, new_zero;
+	bool has_host, moved, allocated;
+};
+
+/* Under the lock: picks the host cluster (allocating one when the old
+ * one is absent or shared) and the new subcluster bitmaps. */
+static int plan_locked(struct img *img, size_t n, uint64_t off,
+		       struct alloc_plan *p)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	uint64_t cs = align_down(off, s->cluster_bytes);
-	size_t in = (size_t)(off - cs);
+	size_t in = (size_t)(off - p->cs);
 	size_t sc_bytes = (size_t)1 << s->subcluster_bits;
 	unsigned nb_sc = s->extended_l2 ? QCOW2_EXTL2_SUBCLUSTERS : 1;
 	unsigned first_sc = (unsigned)(in / sc_bytes);
 	unsigned last_sc = (unsigned)((in + n - 1) / sc_bytes);
-	CLEANUP_FREE uint8_t *cbuf = NULL;
-	CLEANUP_FREE uint8_t *decomp = NULL;
-	uint64_t old_host, new_host, new_alloc = 0, new_zero = 0;
-	uint8_t *slice, *e;
-	bool has_host, moved;
-	size_t wlo, whi;
 	int ret;
 
-	ret = entry_host(img, entry, &old_host, &has_host);
+	ret = entry_host(img, p->entry, &p->old_host, &p->has_host);
 	if (ret < 0)
 		return ret;
 	if (external(img, s)) {
 		/* Identity mapping, no refcounts (spec). */
-		new_host = cs;
-		moved = has_host && old_host != cs;
-	} else if (has_host && (entry & QCOW2_L2E_COPIED)) {
-		new_host = old_host;
-		moved = false;
+		p->new_host = p->cs;
+		p->moved = p->has_host && p->old_host != p->cs;
+	} else if (p->has_host && (p->entry & QCOW2_L2E_COPIED)) {
+		p->new_host = p->old_host;
+		p->moved = false;
 	} else {
-		if (has_host) {
+		if (p->has_host) {
 			/* A shared cluster must count at least 2 (us and
 			 * a snapshot); 0 means an L2 entry points at a
 			 * free cluster. */
 			uint64_t rc;
 
 			ret = qcow2_get_refcount_locked(
-				img, old_host >> s->cluster_bits, &rc);
+				img, p->old_host >> s->cluster_bits, &rc);
 			if (ret < 0)
 				return ret;
 			if (rc == 0)
 				return qcow2_signal_corruption(
 					img, "L2 entry for guest offset 0x%"
 					PRIx64 " points at cluster 0x%" PRIx64
-					" whose refcount is 0", cs, old_host);
+					" whose refcount is 0", p->cs,
+					p->old_host);
 		}
-		ret = qcow2_alloc_clusters_locked(img, 1, &new_host);
+		ret = qcow2_alloc_clusters_locked(img, 1, &p->new_host);
 		if (ret < 0)
 			return ret;
-		moved = true;
+		p->moved = true;
+		p->allocated = true;
 	}
+	for (unsigned sc = 0; sc < nb_sc; sc++) {
+		enum sc_kind k = sc_kind_of(s, p->entry, p->bitmap,
+					    p->has_host, sc);
+		bool touched = sc >= first_sc && sc <= last_sc;
+
+		if (touched || k == SC_COMPRESSED || k == SC_DATA)
+			p->new_alloc |= 1ull << sc;
+		else if (k == SC_ZERO)
+			p->new_zero |= 1ull << sc;
+	}
+	return 0;
+}
+
+/* Without the lock: fills what the write does not cover from the old
+ * content and writes the data. The old clusters cannot be freed
+ * meanwhile: their references drop only after our L2 update, and
+ * discard/snapshot operations wait for write_gate, which we hold. */
+static int fill_and_write(struct img *img, const uint8_t *buf, size_t n,
+			  uint64_t off, const struct alloc_plan *p)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	size_t in = (size_t)(off - p->cs);
+	size_t sc_bytes = (size_t)1 << s->subcluster_bits;
+	unsigned nb_sc = s->extended_l2 ? QCOW2_EXTL2_SUBCLUSTERS : 1;
+	unsigned first_sc = (unsigned)(in / sc_bytes);
+	unsigned last_sc = (unsigned)((in + n - 1) / sc_bytes);
+	CLEANUP_FREE uint8_t *cbuf = NULL;
+	CLEANUP_FREE uint8_t *decomp = NULL;
+	size_t wlo, whi;
+	int ret = 0;
 
 	cbuf = calloc(1, s->cluster_bytes);
 	if (!cbuf)
 		return -ENOMEM;
 	for (unsigned sc = 0; sc < nb_sc; sc++) {
-		enum sc_kind k = sc_kind_of(s, entry, bitmap, has_host, sc);
+		enum sc_kind k = sc_kind_of(s, p->entry, p->bitmap,
+					    p->has_host, sc);
 		bool touched = sc >= first_sc && sc <= last_sc;
 		size_t lo = sc * sc_bytes;
 		bool covered = touched && lo >= in && lo + sc_bytes <= in + n;
-		bool alloc = touched || (moved && (k == SC_DATA ||
-						   k == SC_COMPRESSED)) ||
-			     (!moved && k == SC_DATA);
 
-		if (!alloc) {
-			if (k == SC_ZERO)
-				new_zero |= 1ull << sc;
+		if (!((p->new_alloc >> sc) & 1))
 			continue;
-		}
-		new_alloc |= 1ull << sc;
 		/* Old content is needed where the write does not cover a
-		 * subcluster we (re)write. */
-		if (covered || (!moved && (!touched || k == SC_DATA)))
+		 * subcluster we (re)write; in place, allocated ones keep
+		 * theirs untouched. */
+		if (covered || (!p->moved && (!touched || k == SC_DATA)))
 			continue;
 		switch (k) {
 		case SC_DATA:
 			ret = full_pread_zero_eof(s->data_fd, cbuf + lo,
-						  sc_bytes, old_host + lo);
+						  sc_bytes, p->old_host + lo);
 			break;
 		case SC_COMPRESSED:
 			if (!decomp) {
 				decomp = malloc(s->cluster_bytes);
 				if (!decomp)
 					return -ENOMEM;
-				ret = qcow2_read_compressed(img, entry, decomp,
-							    0, s->cluster_bytes);
+				ret = qcow2_read_compressed(img, p->entry,
+							    decomp, 0,
+							    s->cluster_bytes);
 				if (ret < 0)
 					return ret;
 			}
@@ -358,46 +418,57 @@ static int alloc_write_locked(struct img *img, const uint8_t *buf, size_t n,
 			break;
 		case SC_UNALLOC:
 			ret = img_read_backing(img, cbuf + lo, sc_bytes,
-					       cs + lo);
+					       p->cs + lo);
 			break;
 		}
 		if (ret < 0)
 			return ret;
 	}
 	memcpy(cbuf + in, buf, n);
-	if (moved || nb_sc == 1) {
+	if (p->moved || nb_sc == 1) {
 		/* A new cluster is written whole, so the file never ends
 		 * inside a cluster the refcounts call used. */
 		wlo = 0;
 		whi = s->cluster_bytes;
 	} else {
 		/* Same host, extended L2: an edge subcluster that is
-		 * already allocated gets only our bytes, never a re-write of
-		 * its old content read above, which could undo an in-place
-		 * write that raced with us there. */
+		 * already allocated gets only our bytes, never old content,
+		 * which could undo a racing in-place write there. */
 		wlo = first_sc * sc_bytes;
 		whi = (last_sc + 1) * sc_bytes;
-		if (sc_kind_of(s, entry, bitmap, has_host, first_sc) == SC_DATA)
+		if (sc_kind_of(s, p->entry, p->bitmap, p->has_host,
+			       first_sc) == SC_DATA)
 			wlo = in;
-		if (sc_kind_of(s, entry, bitmap, has_host, last_sc) == SC_DATA)
+		if (sc_kind_of(s, p->entry, p->bitmap, p->has_host,
+			       last_sc) == SC_DATA)
 			whi = in + n;
 	}
-	ret = full_pwrite(s->data_fd, cbuf + wlo, whi - wlo, new_host + wlo);
-	if (ret < 0)
-		return ret;
+	return full_pwrite(s->data_fd, cbuf + wlo, whi - wlo,
+			   p->new_host + wlo);
+}
 
-	ret = qcow2_l2_entry_rw_locked(img, cs, &slice, &e);
+/* Under the lock again: points the L2 entry at the written data. */
+static int link_l2_locked(struct img *img, const struct alloc_plan *p,
+			  bool *linked_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint8_t *slice, *e;
+	int ret;
+
+	ret = qcow2_l2_entry_rw_locked(img, p->cs, &slice, &e);
 	if (ret < 0)
 		return ret;
-	put_be64(e, new_host | QCOW2_L2E_COPIED);
+	put_be64(e, p->new_host | QCOW2_L2E_COPIED);
 	if (s->extended_l2)
-		put_be64(e + 8, new_alloc | (new_zero << 32));
+		put_be64(e + 8, p->new_alloc | (p->new_zero << 32));
 	/* The entry points at a cluster whose refcount was just raised:
-	 * refcount blocks must be flushed before this L2 slice. */
+	 * refcount blocks (and the data) must be flushed before this L2
+	 * slice. */
 	qcow2_cache_set_dependency_locked(s->l2_cache, s->rc_cache);
 	qcow2_cache_put_locked(s->l2_cache, slice);
-	if (moved && !external(img, s))
-		return unref_entry_locked(img, entry);
+	*linked_r = true;
+	if (p->moved && !external(img, s))
+		return unref_entry_locked(img, p->entry);
 	return 0;
 }
 
@@ -411,12 +482,18 @@ static int write_piece(struct img *img, const uint8_t *buf, size_t n,
 	unsigned first_sc = (unsigned)(in >> s->subcluster_bits);
 	unsigned last_sc = (unsigned)((in + n - 1) >> s->subcluster_bits);
 	uint64_t touched = ((2ull << last_sc) - 1) & ~((1ull << first_sc) - 1);
-	uint64_t entry, bitmap, host;
-	bool has_host;
+	struct alloc_plan plan = { .cs = cs };
+	struct inflight me = { .cluster_idx = cs >> s->cluster_bits };
+	uint64_t host;
+	bool has_host, linked = false;
 	int ret;
 
 	pthread_rwlock_rdlock(&s->write_gate);
 	pthread_mutex_lock(s->lock);
+	/* Another writer is allocating this cluster: its L2 entry is
+	 * about to change; decide after it. */
+	while (is_inflight(s, me.cluster_idx))
+		pthread_cond_wait(&s->inflight_cond, s->lock);
 	if (img->read_only) {
 		ret = -EROFS;
 		goto out_unlock;
@@ -424,15 +501,15 @@ static int write_piece(struct img *img, const uint8_t *buf, size_t n,
 	ret = qcow2_begin_write_locked(img);
 	if (ret < 0)
 		goto out_unlock;
-	ret = l2_entry_ro_locked(img, off, &entry, &bitmap);
+	ret = l2_entry_ro_locked(img, off, &plan.entry, &plan.bitmap);
 	if (ret < 0)
 		goto out_unlock;
-	ret = entry_host(img, entry, &host, &has_host);
+	ret = entry_host(img, plan.entry, &host, &has_host);
 	if (ret < 0)
 		goto out_unlock;
-	if (has_host && (entry & QCOW2_L2E_COPIED) &&
-	    (s->extended_l2 ? (bitmap & touched) == touched
-			    : !(entry & QCOW2_L2E_ZERO))) {
+	if (has_host && (plan.entry & QCOW2_L2E_COPIED) &&
+	    (s->extended_l2 ? (plan.bitmap & touched) == touched
+			    : !(plan.entry & QCOW2_L2E_ZERO))) {
 		/* In place: refcount 1 and already allocated, so the
 		 * mapping cannot change while write_gate is held shared;
 		 * the data pwrite runs without the metadata lock. */
@@ -441,7 +518,27 @@ static int write_piece(struct img *img, const uint8_t *buf, size_t n,
 		pthread_rwlock_unlock(&s->write_gate);
 		return ret;
 	}
-	ret = alloc_write_locked(img, buf, n, off, entry, bitmap);
+	ret = plan_locked(img, n, off, &plan);
+	if (ret < 0)
+		goto out_unlock;
+	me.next = s->inflight;
+	s->inflight = &me;
+	/* The data I/O (copy-on-write reads, backing reads, the write)
+	 * runs unlocked; readers keep seeing the old entry until the L2
+	 * update below, which happens only after the data is written. */
+	pthread_mutex_unlock(s->lock);
+	ret = fill_and_write(img, buf, n, off, &plan);
+	pthread_mutex_lock(s->lock);
+	if (ret == 0 && img->read_only)
+		ret = -EROFS; /* marked corrupt meanwhile */
+	if (ret == 0)
+		ret = link_l2_locked(img, &plan, &linked);
+	if (ret < 0 && plan.allocated && !linked)
+		/* Nothing points at it: give it back (after the next
+		 * durable metadata, like any drop). */
+		(void)qcow2_defer_unref_locked(img, plan.new_host,
+					       s->cluster_bytes);
+	end_inflight(s, &me);
 out_unlock:
 	pthread_mutex_unlock(s->lock);
 	pthread_rwlock_unlock(&s->write_gate);

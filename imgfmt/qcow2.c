@@ -588,9 +588,22 @@ static int qcow2_open(struct img *img, struct img_err *err)
 	if (!s->l2_cache)
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
 	s->l2_slice_bytes = qcow2_cache_slice_bytes(s->l2_cache);
-	if (pthread_rwlock_init(&s->write_gate, NULL) != 0)
-		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
-	s->write_gate_ready = true;
+	{
+		pthread_rwlockattr_t attr;
+
+		/* Writer preference: a discard or snapshot must not starve
+		 * behind a stream of writes (nobody nests read locks). */
+		pthread_rwlockattr_init(&attr);
+		pthread_rwlockattr_setkind_np(
+			&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		ret = pthread_rwlock_init(&s->write_gate, &attr);
+		pthread_rwlockattr_destroy(&attr);
+		if (ret != 0 ||
+		    pthread_cond_init(&s->inflight_cond, NULL) != 0)
+			return img_err(err, -ENOMEM, "%s: out of memory",
+				       img->path);
+		s->write_gate_ready = true;
+	}
 
 	if (s->incompat & QCOW2_INCOMPAT_DATA_FILE) {
 		ret = img_open_data_file(img, s->data_file_name, &s->data_fd,
@@ -634,8 +647,10 @@ static void qcow2_close(struct img *img)
 	if (!s->parent) {
 		/* Only the top handle owns the shared pieces. */
 		qcow2_refcount_free(s);
-		if (s->write_gate_ready)
+		if (s->write_gate_ready) {
 			pthread_rwlock_destroy(&s->write_gate);
+			pthread_cond_destroy(&s->inflight_cond);
+		}
 		qcow2_cache_free(s->l2_cache);
 		qcow2_free_snapshots(s->snapshots, s->nb_snapshots);
 		if (s->owns_data_fd && s->data_fd >= 0)
