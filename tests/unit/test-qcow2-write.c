@@ -369,7 +369,7 @@ static void *writer(void *arg)
 	return NULL;
 }
 
-static volatile bool writers_done;
+static bool writers_done; /* __atomic */
 
 /* Reads while the writers allocate: every read must succeed (a half
  * updated L2 would show up as -EIO). */
@@ -379,7 +379,7 @@ static void *reader(void *arg)
 	uint8_t buf[65536];
 	uint64_t st = 42, nb = 0;
 
-	while (!writers_done) {
+	while (!__atomic_load_n(&writers_done, __ATOMIC_ACQUIRE)) {
 		st ^= st << 13;
 		st ^= st >> 7;
 		st ^= st << 17;
@@ -400,7 +400,7 @@ static void test_threads(void)
 
 	sh("rm -f t.qcow2 && qemu-img create -f qcow2 t.qcow2 8M");
 	img = open_rw("t.qcow2");
-	writers_done = false;
+	__atomic_store_n(&writers_done, false, __ATOMIC_RELEASE);
 	assert(pthread_create(&rtid, NULL, reader, img) == 0);
 	for (unsigned t = 0; t < 4; t++) {
 		th[t] = (struct thr){ img, mirror, t };
@@ -408,7 +408,7 @@ static void test_threads(void)
 	}
 	for (unsigned t = 0; t < 4; t++)
 		pthread_join(tid[t], NULL);
-	writers_done = true;
+	__atomic_store_n(&writers_done, true, __ATOMIC_RELEASE);
 	pthread_join(rtid, NULL);
 	assert(img_pread(img, back, MT_BYTES, 0) == 0);
 	assert(memcmp(back, mirror, MT_BYTES) == 0);
