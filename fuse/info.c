@@ -45,6 +45,9 @@ static void print_image(FILE *f, struct ifs *ifs)
 		fprintf(f, "compression %s\n", dash(info.compression));
 		fprintf(f, "dirty %s\n", yes_no(info.dirty));
 		fprintf(f, "corrupt %s\n", yes_no(info.corrupt));
+		if (img_corrupt_reason(ifs->img))
+			fprintf(f, "corrupt-reason %s\n",
+				img_corrupt_reason(ifs->img));
 		fprintf(f, "lazy-refcounts %s\n", yes_no(info.lazy_refcounts));
 		if (info.data_file)
 			fprintf(f, "data-file %s%s\n", info.data_file,

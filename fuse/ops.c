@@ -376,6 +376,18 @@ static bool caller_may_write(fuse_req_t req, struct ifs *ifs)
 	return ctx->uid == ifs->uid || ctx->uid == 0;
 }
 
+/* The image layer marks an image corrupt (and read-only) when it meets
+ * inconsistent metadata while writing; say why, once. */
+static void log_corruption(struct img *img)
+{
+	static bool logged;
+	const char *why = img_corrupt_reason(img);
+
+	if (why && !__atomic_exchange_n(&logged, true, __ATOMIC_RELAXED))
+		log_err("%s: marked corrupt, now read-only: %s", img_path(img),
+			why);
+}
+
 static bool node_is_writable(struct ifs *ifs, const struct ifs_node *node)
 {
 	return !ifs->opts->read_only && !node->view->read_only &&
@@ -552,6 +564,7 @@ static void ifs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			log_err("%s: write of %zu bytes at disk offset %" PRIu64
 				" failed: %s", img_path(node.view->img), size,
 				node.start + (uint64_t)off, strerror(-ret));
+		log_corruption(node.view->img);
 		fuse_reply_err(req, ret == -ENOTSUP ? EROFS : -ret);
 		return;
 	}
@@ -572,9 +585,11 @@ static int flush_image(struct ifs *ifs, struct ifs_node *node)
 	if (!node_is_writable(ifs, node))
 		return 0;
 	ret = img_flush(node->view->img);
-	if (ret < 0)
+	if (ret < 0) {
 		log_err("%s: flush failed: %s", img_path(node->view->img),
 			strerror(-ret));
+		log_corruption(node->view->img);
+	}
 	return ret;
 }
 
@@ -675,6 +690,8 @@ static void ifs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 		ret = 0; /* inside the file: already "allocated" */
 	else
 		ret = -EOPNOTSUPP;
+	if (ret < 0)
+		log_corruption(node.view->img);
 	if (ret == 0) {
 		ifs_view_changed(node.view);
 		ifs_invalidate_aliases(ifs, node.view, 0, disk_off,
