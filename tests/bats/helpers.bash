@@ -642,3 +642,41 @@ check_no_corruption() {
 		return 1
 	fi
 }
+
+# fuse_conn MOUNTPOINT: the number of MOUNTPOINT's FUSE connection (its
+# entry in /sys/fs/fuse/connections), from the mount's device minor.
+fuse_conn() {
+	# /proc says: a stat on another user's FUSE mount fails with EACCES.
+	awk -v m="$1" '$5 == m { split($3, d, ":"); c = d[2] } END { if (c == "") exit 1; print c }' \
+		"${MOUNTINFO:-/proc/self/mountinfo}"
+}
+
+# abort_fuse_conn N: when connection N outlived its daemon (a request can
+# then wait for ever, unkillable), aborts it so that the processes waiting
+# on it and the test run can go on. Needs root and fusectl; else a no-op.
+abort_fuse_conn() {
+	local c=/sys/fs/fuse/connections/$1
+	[[ -n $1 && $EUID -eq 0 ]] || return 0
+	if ! mountpoint -q /sys/fs/fuse/connections; then
+		mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null ||
+			return 0
+	fi
+	[[ -e $c/abort ]] || return 0
+	echo "abort_fuse_conn: aborting FUSE connection $1 ($(cat "$c/waiting") requests waiting)" >&2
+	echo 1 >"$c/abort"
+}
+
+# process_gone PID: PID has exited completely (not even a zombie is left,
+# nor a thread stuck in the kernel that keeps the process from exiting).
+process_gone() {
+	[[ ! -e /proc/$1 ]]
+}
+
+# stuck_threads PID: where PID's threads wait in the kernel, for messages.
+stuck_threads() {
+	local t
+	for t in /proc/"$1"/task/*; do
+		echo "  thread ${t##*/}: $(awk '{ print $3 }' "$t/stat" 2>/dev/null) $(cat "$t/wchan" 2>/dev/null)" \
+			"$(awk '{ sub(/\+.*/, "", $2); printf "%s<", $2 }' "$t/stack" 2>/dev/null)"
+	done
+}
