@@ -67,6 +67,7 @@ struct ifs_view {
 	unsigned nb_open;       /* open files, for rmdir's EBUSY */
 	pthread_rwlock_t table_lock;
 	struct part_table *table; /* NULL until the first scan */
+	bool needs_scan;          /* table is provisional: rescan it */
 	/* st_blocks needs a walk of the image's metadata; remember the
 	 * answer per window until the next change (write_gen). */
 	pthread_mutex_t alloc_lock;
@@ -154,6 +155,8 @@ void ifs_invalidate_aliases(struct ifs *ifs, struct ifs_view *view,
 int ifs_scan_start(struct ifs *ifs);
 /* Asks for a rescan of the active disk and waits for it (bounded). */
 void ifs_scan_request_and_wait(struct ifs *ifs);
+/* Asks for a scan of views that need one, without waiting. */
+void ifs_scan_request(struct ifs *ifs);
 void ifs_scan_stop(struct ifs *ifs);
 
 /* info.c: the text of MOUNTPOINT/info; malloc'ed, *len_r bytes. */

@@ -872,7 +872,8 @@ static void ifs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct ifs *ifs = ifs_of(req);
 	struct img_snapshot *list = NULL;
-	struct ifs_view *view = NULL;
+	struct ifs_view *view = NULL, *active;
+	struct part_table *copy;
 	struct img_err err;
 	size_t nb = 0;
 	int ret;
@@ -913,7 +914,20 @@ static void ifs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	ifs_scan_request_and_wait(ifs);
+	/* The snapshot holds what the active disk holds now, so it starts
+	 * with the active disk's table. It cannot be scanned through the
+	 * mount yet: the kernel holds snapshots/ locked until mkdir returns,
+	 * and the scanner's lookup of snapshots/NAME would wait for that.
+	 * The scanner confirms the table once we have replied. */
+	active = ifs_view_by_slot(ifs, 0);
+	pthread_rwlock_rdlock(&active->table_lock);
+	copy = part_table_dup(active->table);
+	pthread_rwlock_unlock(&active->table_lock);
+	pthread_rwlock_wrlock(&view->table_lock);
+	view->table = copy;
+	view->needs_scan = true;
+	pthread_rwlock_unlock(&view->table_lock);
+	ifs_scan_request(ifs);
 	reply_entry(req, ifs, ifs_ino(view->slot, IFS_NODE_DIR));
 }
 
@@ -953,8 +967,9 @@ static void ifs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ret == -ENOTSUP ? EPERM : -ret);
 		return;
 	}
+	/* No notify_inval_entry here: the kernel holds snapshots/ locked
+	 * for this rmdir and drops the dentry itself when we reply. */
 	view->deleted = true;
-	fuse_lowlevel_notify_inval_entry(ifs->se, parent, name, strlen(name));
 	fuse_reply_err(req, 0);
 }
 

@@ -76,7 +76,9 @@ static void scan_pass(struct ifs *ifs, bool active)
 		if (view->deleted)
 			continue;
 		pthread_rwlock_rdlock(&view->table_lock);
-		need = !view->table || (active && view->slot == 0);
+		need = !view->table || view->needs_scan ||
+		       (active && view->slot == 0);
+		view->needs_scan = false;
 		pthread_rwlock_unlock(&view->table_lock);
 		if (need)
 			scan_view(ifs, view);
@@ -119,6 +121,16 @@ int ifs_scan_start(struct ifs *ifs)
 		return -ret;
 	ifs->scan_started = true;
 	return 0;
+}
+
+void ifs_scan_request(struct ifs *ifs)
+{
+	if (!ifs->scan_started)
+		return;
+	pthread_mutex_lock(&ifs->scan_lock);
+	ifs->scan_requested++;
+	pthread_cond_broadcast(&ifs->scan_cond);
+	pthread_mutex_unlock(&ifs->scan_lock);
 }
 
 void ifs_scan_request_and_wait(struct ifs *ifs)

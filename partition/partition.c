@@ -159,6 +159,59 @@ void part_table_free(struct part_table *table)
 	free(table);
 }
 
+/* strdup of a possibly NULL string; false only when out of memory. */
+static bool dup_opt(const char *s, char **dst)
+{
+	*dst = s ? strdup(s) : NULL;
+	return !s || *dst;
+}
+
+struct part_table *part_table_dup(const struct part_table *t)
+{
+	struct part_table *c;
+	bool ok;
+
+	if (!t)
+		return NULL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	ok = dup_opt(t->label, &c->label) && dup_opt(t->disk_id, &c->disk_id) &&
+	     dup_opt(t->error, &c->error) && dup_opt(t->warning, &c->warning) &&
+	     dup_opt(t->disk_fs_type, &c->disk_fs_type) &&
+	     dup_opt(t->disk_fs_label, &c->disk_fs_label) &&
+	     dup_opt(t->disk_fs_uuid, &c->disk_fs_uuid);
+	if (ok && t->nb_parts) {
+		c->parts = calloc(t->nb_parts, sizeof(*c->parts));
+		ok = c->parts != NULL;
+	}
+	for (size_t i = 0; ok && i < t->nb_parts; i++) {
+		const struct part_entry *e = &t->parts[i];
+		struct part_entry *d = &c->parts[i];
+
+		*d = (struct part_entry){
+			.number = e->number,
+			.start_bytes = e->start_bytes,
+			.size_bytes = e->size_bytes,
+			.past_end = e->past_end,
+			.container = e->container,
+		};
+		c->nb_parts = i + 1;
+		ok = dup_opt(e->type, &d->type) &&
+		     dup_opt(e->type_name, &d->type_name) &&
+		     dup_opt(e->part_uuid, &d->part_uuid) &&
+		     dup_opt(e->part_name, &d->part_name) &&
+		     dup_opt(e->fs_type, &d->fs_type) &&
+		     dup_opt(e->fs_label, &d->fs_label) &&
+		     dup_opt(e->fs_uuid, &d->fs_uuid);
+	}
+	if (!ok) {
+		part_table_free(c);
+		return NULL;
+	}
+	return c;
+}
+
 /* strdup that lowercases, and turns NULL or "" into NULL. 0 or -ENOMEM. */
 static int dup_lower(const char *s, char **dst)
 {

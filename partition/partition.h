@@ -49,5 +49,7 @@ struct part_table {
  * descriptor no other thread uses meanwhile. fd stays open. */
 int part_scan(int fd, uint64_t size, struct part_table **table_r);
 void part_table_free(struct part_table *table);
+/* A deep copy of table, or NULL on ENOMEM (or when table is NULL). */
+struct part_table *part_table_dup(const struct part_table *table);
 
 #endif
