@@ -73,6 +73,17 @@ static struct ifs *ifs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* Resolves ino, or replies with the error and returns false. */
+static bool resolve_or_reply(fuse_req_t req, fuse_ino_t ino,
+			     struct ifs_node *node)
+{
+	int ret = ifs_resolve(ifs_of(req), ino, node);
+
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	return ret == 0;
+}
+
 static void ifs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
@@ -98,12 +109,9 @@ static void reply_entry(fuse_req_t req, struct ifs *ifs, fuse_ino_t ino)
 {
 	struct fuse_entry_param e;
 	struct ifs_node node;
-	int ret = ifs_resolve(ifs, ino, &node);
 
-	if (ret < 0) {
-		fuse_reply_err(req, -ret);
+	if (!resolve_or_reply(req, ino, &node))
 		return;
-	}
 	memset(&e, 0, sizeof(e));
 	e.ino = ino;
 	e.attr_timeout = ATTR_TIMEOUT;
@@ -275,12 +283,10 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct ifs *ifs = ifs_of(req);
 	struct dir_listing *l;
 	struct ifs_node node;
-	int ret = ifs_resolve(ifs, ino, &node);
+	int ret;
 
-	if (ret < 0) {
-		fuse_reply_err(req, -ret);
+	if (!resolve_or_reply(req, ino, &node))
 		return;
-	}
 	if (node.node != IFS_NODE_DIR && node.node != IFS_NODE_SNAPDIR) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
@@ -401,13 +407,10 @@ static void ifs_open(fuse_req_t req, fuse_ino_t ino,
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_node node;
 	struct ifs_fh *fh;
-	int ret = ifs_resolve(ifs, ino, &node);
 	bool wants_write = (fi->flags & O_ACCMODE) != O_RDONLY;
 
-	if (ret < 0) {
-		fuse_reply_err(req, -ret);
+	if (!resolve_or_reply(req, ino, &node))
 		return;
-	}
 	if (node.node == IFS_NODE_DIR || node.node == IFS_NODE_SNAPDIR) {
 		fuse_reply_err(req, EISDIR);
 		return;
@@ -500,15 +503,11 @@ static void reply_disk_read(fuse_req_t req, struct img *img, size_t size,
 static void ifs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	struct ifs *ifs = ifs_of(req);
 	struct ifs_fh *fh = (struct ifs_fh *)(uintptr_t)fi->fh;
 	struct ifs_node node;
-	int ret = ifs_resolve(ifs, ino, &node);
 
-	if (ret < 0) {
-		fuse_reply_err(req, -ret);
+	if (!resolve_or_reply(req, ino, &node))
 		return;
-	}
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -539,12 +538,10 @@ static void ifs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_fh *fh = (struct ifs_fh *)(uintptr_t)fi->fh;
 	struct ifs_node node;
-	int ret = ifs_resolve(ifs, ino, &node);
+	int ret;
 
-	if (ret < 0) {
-		fuse_reply_err(req, -ret);
+	if (!resolve_or_reply(req, ino, &node))
 		return;
-	}
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -766,16 +763,12 @@ static int xattr_number(const struct ifs_node *node)
 static void ifs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 size_t size)
 {
-	struct ifs *ifs = ifs_of(req);
 	struct ifs_node node;
 	char *value;
 	size_t len;
-	int ret = ifs_resolve(ifs, ino, &node);
 
-	if (ret < 0) {
-		fuse_reply_err(req, -ret);
+	if (!resolve_or_reply(req, ino, &node))
 		return;
-	}
 	if (xattr_number(&node) < 0 ||
 	    strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0) {
 		fuse_reply_err(req, ENODATA);
@@ -801,16 +794,12 @@ static void ifs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
  * Valid replies: fuse_reply_buf, fuse_reply_xattr, fuse_reply_err. */
 static void ifs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	struct ifs *ifs = ifs_of(req);
 	struct ifs_node node;
 	char list[256];
 	size_t len = 0;
-	int ret = ifs_resolve(ifs, ino, &node);
 
-	if (ret < 0) {
-		fuse_reply_err(req, -ret);
+	if (!resolve_or_reply(req, ino, &node))
 		return;
-	}
 	for (size_t i = 0; xattr_number(&node) >= 0 &&
 			   i < sizeof(xattr_keys) / sizeof(xattr_keys[0]);
 	     i++) {
