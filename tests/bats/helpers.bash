@@ -680,3 +680,22 @@ stuck_threads() {
 			"$(awk '{ sub(/\+.*/, "", $2); printf "%s<", $2 }' "$t/stack" 2>/dev/null)"
 	done
 }
+
+# bounded SECONDS CMD...: runs CMD; if it has not finished after SECONDS
+# (a request the daemon of $MNT never answers), shows where that daemon's
+# threads wait, aborts $MNT's FUSE connection so that CMD ends, and fails
+# with status 124. For operations that could deadlock the daemon.
+bounded() {
+	local secs=$1 pid dpid conn
+	shift
+	"$@" &
+	pid=$!
+	if ! wait_until "$secs" pids_gone "$pid"; then
+		echo "bounded: '$*' still waits after ${secs}s; the daemon's threads:" >&2
+		dpid=$(daemon_pid) && stuck_threads "$dpid" >&2
+		conn=$(fuse_conn "$MNT") && abort_fuse_conn "$conn"
+		wait "$pid" 2>/dev/null
+		return 124
+	fi
+	wait "$pid"
+}

@@ -172,16 +172,19 @@ fails_with() {
 	assert_eq "$output" ""
 }
 
-@test "until writing lands, a write to disk on a read-write mount of a qcow2 fails with EROFS" {
+@test "on a read-write mount of a qcow2, writes to disk and p2 land in the image and qemu-img check is clean" {
 	make_gpt_ext4_fat "$IMG"
-	cp "$IMG" before.qcow2
+	qemu-img convert -O raw "$IMG" expected.raw
 	mount_image
-	run -1 as_user bash -c 'echo x > "$1"' bash "$MNT/disk"
-	assert_eq "$output" "bash: line 1: $MNT/disk: Read-only file system"
-	run -1 as_user dd if=/dev/zero of="$MNT/p2" bs=512 count=1 conv=notrunc status=none
-	assert_eq "$output" "dd: failed to open '$MNT/p2': Read-only file system"
+	run -0 as_user stat -c %a "$MNT/disk" "$MNT/p2"
+	assert_eq "$output" $'644\n644'
+	pattern_bytes "written via disk" 64K | as_user dd of="$MNT/disk" bs=64K seek=$((133120 * 512)) oflag=seek_bytes conv=notrunc status=none
+	pattern_bytes "written via p2" 512 | as_user dd of="$MNT/p2" bs=512 seek=7 conv=notrunc,fsync status=none
 	unmount_image
-	qemu-img compare -q before.qcow2 "$IMG"
+	run -0 qemu-img check "$IMG"
+	pattern_bytes "written via disk" 64K | put_file expected.raw $((133120 * 512)) /dev/stdin
+	pattern_bytes "written via p2" 512 | put_file expected.raw $((51200 * 512 + 7 * 512)) /dev/stdin
+	run -0 qemu-img compare -f raw expected.raw "$IMG"
 }
 
 @test "an image file the user may only read mounts read-only: mode 0444, EROFS on write" {

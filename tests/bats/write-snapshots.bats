@@ -74,8 +74,8 @@ load images
 	qemu_raw "$IMG" keep.raw
 	mount_image
 	as_user mkdir "$MNT/snapshots/mine"
-	run -0 as_user rmdir "$MNT/snapshots/old"
-	run -0 as_user rmdir "$MNT/snapshots/mine"
+	run -0 bounded 20 as_user rmdir "$MNT/snapshots/old"
+	run -0 bounded 20 as_user rmdir "$MNT/snapshots/mine"
 	run -0 as_user ls "$MNT/snapshots"
 	assert_eq "$output" keep
 	run -1 as_user ls "$MNT/snapshots/old"
@@ -95,13 +95,13 @@ load images
 	make_gpt_ext4_fat "$IMG"
 	mount_image
 	as_user mkdir "$MNT/snapshots/busy"
-	run -1 as_user bash -c 'exec 8<"$1/p1"; rmdir "$1"' bash "$MNT/snapshots/busy"
+	run -1 bounded 20 as_user bash -c 'exec 8<"$1/p1"; rmdir "$1"' bash "$MNT/snapshots/busy"
 	assert_eq "$output" "rmdir: failed to remove '$MNT/snapshots/busy': Device or resource busy"
-	run -1 as_user bash -c 'exec 8<"$1/disk"; rmdir "$1"' bash "$MNT/snapshots/busy"
+	run -1 bounded 20 as_user bash -c 'exec 8<"$1/disk"; rmdir "$1"' bash "$MNT/snapshots/busy"
 	assert_eq "$output" "rmdir: failed to remove '$MNT/snapshots/busy': Device or resource busy"
 	run -0 as_user ls "$MNT/snapshots"
 	assert_eq "$output" busy
-	run -0 as_user rmdir "$MNT/snapshots/busy"
+	run -0 bounded 20 as_user rmdir "$MNT/snapshots/busy"
 	run -0 as_user ls "$MNT/snapshots"
 	assert_eq "$output" ""
 	unmount_image
@@ -163,7 +163,7 @@ refuses_every_change() {
 	assert_eq "$output" "truncate: cannot open '$MNT/p2' for writing: Read-only file system"
 	run -1 as_user mkdir "$MNT/snapshots/new"
 	assert_eq "$output" "mkdir: cannot create directory '$MNT/snapshots/new': Read-only file system"
-	run -1 as_user rmdir "$MNT/snapshots/kept"
+	run -1 bounded 20 as_user rmdir "$MNT/snapshots/kept"
 	assert_eq "$output" "rmdir: failed to remove '$MNT/snapshots/kept': Read-only file system"
 	run -0 as_user ls "$MNT/snapshots"
 	assert_eq "$output" kept
