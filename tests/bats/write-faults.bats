@@ -179,8 +179,9 @@ small_fs() {
 	as_user dd if=first.bin of="$MNT/disk" conv=notrunc,fsync status=none
 	run -1 as_user dd if=big.bin of="$MNT/disk" bs=1M seek=2 conv=notrunc status=none
 	assert_eq "$output" "dd: error writing '$MNT/disk': No space left on device"
-	run -0 df --output=avail "$SMALL_FS"
-	assert_eq "${lines[1]// /}" 0
+	# Less than a cluster (64 KiB) is left: the filesystem is full for it.
+	run -0 df --output=avail -k "$SMALL_FS"
+	((${lines[1]} < 64))
 	# The daemon still serves: the data written before, and info.
 	as_user head -c 1M "$MNT/disk" | cmp - first.bin
 	run -0 info_line format

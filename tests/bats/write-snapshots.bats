@@ -78,7 +78,7 @@ load images
 	run -0 bounded 20 as_user rmdir "$MNT/snapshots/mine"
 	run -0 as_user ls "$MNT/snapshots"
 	assert_eq "$output" keep
-	run -1 as_user ls "$MNT/snapshots/old"
+	run -2 as_user ls "$MNT/snapshots/old"
 	assert_eq "$output" "ls: cannot access '$MNT/snapshots/old': No such file or directory"
 	as_user dd if=/dev/zero of="$MNT/disk" bs=1M seek=1 count=8 conv=notrunc status=none
 	as_user cmp "$MNT/snapshots/keep/disk" keep.raw
