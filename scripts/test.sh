@@ -72,7 +72,8 @@ fi
 
 if [ -z "${SKIP_BENCH:-}" ]; then
 	note "benchmarks, quick mode (proves they run; figures mean little)"
-	for b in tests/bench/imgfmt.sh tests/bench/mount.sh; do
+	for b in tests/bench/imgfmt.sh tests/bench/mount.sh \
+		tests/bench/mount-write.sh tests/bench/vmm-bench.sh; do
 		[ -x "$b" ] || continue
 		if IMGFS_BUILD_DIR=$root/build bash "$b" --quick; then
 			passed=$((passed + 1))
