@@ -33,6 +33,12 @@
  * With an external data file, guest offset == host offset and data
  * clusters have no refcounts (spec, incompatible bit 2).
  *
+ * Known limit: reads take neither write_gate nor any reference on the
+ * clusters they map. A read racing a discard (or a copy-on-write) of the
+ * same range may, if a flush and a new allocation reuse the freed cluster
+ * before its pread runs, return bytes of another guest range. Only racing
+ * reads of the same disk are affected; metadata is never at risk.
+ *
  * Not here: compressed writes (overwrites of compressed clusters are
  * decompressed and rewritten plainly), preallocation, resizing.
  */
