@@ -273,3 +273,23 @@ alias_rounds() {
 	cmp <(tail -c +13 before.raw) <(tail -c +13 disk.raw)
 	assert_eq "$(head -c 12 disk.raw)" "not an image"
 }
+
+@test "writing and punching the same 8 MiB twenty times does not grow the qcow2 file beyond the first round" {
+	make_qcow2 "$IMG" "$DISK_BYTES"
+	det_random 8M >chunk.bin
+	mount_image
+	for round in $(seq 1 20); do
+		as_user dd if=chunk.bin of="$MNT/disk" bs=1M seek=$((round % 4 * 8)) conv=notrunc,fsync status=none
+		if ((round == 1)); then
+			first=$(stat -c %s "$IMG")
+		fi
+		as_user fallocate -p -o $((round % 4 * 8))M -l 8M "$MNT/disk"
+	done
+	as_user dd if=chunk.bin of="$MNT/disk" bs=1M seek=40 conv=notrunc,fsync status=none
+	(($(stat -c %s "$IMG") <= first + (1 << 20)))
+	unmount_image
+	run -0 qemu-img check "$IMG"
+	qemu_raw "$IMG" after.raw
+	cmp <(tail -c +$((40 * 1048576 + 1)) after.raw | head -c 8M) chunk.bin
+	cmp -n $((40 << 20)) after.raw /dev/zero
+}
