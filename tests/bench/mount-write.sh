@@ -265,8 +265,10 @@ med() { # ARRAY-NAME target workload
 	local -n arr=$1
 	case ${STATUS[$2]} in
 	"not built" | "not installed") echo - ;;
-	# shellcheck disable=SC2086
-	*) bench_median ${arr[$2 $3]:-} ;;
+	*)
+		# shellcheck disable=SC2086
+		bench_median ${arr[$2 $3]:-}
+		;;
 	esac
 }
 col() {
