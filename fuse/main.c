@@ -181,6 +181,13 @@ static int open_image(struct ifs *ifs)
 	int ret;
 
 	ret = img_open(opts->image_abs, &io, &ifs->img, &err);
+	/* Right after fusermount3 -u returns, the previous daemon may still
+	 * be on its way out holding the image lock: give it a moment before
+	 * calling the image busy. */
+	for (int tries = 0; ret == -EBUSY && tries < 20; tries++) {
+		usleep(100 * 1000);
+		ret = img_open(opts->image_abs, &io, &ifs->img, &err);
+	}
 	if (ret == -EACCES || ret == -EROFS || ret == -EPERM) {
 		/* A read-only file or filesystem: serve it read-only, as a
 		 * read-only block device would be, rather than refuse. */

@@ -444,6 +444,11 @@ static void ifs_open(fuse_req_t req, fuse_ino_t ino,
 	} else {
 		fi->keep_cache = 1;
 	}
+	/* A close of a read-only file has nothing to flush; asking the
+	 * kernel not to send FLUSH also keeps a killed daemon from hanging
+	 * in the close of its own scanner's descriptor at exit. */
+	if (!wants_write)
+		fi->noflush = 1;
 	__atomic_add_fetch(&node.view->nb_open, 1, __ATOMIC_RELAXED);
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	if (fuse_reply_open(req, fi) == -ENOENT) {

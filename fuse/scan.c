@@ -31,10 +31,16 @@
 static void scan_view(struct ifs *ifs, struct ifs_view *view)
 {
 	struct part_table *table = NULL;
+	struct img_info info;
 	char *path;
 	int fd, ret;
 
-	if (view->slot == 0)
+	/* A raw image is its own disk: read the file itself and keep the
+	 * scan off the mount (nothing then waits on our own FUSE requests). */
+	if (view->slot == 0 && img_get_info(view->img, &info) == 0 &&
+	    strcmp(info.format, "raw") == 0)
+		ret = asprintf(&path, "%s", ifs->opts->image_abs);
+	else if (view->slot == 0)
 		ret = asprintf(&path, "%s/disk", ifs->opts->mountpoint_abs);
 	else
 		ret = asprintf(&path, "%s/snapshots/%s/disk",
