@@ -9,6 +9,9 @@
 # to build-fuzz/fuzz-artifacts/TARGET/. Exits non-zero when any target
 # found one, after printing the file and how to replay it.
 set -eu
+# A target killed by its time limit skips its atexit cleanup: remove the
+# scratch images it leaves in /dev/shm whatever happens.
+trap 'rm -f /dev/shm/fuzz-qcow2-*.img' EXIT
 
 secs=${1:-60}
 src=$(cd "$(dirname "$0")/../.." && pwd)
