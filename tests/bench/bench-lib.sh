@@ -41,6 +41,60 @@ bench_require() {
 	done
 }
 
+# Parses the common command line: --quick, --reps N, --help (prints the
+# script's header comment). Sets QUICK (0/1), REPS (default $1) and
+# REPS_GIVEN (1 when --reps was given).
+bench_parse_args() {
+	QUICK=0 REPS=$1 REPS_GIVEN=0
+	shift
+	while (($#)); do
+		case $1 in
+		--quick) QUICK=1 ;;
+		--reps) REPS=${2:?--reps needs a number} REPS_GIVEN=1; shift ;;
+		-h | --help)
+			sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+			exit 0 ;;
+		*) bench_die "unknown argument $1 (try --help)" ;;
+		esac
+		shift
+	done
+}
+
+# FUSE needs /dev/fuse; distributions ship it 0666, the test setup makes
+# it so, and root can do it here.
+bench_need_fuse() {
+	if [[ ! -r /dev/fuse || ! -w /dev/fuse ]]; then
+		if ((EUID == 0)); then
+			chmod 0666 /dev/fuse
+		else
+			bench_die "/dev/fuse is not accessible (chmod 0666 /dev/fuse as root)"
+		fi
+	fi
+}
+
+# Sets TARGETS to those of imgfs, qsd and bindfs that can run, and
+# STATUS[name] to "ok" or why not. $1 is the imgfs binary.
+bench_pick_targets() {
+	TARGETS=()
+	declare -gA STATUS=()
+	if [[ -x $1 ]]; then
+		TARGETS+=(imgfs) STATUS[imgfs]=ok
+	else
+		STATUS[imgfs]="not built"
+	fi
+	if command -v qemu-storage-daemon >/dev/null; then
+		TARGETS+=(qsd) STATUS[qsd]=ok
+	else
+		STATUS[qsd]="not installed"
+	fi
+	if command -v bindfs >/dev/null; then
+		TARGETS+=(bindfs) STATUS[bindfs]=ok
+	else
+		STATUS[bindfs]="not installed"
+	fi
+	((${#TARGETS[@]})) || bench_die "nothing to measure"
+}
+
 bench_track_pid() { BENCH_PIDS+=("$1"); }
 bench_track_mount() { BENCH_MOUNTS+=("$1"); }
 

@@ -19,24 +19,11 @@ set -euo pipefail
 # shellcheck source=tests/bench/bench-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
-QUICK=0
-REPS=5
-usage() {
-	sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-while (($#)); do
-	case $1 in
-	--quick) QUICK=1 ;;
-	--reps) REPS=${2:?--reps needs a number}; shift ;;
-	-h | --help) usage; exit 0 ;;
-	*) bench_die "unknown argument $1 (try --help)" ;;
-	esac
-	shift
-done
+bench_parse_args 5 "$@"
 
 if ((QUICK)); then
 	SIZE=$((64 << 20)) RAND_SECONDS=1
-	[[ $REPS == 5 ]] && REPS=1
+	((REPS_GIVEN)) || REPS=1
 else
 	SIZE=$((1 << 30)) RAND_SECONDS=4
 fi

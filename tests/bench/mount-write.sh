@@ -29,24 +29,11 @@ set -euo pipefail
 # shellcheck source=tests/bench/bench-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
-QUICK=0
-REPS=3
-usage() {
-	sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-while (($#)); do
-	case $1 in
-	--quick) QUICK=1 ;;
-	--reps) REPS=${2:?--reps needs a number}; shift ;;
-	-h | --help) usage; exit 0 ;;
-	*) bench_die "unknown argument $1 (try --help)" ;;
-	esac
-	shift
-done
+bench_parse_args 3 "$@"
 
 if ((QUICK)); then
 	SIZE=$((64 << 20)) RAND_S=2
-	[[ $REPS == 3 ]] && REPS=1
+	((REPS_GIVEN)) || REPS=1
 else
 	SIZE=$((1 << 30)) RAND_S=15
 fi
@@ -55,32 +42,9 @@ READY_DEADLINE=30 # seconds a daemon may take to make its file writable
 IMGFS=$BUILD/fuse/imgfs
 bench_require qemu-img fio fusermount3 awk jq
 
-if [[ ! -r /dev/fuse || ! -w /dev/fuse ]]; then
-	if ((EUID == 0)); then
-		chmod 0666 /dev/fuse
-	else
-		bench_die "/dev/fuse is not accessible (chmod 0666 /dev/fuse as root)"
-	fi
-fi
+bench_need_fuse
 
-TARGETS=()
-declare -A STATUS=()
-if [[ -x $IMGFS ]]; then
-	TARGETS+=(imgfs) STATUS[imgfs]=ok
-else
-	STATUS[imgfs]="not built"
-fi
-if command -v qemu-storage-daemon >/dev/null; then
-	TARGETS+=(qsd) STATUS[qsd]=ok
-else
-	STATUS[qsd]="not installed"
-fi
-if command -v bindfs >/dev/null; then
-	TARGETS+=(bindfs) STATUS[bindfs]=ok
-else
-	STATUS[bindfs]="not installed"
-fi
-((${#TARGETS[@]})) || bench_die "nothing to measure"
+bench_pick_targets "$IMGFS"
 
 # One image at a time, written in full at most, plus qemu-img's metadata.
 bench_workdir $((SIZE * 3))

@@ -30,24 +30,11 @@ set -euo pipefail
 # shellcheck source=tests/bench/bench-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
-QUICK=0
-REPS=5
-usage() {
-	sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-while (($#)); do
-	case $1 in
-	--quick) QUICK=1 ;;
-	--reps) REPS=${2:?--reps needs a number}; shift ;;
-	-h | --help) usage; exit 0 ;;
-	*) bench_die "unknown argument $1 (try --help)" ;;
-	esac
-	shift
-done
+bench_parse_args 5 "$@"
 
 if ((QUICK)); then
 	SIZE=$((64 << 20)) SEQ_MAX=10 RAND_MAX=2
-	[[ $REPS == 5 ]] && REPS=1
+	((REPS_GIVEN)) || REPS=1
 else
 	SIZE=$((1 << 30)) SEQ_MAX=60 RAND_MAX=10
 fi
@@ -57,34 +44,9 @@ IMGFS=$BUILD/fuse/imgfs
 bench_require qemu-img fio fusermount3 awk
 bench_need_program
 
-# FUSE needs /dev/fuse; distributions ship it 0666, the test setup makes
-# it so, and root can do it here.
-if [[ ! -r /dev/fuse || ! -w /dev/fuse ]]; then
-	if ((EUID == 0)); then
-		chmod 0666 /dev/fuse
-	else
-		bench_die "/dev/fuse is not accessible (chmod 0666 /dev/fuse as root)"
-	fi
-fi
+bench_need_fuse
 
-TARGETS=()
-declare -A STATUS=()
-if [[ -x $IMGFS ]]; then
-	TARGETS+=(imgfs) STATUS[imgfs]=ok
-else
-	STATUS[imgfs]="not built"
-fi
-if command -v qemu-storage-daemon >/dev/null; then
-	TARGETS+=(qsd) STATUS[qsd]=ok
-else
-	STATUS[qsd]="not installed"
-fi
-if command -v bindfs >/dev/null; then
-	TARGETS+=(bindfs) STATUS[bindfs]=ok
-else
-	STATUS[bindfs]="not installed"
-fi
-((${#TARGETS[@]})) || bench_die "nothing to measure"
+bench_pick_targets "$IMGFS"
 
 bench_workdir $((SIZE * 4))
 bench_make_images "$SIZE"
