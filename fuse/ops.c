@@ -623,7 +623,6 @@ static void ifs_release(fuse_req_t req, fuse_ino_t ino,
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_fh *fh = (struct ifs_fh *)(uintptr_t)fi->fh;
 	unsigned slot = (unsigned)(ino >> IFS_SLOT_SHIFT);
-	struct ifs_view *view;
 
 	/* The view may be marked deleted, but it still exists. */
 	pthread_mutex_lock(&ifs->views_lock);
@@ -632,7 +631,6 @@ static void ifs_release(fuse_req_t req, fuse_ino_t ino,
 			__atomic_sub_fetch(&ifs->views[i]->nb_open, 1,
 					   __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&ifs->views_lock);
-	(void)view;
 	if (fh) {
 		free(fh->text);
 		free(fh);
