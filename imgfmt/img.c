@@ -22,9 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int img_probe_format(int fd, const char *path, enum img_format *fmt_r,
-		     struct img_err *err);
-
 int img_err(struct img_err *err, int errnum, const char *fmt, ...)
 {
 	va_list ap;

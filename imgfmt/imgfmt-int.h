@@ -100,4 +100,12 @@ int img_lock_file(int fd, const char *path, bool write, struct img_err *err);
  * backing image or past its end. */
 int img_read_backing(struct img *img, void *buf, size_t len, uint64_t off);
 
+/* Picks the format of a file opened without one (probe.c); refuses a
+ * file that carries a foreign format's signature. */
+int img_probe_format(int fd, const char *path, enum img_format *fmt_r,
+		     struct img_err *err);
+/* The name of the format other than qcow2 and raw whose signature starts
+ * head, or NULL (foreign.c). */
+const char *img_foreign_format(const uint8_t *head, size_t len);
+
 #endif

@@ -2,7 +2,9 @@
  *
  * Each driver scores the first bytes (QEMU's bdrv_probe); the highest
  * score wins and raw, which scores 1 for anything, is the fallback. A
- * file shorter than the probe window is probed on what it has.
+ * file shorter than the probe window is probed on what it has. A file
+ * that carries another format's signature (foreign.c) is refused rather
+ * than shown as raw.
  */
 #include "imgfmt-int.h"
 
@@ -40,6 +42,17 @@ int img_probe_format(int fd, const char *path, enum img_format *fmt_r,
 			best = score;
 			*fmt_r = drivers[i].fmt;
 		}
+	}
+	if (*fmt_r == IMG_FORMAT_RAW) {
+		const char *foreign = img_foreign_format(head, (size_t)n);
+
+		if (foreign)
+			return img_err(err, -EMEDIUMTYPE,
+				       "%s: %s images are not supported; imgfs "
+				       "reads qcow2 and raw (convert it with "
+				       "'qemu-img convert -O qcow2', or give "
+				       "--format=raw to see the file's bytes)",
+				       path, foreign);
 	}
 	return 0;
 }

@@ -6,7 +6,8 @@
  *
  * The one rule beyond plain I/O: a raw image whose format was probed must
  * never get a first sector that would probe as another format, or a guest
- * could turn its disk into a qcow2 naming host files (QEMU's rule).
+ * could turn its disk into a qcow2 naming host files (QEMU's rule), or
+ * into one the next probe refuses.
  */
 #include "imgfmt-int.h"
 
@@ -69,7 +70,8 @@ static bool raw_write_changes_format(struct img *img, const void *buf,
 		return true;
 	n = MIN(len, sizeof(head) - (size_t)off);
 	memcpy(head + off, buf, n);
-	return img_qcow2_ops.probe(head, sizeof(head)) > 1;
+	return img_qcow2_ops.probe(head, sizeof(head)) > 1 ||
+	       img_foreign_format(head, sizeof(head)) != NULL;
 }
 
 static int raw_pwrite(struct img *img, const void *buf, size_t len,

@@ -49,6 +49,25 @@ fails_with() {
 		"$IMG" "$MNT"
 }
 
+@test "images of other formats are refused by name, not shown as raw; --format=raw shows their bytes" {
+	local fmt name
+	for fmt in vmdk:VMDK vdi:VDI vhdx:VHDX vpc:VHD qed:QED parallels:Parallels; do
+		name=${fmt#*:} fmt=${fmt%%:*}
+		qemu-img create -q -f "$fmt" "img.$fmt" 16M
+		give_to_user "img.$fmt"
+		fails_with "imgfs: $PWD/img.$fmt: $name images are not supported; imgfs reads qcow2 and raw (convert it with 'qemu-img convert -O qcow2', or give --format=raw to see the file's bytes)" \
+			"$PWD/img.$fmt" "$MNT"
+	done
+	# A flat VMDK's descriptor is a text file: refused the same way.
+	qemu-img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 16M
+	give_to_user flat.vmdk flat-flat.vmdk
+	fails_with "imgfs: $PWD/flat.vmdk: VMDK images are not supported; imgfs reads qcow2 and raw (convert it with 'qemu-img convert -O qcow2', or give --format=raw to see the file's bytes)" \
+		"$PWD/flat.vmdk" "$MNT"
+	IMG=$PWD/img.vdi
+	mount_image -o ro --format=raw
+	as_user cmp "$MNT/disk" img.vdi
+}
+
 @test "a backing file outside the image's folder is refused by default, naming the file and -o backing=follow" {
 	mkdir base vm
 	qemu-img create -q -f qcow2 base/base.qcow2 16M

@@ -93,9 +93,34 @@ static void test_probed_raw_keeps_format(void)
 	assert(img_open(path, NULL, &img, &err) == 0);
 	assert(img_pwrite(img, magic, sizeof(magic), 0) == -EPERM);
 	assert(img_pwrite(img, magic, sizeof(magic), 4096) == 0);
+	/* Nor one that makes it look like a format imgfs refuses. */
+	assert(img_pwrite(img, "vhdxfile", 8, 0) == -EPERM);
+	assert(img_pwrite(img, "KDMV", 4, 0) == -EPERM);
 	img_close(img);
 	assert(img_open(path, &raw, &img, &err) == 0);
 	assert(img_pwrite(img, magic, sizeof(magic), 0) == 0);
+	img_close(img);
+	free(path);
+}
+
+/* A file carrying another format's signature is refused by name when
+ * probed, and opens as raw when the format is given. */
+static void test_foreign_format(void)
+{
+	static const uint8_t vdi_sig[4] = { 0x7f, 0x10, 0xda, 0xbe };
+	struct img_open_opts raw = { .format = IMG_FORMAT_RAW };
+	struct img *img;
+	struct img_err err;
+	char *path = make_file("x.vdi", NULL, 0, 1 << 20);
+	int fd = open(path, O_WRONLY);
+
+	assert(fd >= 0);
+	assert(pwrite(fd, vdi_sig, sizeof(vdi_sig), 64) == 4);
+	close(fd);
+	assert(img_open(path, NULL, &img, &err) == -EMEDIUMTYPE);
+	assert(strstr(err.msg, "VDI images are not supported"));
+	assert(img_open(path, &raw, &img, &err) == 0);
+	assert(img_size(img) == 1 << 20);
 	img_close(img);
 	free(path);
 }
@@ -125,6 +150,7 @@ int main(void)
 	test_odd_size();
 	test_sparse_block_status();
 	test_probed_raw_keeps_format();
+	test_foreign_format();
 	test_not_an_image();
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
