@@ -297,8 +297,13 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	ret = add_entry(req, l, ".", ino, S_IFDIR);
+	/* A snapshot's folder lies in snapshots/; the rest in the root. */
 	if (!ret)
-		ret = add_entry(req, l, "..", FUSE_ROOT_ID, S_IFDIR);
+		ret = add_entry(req, l, "..",
+				node.node == IFS_NODE_DIR && node.view->slot ?
+					ifs_ino(0, IFS_NODE_SNAPDIR) :
+					FUSE_ROOT_ID,
+				S_IFDIR);
 	if (!ret && node.node == IFS_NODE_SNAPDIR) {
 		pthread_mutex_lock(&ifs->views_lock);
 		for (size_t i = 1; i < ifs->nb_views && !ret; i++) {

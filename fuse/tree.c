@@ -336,10 +336,22 @@ void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 	st->st_blksize = 4096;
 	switch (node->node) {
 	case IFS_NODE_DIR:
-	case IFS_NODE_SNAPDIR:
+		/* A folder's link count is 2 plus its subfolders (find and
+		 * fts take a count of 2 to mean "no subfolders"): the root
+		 * holds snapshots/, a snapshot's folder none. */
 		st->st_mode = S_IFDIR | (ro ? 0555 : 0755);
-		st->st_nlink = 2;
+		st->st_nlink = node->view->slot == 0 ? 3 : 2;
 		break;
+	case IFS_NODE_SNAPDIR: {
+		nlink_t nlink = 2;
+		pthread_mutex_lock(&ifs->views_lock);
+		for (size_t i = 1; i < ifs->nb_views; i++)
+			nlink += !ifs->views[i]->deleted;
+		pthread_mutex_unlock(&ifs->views_lock);
+		st->st_mode = S_IFDIR | (ro ? 0555 : 0755);
+		st->st_nlink = nlink;
+		break;
+	}
 	case IFS_NODE_INFO: {
 		size_t len = 0;
 		free(ifs_info_text(ifs, &len));

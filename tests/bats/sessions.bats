@@ -231,3 +231,315 @@ change_tree() {
 	unmount_image
 	refute_mounted
 }
+
+# ---------------------------------------------------------------------------
+# (b) Browsing
+
+@test "browsing: find, ls -lA, stat, du, getfattr, file -s and blkid tell what the image holds, down to the snapshot folders" {
+	require getfattr file blkid
+	make_session_disk "$IMG"
+	qemu-img snapshot -c release-1 "$IMG"
+	qemu-img convert -O raw "$IMG" expected.raw
+	user=$(test_user_name)
+	mount_image -o ro
+
+	# A walk of the whole tree; a folder counts 2 links plus its
+	# subfolders, as find and fts expect.
+	run -0 as_user find "$MNT" -printf '%y %M %n %s %P\n'
+	assert_eq "$(sort -k 5 <<<"$output")" "d dr-xr-xr-x 3 0 
+f -r--r--r-- 1 $SESSION_DISK_BYTES disk
+f -r--r--r-- 1 $(as_user cat "$MNT/info" | wc -c) info
+f -r--r--r-- 1 $SESSION_P1_BYTES p1
+f -r--r--r-- 1 $SESSION_P2_BYTES p2
+d dr-xr-xr-x 3 0 snapshots
+d dr-xr-xr-x 2 0 snapshots/release-1
+f -r--r--r-- 1 $SESSION_DISK_BYTES snapshots/release-1/disk
+f -r--r--r-- 1 $SESSION_P1_BYTES snapshots/release-1/p1
+f -r--r--r-- 1 $SESSION_P2_BYTES snapshots/release-1/p2"
+	run -0 as_user ls -lA --time-style=+%s "$MNT/snapshots/release-1"
+	mtime=$(stat -c %Y "$IMG")
+	assert_eq "$output" "total $((($(allocated_bytes "$IMG") + $(allocated_bytes "$IMG" 1048576 "$SESSION_P1_BYTES") + $(allocated_bytes "$IMG" 68157440 "$SESSION_P2_BYTES")) / 1024))
+-r--r--r-- 1 $user $user $SESSION_DISK_BYTES $mtime disk
+-r--r--r-- 1 $user $user  $SESSION_P1_BYTES $mtime p1
+-r--r--r-- 1 $user $user  $SESSION_P2_BYTES $mtime p2"
+	# .. of a snapshot's folder is snapshots/, in readdir as in lookup.
+	run -0 as_user ls -ai "$MNT/snapshots/release-1"
+	assert_eq "$(awk '$2 == ".." { print $1 }' <<<"$output")" \
+		"$(as_user stat -c %i "$MNT/snapshots")"
+	run -0 as_user du -B1 "$MNT/p1" "$MNT/snapshots/release-1/p2"
+	assert_eq "$output" "$(allocated_bytes "$IMG" 1048576 "$SESSION_P1_BYTES")	$MNT/p1
+$(allocated_bytes "$IMG" 68157440 "$SESSION_P2_BYTES")	$MNT/snapshots/release-1/p2"
+
+	# What the usual tools say about the partition files is what they say
+	# about the filesystems they were made from.
+	run -0 as_user file -b -s "$MNT/p1" "$MNT/p2" "$MNT/disk" "$MNT/snapshots/release-1/p1"
+	assert_eq "$output" "$(file -b -s build/p1.img build/p2.img build/session.raw build/p1.img)"
+	for p in p1 p2; do
+		run -0 as_user blkid -p -o export "$MNT/$p"
+		assert_eq "$output" "$(blkid -p -o export "build/$p.img" | sed "s|^DEVNAME=.*|DEVNAME=$MNT/$p|")"
+	done
+	run -0 as_user blkid -p -o export "$MNT/snapshots/release-1/disk"
+	assert_eq "$output" "DEVNAME=$MNT/snapshots/release-1/disk
+PTUUID=${GPT_DISK_UUID,,}
+PTTYPE=gpt"
+	run -0 as_user getfattr -d --absolute-names "$MNT/p1" "$MNT/snapshots/release-1/p2"
+	assert_eq "$output" "# file: $MNT/p1
+user.imgfs.fstype=\"ext4\"
+user.imgfs.label=\"session-root\"
+user.imgfs.partname=\"root\"
+user.imgfs.parttype=\"${GPT_LINUX_TYPE,,}\"
+user.imgfs.partuuid=\"${GPT_P1_UUID,,}\"
+user.imgfs.uuid=\"$SESSION_EXT4_UUID\"
+
+# file: $MNT/snapshots/release-1/p2
+user.imgfs.fstype=\"vfat\"
+user.imgfs.label=\"SESSIONFAT\"
+user.imgfs.partname=\"esp\"
+user.imgfs.parttype=\"${GPT_BASIC_DATA_TYPE,,}\"
+user.imgfs.partuuid=\"${GPT_P2_UUID,,}\"
+user.imgfs.uuid=\"5E55-A0F1\""
+	run -0 as_user awk '$1 == "FILE", 0' "$MNT/info"
+	assert_eq "$output" "FILE START SIZE TYPE FSTYPE LABEL UUID PARTUUID NAME NOTE
+p1 1048576 $SESSION_P1_BYTES ${GPT_LINUX_TYPE,,} ext4 session-root $SESSION_EXT4_UUID ${GPT_P1_UUID,,} root -
+p2 68157440 $SESSION_P2_BYTES ${GPT_BASIC_DATA_TYPE,,} vfat SESSIONFAT 5E55-A0F1 ${GPT_P2_UUID,,} esp -"
+
+	# Names that are not there, and what cannot be done in a read-only tree.
+	run -1 as_user stat -c %n "$MNT/p3"
+	assert_eq "$output" "stat: cannot statx '$MNT/p3': No such file or directory"
+	run -1 as_user cat "$MNT/snapshots/no-such-snapshot/disk"
+	assert_eq "$output" "cat: $MNT/snapshots/no-such-snapshot/disk: No such file or directory"
+	run -1 as_user cat "$MNT/snapshots"
+	assert_eq "$output" "cat: $MNT/snapshots: Is a directory"
+	run -1 as_user touch "$MNT/new-file"
+	assert_eq "$output" "touch: cannot touch '$MNT/new-file': Read-only file system"
+	cmp expected.raw <(as_user cat "$MNT/disk")
+}
+
+# Eight processes read at once, each its own way: whole files, odd block
+# sizes, O_DIRECT, mmap, and through fuse2fs and mtools.
+@test "eight readers at once (cat, dd with odd block sizes, O_DIRECT, mmap, fuse2fs, mcopy) each get the bytes qemu-img gives" {
+	require fuse2fs mcopy python3
+	make_session_disk "$IMG"
+	qemu-img snapshot -c release-1 "$IMG"
+	qemu-img convert -O raw "$IMG" expected.raw
+	extract expected.raw 1048576 "$SESSION_P1_BYTES" expected-p1.raw
+	extract expected.raw 68157440 "$SESSION_P2_BYTES" expected-p2.raw
+	disk_sum=$(sha256sum <expected.raw)
+	p1_sum=$(sha256sum <expected-p1.raw)
+	p2_sum=$(sha256sum <expected-p2.raw)
+	mount_image -o ro
+	as_user mkdir ext4
+	as_user fuse2fs -o ro,fakeroot "$MNT/snapshots/release-1/p1" "$PWD/ext4"
+	twenty_sum=$(sha256sum <tree/var/lib/big/twenty.bin)
+	bin_sum=$(sha256sum <fat/EFI/BOOT/BOOTX64.EFI)
+
+	pids=()
+	for job in \
+		"cat $MNT/disk" \
+		"dd if=$MNT/p1 bs=7777 status=none" \
+		"dd if=$MNT/snapshots/release-1/disk bs=1M iflag=direct status=none" \
+		"python3 -c 'import mmap,sys; f=open(sys.argv[1],\"rb\"); sys.stdout.buffer.write(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ))' $MNT/p2" \
+		"tail -c +1 $MNT/snapshots/release-1/p2" \
+		"cat ext4/var/lib/big/twenty.bin" \
+		"mcopy -n -i $MNT/p2 ::/EFI/BOOT/BOOTX64.EFI -" \
+		"dd if=$MNT/snapshots/release-1/p1 bs=4k iflag=direct status=none"; do
+		as_user sh -c "$job | sha256sum >sum.\$\$; mv sum.\$\$ \"sum.$((${#pids[@]} + 1))\"" &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+	run -0 cat sum.1 sum.2 sum.3 sum.4 sum.5 sum.6 sum.7 sum.8
+	assert_eq "$output" "$disk_sum
+$p1_sum
+$disk_sum
+$p2_sum
+$p2_sum
+$twenty_sum
+$bin_sum
+$p1_sum"
+	unmount_fuse "$PWD/ext4"
+	unmount_image
+	refute_mounted
+}
+
+# ---------------------------------------------------------------------------
+# (c) An MBR disk with logical partitions, converted by qemu-img
+
+# make_mbr_session_disk IMG: a 128 MiB raw disk with an MBR (id 0x5e551011)
+# converted by qemu-img to a compressed qcow2 with 16 KiB clusters:
+#   p1 primary, bootable,  1 MiB + 16 MiB, type 06, FAT16 "BOOT16"
+#   p2 extended (LBA),    17 MiB + 111 MiB, type 0f
+#   p5 logical            68 MiB + 32 MiB, type 83, ext4 from ./src
+#   p6 logical            18 MiB + 40 MiB, type 0c, FAT32 "DATA32"
+#   p7 logical            59 MiB +  8 MiB, type 82, swap
+#   p8 logical           101 MiB +  1 MiB, type da, a text pattern
+# The logical partitions are not in disk order: p5 lies after p6 and p7,
+# as on a disk whose first logical partition was made last.
+make_mbr_session_disk() {
+	require mkfs.ext4 mkfs.vfat mkswap mcopy
+	make_src_tree src
+	mkdir -p build
+	truncate -s 128M build/mbr.raw
+	sfdisk -q build/mbr.raw <<-EOF
+		label: dos
+		label-id: 0x5e551011
+		unit: sectors
+		start=2048, size=32768, type=6, bootable
+		start=34816, size=227328, type=f
+		start=139264, size=65536, type=83
+		start=36864, size=81920, type=c
+		start=120832, size=16384, type=82
+		start=206848, size=2048, type=da
+	EOF
+	truncate -s 16M build/m1.img
+	mkfs.vfat -F 16 -n BOOT16 -i 0B0071E5 build/m1.img >/dev/null
+	mcopy -i build/m1.img src/hello.txt ::HELLO.TXT
+	truncate -s 32M build/m5.img
+	mkfs.ext4 -q -F -d src -L logical-root -U "$EXT4_UUID" \
+		-E root_owner=0:0 build/m5.img
+	truncate -s 40M build/m6.img
+	mkfs.vfat -F 32 -n DATA32 -i 0DA7A032 build/m6.img >/dev/null
+	mcopy -s -i build/m6.img src/docs src/data ::/
+	head -c 8M /dev/zero >build/m7.img
+	chmod 0600 build/m7.img
+	mkswap -L logical-swap -U 7e5a9c1b-2d3f-4e5a-8b6c-9d0e1f2a3b4c \
+		build/m7.img >/dev/null
+	pattern_bytes "imgfs logical p8" 1M >build/m8.img
+	put_file build/mbr.raw $((2048 * 512)) build/m1.img
+	put_file build/mbr.raw $((139264 * 512)) build/m5.img
+	put_file build/mbr.raw $((36864 * 512)) build/m6.img
+	put_file build/mbr.raw $((120832 * 512)) build/m7.img
+	put_file build/mbr.raw $((206848 * 512)) build/m8.img
+	qemu-img convert -f raw -O qcow2 -c -o cluster_size=16k build/mbr.raw "$1"
+}
+
+@test "an MBR disk with four logical partitions out of disk order, converted by qemu-img, gives up its FAT16, FAT32, ext4, swap and raw partitions" {
+	require fuse2fs mcopy mdir getfattr blkid
+	make_mbr_session_disk "$IMG"
+	mount_image -o ro
+	run -0 as_user ls "$MNT"
+	assert_eq "$output" $'disk\ninfo\np1\np2\np5\np6\np7\np8\nsnapshots'
+	assert_same_bytes "$MNT" build/mbr.raw
+	run -0 as_user awk '$1 == "FILE", 0' "$MNT/info"
+	assert_eq "$output" "FILE START SIZE TYPE FSTYPE LABEL UUID PARTUUID NAME NOTE
+p1 1048576 16777216 0x6 vfat BOOT16 0B00-71E5 5e551011-01 - -
+p2 17825792 116391936 0xf - - - 5e551011-02 - extended
+p5 71303168 33554432 0x83 ext4 logical-root $EXT4_UUID 5e551011-05 - -
+p6 18874368 41943040 0xc vfat DATA32 0DA7-A032 5e551011-06 - -
+p7 61865984 8388608 0x82 swap logical-swap 7e5a9c1b-2d3f-4e5a-8b6c-9d0e1f2a3b4c 5e551011-07 - -
+p8 105906176 1048576 0xda - - - 5e551011-08 - -"
+	run -0 as_user getfattr --absolute-names -n user.imgfs.fstype --only-values "$MNT/p7"
+	assert_eq "$output" swap
+	run -0 as_user blkid -p -o value -s TYPE "$MNT/p1" "$MNT/p5" "$MNT/p6" "$MNT/p7"
+	assert_eq "$output" $'vfat\next4\nvfat\nswap'
+
+	as_user mkdir ext4 copy
+	as_user fuse2fs -o ro,fakeroot "$MNT/p5" "$PWD/ext4"
+	as_user cp -a ext4/. copy/
+	run -0 as_user diff -r --no-dereference --exclude=lost+found src copy
+	run -0 as_user mtype -i "$MNT/p1" ::HELLO.TXT
+	assert_eq "$output" "hello from imgfs"
+	run -0 as_user mdir -b -i "$MNT/p6" ::/docs
+	assert_eq "$output" $'::/docs/readme.txt\n::/docs/link-to-hello'
+	as_user mcopy -n -i "$MNT/p6" ::/data/random.bin - | cmp - src/data/random.bin
+	run -0 as_user head -c 16 "$MNT/p8"
+	assert_eq "$output" "imgfs logical p8"
+	unmount_fuse "$PWD/ext4"
+	unmount_image
+	refute_mounted
+}
+
+# ---------------------------------------------------------------------------
+# (d) The daemon dies under its readers
+
+# reader.py PATH buffered|direct GATE: opens PATH, writes its PID to
+# GATE.MODE, waits for GATE to exist, then reads PATH to the end in 1 MiB
+# reads and prints how far it got and why it stopped.
+write_reader() {
+	cat >reader.py <<-'PY'
+		import mmap, os, sys
+		path, mode, gate = sys.argv[1:4]
+		flags = os.O_RDONLY | (os.O_DIRECT if mode == "direct" else 0)
+		fd = os.open(path, flags)
+		with open(gate + "." + mode, "w") as f:
+		    f.write(str(os.getpid()))
+		while not os.path.exists(gate):
+		    pass
+		buf = mmap.mmap(-1, 1 << 20)
+		off = 0
+		try:
+		    while True:
+		        n = os.preadv(fd, [buf], off)
+		        if n == 0:
+		            break
+		        off += n
+		except OSError as e:
+		    print(f"{os.path.basename(path)}: {e.strerror}")
+		    sys.exit(1)
+		print(f"{os.path.basename(path)}: read {off} bytes")
+	PY
+}
+
+# blocked PIDFILE...: each process named by a PIDFILE sleeps in the kernel
+# (state S or D): its read waits for the stopped daemon.
+blocked() {
+	local f state
+	for f; do
+		state=$(awk '{ print $3 }' "/proc/$(cat "$f")/stat" 2>/dev/null)
+		[[ $state == S || $state == D ]] || return 1
+	done
+}
+
+@test "kill -9 of the daemon while readers wait on it: each read fails at once with an error, fuse2fs on p1 fails its reads, and after fusermount3 -u the image mounts again" {
+	require fuse2fs python3
+	make_gpt_ext4_fat "$IMG"
+	qemu-img convert -O raw "$IMG" expected.raw
+	write_reader
+	mount_image -o ro
+	as_user mkdir ext4
+	as_user fuse2fs -o ro,fakeroot "$MNT/p1" "$PWD/ext4"
+	pid=$(daemon_pid)
+
+	# Both readers have the file open; then the daemon stops answering
+	# and they start reading, so their requests are in flight when it dies.
+	as_user python3 reader.py "$MNT/disk" buffered gate >buffered.out &
+	BG_PID=$!
+	as_user python3 reader.py "$MNT/p2" direct gate >direct.out &
+	direct_pid=$!
+	wait_until 10 test -s gate.buffered -a -s gate.direct
+	kill -STOP "$pid"
+	as_user touch gate
+	wait_until 10 blocked gate.buffered gate.direct
+	kill -KILL "$pid"
+	if ! wait_until 10 pids_gone "$BG_PID" "$direct_pid"; then
+		echo "a reader still waits 10 s after the daemon died" >&2
+		return 1
+	fi
+	run -1 wait "$BG_PID"
+	run -1 wait "$direct_pid"
+	run -0 cat buffered.out direct.out
+	# A cached read request fails as the connection goes away (the
+	# kernel then refuses the retry); the direct one is aborted in flight.
+	assert_eq "$output" "disk: Transport endpoint is not connected
+p2: Software caused connection abort"
+	wait_until "$IMGFS_EXIT_DEADLINE" pids_gone "$pid"
+
+	# Whatever comes later fails too, and nothing waits.
+	run -1 as_user cat "$MNT/p3"
+	assert_eq "$output" "cat: $MNT/p3: Transport endpoint is not connected"
+	run -2 as_user ls "$MNT"
+	assert_eq "$output" "ls: cannot access '$MNT': Transport endpoint is not connected"
+	# fuse2fs still serves what it has cached, and fails what it must read.
+	run -1 as_user cat ext4/data/random.bin
+	[[ $output == "cat: ext4/data/random.bin: "* ]]
+
+	unmount_fuse "$PWD/ext4"
+	run -0 as_user fusermount3 -u "$MNT"
+	refute_mounted
+	no_test_pids
+	mount_image -o ro
+	as_user cmp "$MNT/disk" expected.raw
+	as_user fuse2fs -o ro,fakeroot "$MNT/p1" "$PWD/ext4"
+	as_user cmp ext4/data/random.bin src/data/random.bin
+	unmount_fuse "$PWD/ext4"
+	unmount_image
+}
