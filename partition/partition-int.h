@@ -9,6 +9,7 @@
 #define IMGFS_PARTITION_INT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* What libblkid found in a byte range. Strings are owned (free them with
@@ -23,9 +24,18 @@ struct part_fs_info {
 /* Probes [off, off + len) of fd for a filesystem, and with want_pt also
  * for a partition table signature. Returns 0 (fs_r filled; all NULL when
  * nothing was recognised, or when two signatures contradict each other),
- * -ENOMEM, or -EIO / -EINVAL when libblkid could not read the range. */
+ * -ENOMEM, or -EIO / -EINVAL when libblkid could not read the range.
+ * A range holding a GPT header that part_gpt_guard refuses is not shown
+ * to libblkid at all: nothing is recognised there. */
 int part_probe_fs(int fd, uint64_t off, uint64_t len, bool want_pt,
 		  struct part_fs_info *fs_r);
 void part_fs_info_clear(struct part_fs_info *fs);
+
+/* Looks at the GPT headers libfdisk or libblkid would read in [base,
+ * base + size) of fd with sector_bytes-byte sectors (gpt-guard.c).
+ * Returns 1, with the reason in why (may be NULL), when one of them
+ * claims an entry array the libraries must not be given; else 0. */
+int part_gpt_guard(int fd, uint64_t base, uint64_t size,
+		   unsigned sector_bytes, char *why, size_t why_len);
 
 #endif

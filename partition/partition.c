@@ -31,7 +31,8 @@
  * - Identifiers are spelled as blkid and /dev/disk/by-* spell them:
  *   lowercase GUIDs, MBR disk id without "0x", MBR PARTUUID "diskid-NN".
  *
- * Bounds: libfdisk bounds the EBR walk and the GPT entry array itself; we
+ * Bounds: libfdisk bounds the EBR walk (60 partitions) but not the GPT
+ * entry array, which gpt-guard.c bounds before libfdisk sees it; we
  * accept partitions numbered 1..PART_MAX_NUMBER only (the kernel's
  * DISK_MAX_PARTS is 256 too) and say how many were dropped. Collected
  * libfdisk messages are capped at PART_MSG_MAX bytes.
@@ -413,7 +414,11 @@ static int part_read_entries(struct fdisk_context *cxt, int fd, uint64_t size,
 		if (ret < 0)
 			goto out;
 	}
-	qsort(tb->parts, tb->nb_parts, sizeof(*tb->parts), part_cmp_number);
+	/* An empty label (a fresh SGI or Sun one) leaves parts NULL, and
+	 * qsort's pointer may not be NULL even for no elements. */
+	if (tb->nb_parts > 1)
+		qsort(tb->parts, tb->nb_parts, sizeof(*tb->parts),
+		      part_cmp_number);
 	ret = 0;
 out:
 	fdisk_unref_table(ftb);
@@ -474,14 +479,21 @@ static int part_open_fdisk(int fd, unsigned sector_bytes,
 /* Looks for a GPT written for 4096-byte logical sectors (its header at
  * byte 4096). An MBR does not say its sector size, so only a GPT can be
  * recognised this way; at 512 bytes such a disk shows just a protective
- * MBR. Swaps *cxt and *msgs for the 4K ones when found. 0 or -ENOMEM. */
-static int part_try_4k(int fd, struct fdisk_context **cxt,
+ * MBR. Swaps *cxt and *msgs for the 4K ones when found. A 4K GPT that
+ * part_gpt_guard refuses is not looked at; its reason goes to *msgs.
+ * 0 or -ENOMEM. */
+static int part_try_4k(int fd, uint64_t size, struct fdisk_context **cxt,
 		       struct part_msgs **msgs)
 {
 	struct fdisk_context *cxt4 = NULL;
 	struct part_msgs *msgs4;
+	char why[256];
 	int ret;
 
+	if (part_gpt_guard(fd, 0, size, 4096, why, sizeof(why))) {
+		part_msgs_add(*msgs, "%s", why);
+		return 0;
+	}
 	msgs4 = calloc(1, sizeof(*msgs4));
 	if (!msgs4)
 		return -ENOMEM;
@@ -499,9 +511,10 @@ static int part_try_4k(int fd, struct fdisk_context **cxt,
 }
 
 /* The libfdisk half of part_scan. disk_has_fs_only: libblkid saw a
- * filesystem and no partition table on the whole disk. */
+ * filesystem and no partition table on the whole disk. gpt_refused: why
+ * part_gpt_guard refused the 512-byte-sector GPT, or NULL. */
 static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
-			   struct part_table *tb)
+			   const char *gpt_refused, struct part_table *tb)
 {
 	struct fdisk_context *cxt = NULL;
 	struct part_msgs *msgs;
@@ -512,6 +525,15 @@ static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
 	/* No label fits in less than one sector; libfdisk would say EINVAL. */
 	if (size < 512)
 		return 0;
+	/* libfdisk would allocate what the header claims: the disk is meant
+	 * to be GPT, and its table is unusable (the kernel's efi.c refuses
+	 * such a header too, and its msdos.c ignores the protective MBR). */
+	if (gpt_refused) {
+		ret = set_str(&tb->label, "gpt");
+		if (!ret)
+			ret = set_str(&tb->error, "%s", gpt_refused);
+		return ret;
+	}
 	msgs = calloc(1, sizeof(*msgs));
 	if (!msgs)
 		return -ENOMEM;
@@ -520,7 +542,7 @@ static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
 		goto out;
 	if (size >= 3 * 4096 &&
 	    (!fdisk_has_label(cxt) || part_is_orphan_pmbr(cxt))) {
-		ret = part_try_4k(fd, &cxt, &msgs);
+		ret = part_try_4k(fd, size, &cxt, &msgs);
 		if (ret < 0)
 			goto out;
 	}
@@ -585,6 +607,8 @@ int part_scan(int fd, uint64_t size, struct part_table **table_r)
 {
 	struct part_table *tb;
 	struct part_fs_info fs;
+	char why[256];
+	bool gpt_refused;
 	int ret;
 
 	*table_r = NULL;
@@ -594,6 +618,9 @@ int part_scan(int fd, uint64_t size, struct part_table **table_r)
 	if (!tb)
 		return -ENOMEM;
 
+	/* Before libfdisk reads a header that claims a huge entry array
+	 * (gpt-guard.c; part_probe_fs asks for itself). */
+	gpt_refused = part_gpt_guard(fd, 0, size, 512, why, sizeof(why));
 	/* The whole disk first: its verdict (filesystem, no table) decides
 	 * whether an empty "dos" label from libfdisk is a FAT boot sector. */
 	ret = part_probe_fs(fd, 0, size, true, &fs);
@@ -606,7 +633,8 @@ int part_scan(int fd, uint64_t size, struct part_table **table_r)
 	}
 	/* A disk with a table keeps what blkid saw on it as a whole too (an
 	 * ISO hybrid image is both a filesystem and an MBR). */
-	ret = part_scan_table(fd, size, ret == 0 && fs.type && !fs.has_pt, tb);
+	ret = part_scan_table(fd, size, ret == 0 && fs.type && !fs.has_pt,
+			      gpt_refused ? why : NULL, tb);
 	if (ret < 0)
 		goto err;
 	*table_r = tb;

@@ -54,6 +54,12 @@ int part_probe_fs(int fd, uint64_t off, uint64_t len, bool want_pt,
 		return 0;
 	if (off > INT64_MAX || len > INT64_MAX)
 		return -EINVAL;
+	/* libblkid reads files with 512-byte sectors, and may look for a
+	 * GPT here even when not asked to (gpt-guard.c): keep it away from
+	 * one that would have it allocate gigabytes. Nothing is reported
+	 * for such a range, as for one libblkid does not recognise. */
+	if (part_gpt_guard(fd, off, len, 512, NULL, 0))
+		return 0;
 
 	pr = blkid_new_probe();
 	if (!pr)

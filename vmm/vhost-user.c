@@ -18,18 +18,27 @@
  *
  * The front end is as untrusted as the guest: message sizes are checked
  * against each request's payload, ring indices and counts against our
- * limits, region sizes and offsets against overflow, ring addresses
+ * limits (ring sizes are powers of two), region sizes and offsets
+ * against overflow and against the file that backs them, ring addresses
  * against the mapped memory; a file descriptor we did not ask for is
  * closed. A malformed message ends the connection, not the process.
+ * What we cannot check: a front end that shrinks its memory file after
+ * SET_MEM_TABLE makes our next access there raise SIGBUS (QEMU seals its
+ * memfds against that; a SIGBUS handler would be the cure).
  * When the front end goes away every ring stops, memory is unmapped and
  * the next connection starts from scratch; the image stays open (and
  * locked) all along.
+ *
+ * The socket is only the transport: vu_serve() reads each message and
+ * its descriptors and hands them to vu_dispatch() (vhost-user.h), which
+ * checks and applies them and says what to send back and whether the
+ * connection goes on. The outcome of a bad message is defined there.
  *
  * Not supported: dirty logging (migration), postcopy, inflight tracking,
  * IOTLB, packed rings, backend-initiated requests. We do not offer the
  * features that would make a front end use them.
  */
-#include "vmm.h"
+#include "vhost-user.h"
 
 #include "checked.h"
 #include "cleanup.h"
@@ -45,53 +54,16 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-enum {
-	VU_GET_FEATURES = 1,
-	VU_SET_FEATURES = 2,
-	VU_SET_OWNER = 3,
-	VU_RESET_OWNER = 4,
-	VU_SET_MEM_TABLE = 5,
-	VU_SET_LOG_BASE = 6,
-	VU_SET_LOG_FD = 7,
-	VU_SET_VRING_NUM = 8,
-	VU_SET_VRING_ADDR = 9,
-	VU_SET_VRING_BASE = 10,
-	VU_GET_VRING_BASE = 11,
-	VU_SET_VRING_KICK = 12,
-	VU_SET_VRING_CALL = 13,
-	VU_SET_VRING_ERR = 14,
-	VU_GET_PROTOCOL_FEATURES = 15,
-	VU_SET_PROTOCOL_FEATURES = 16,
-	VU_GET_QUEUE_NUM = 17,
-	VU_SET_VRING_ENABLE = 18,
-	VU_GET_CONFIG = 24,
-	VU_SET_CONFIG = 25,
-};
-
-#define VU_F_PROTOCOL_FEATURES 30
-#define VU_PROTOCOL_F_MQ 0
-#define VU_PROTOCOL_F_REPLY_ACK 3
-#define VU_PROTOCOL_F_CONFIG 9
 #define VU_PROTOCOL_FEATURES                                                   \
 	((1ull << VU_PROTOCOL_F_MQ) | (1ull << VU_PROTOCOL_F_REPLY_ACK) |      \
 	 (1ull << VU_PROTOCOL_F_CONFIG))
 
-#define VU_VERSION 1
-#define VU_FLAG_VERSION_MASK 3
-#define VU_FLAG_REPLY (1u << 2)
-#define VU_FLAG_NEED_REPLY (1u << 3)
-#define VU_HDR_BYTES 12
-#define VU_MAX_PAYLOAD 4096
-#define VU_MAX_FDS 8
-#define VU_VRING_IDX_MASK 0xffull
-#define VU_VRING_NOFD (1ull << 8)
-#define VU_MAX_QUEUES 64
-
 /* Header fields, then the payload at offset 16 (not 12 as on the wire:
- * recv_msg and send_reply move the two parts separately). */
+ * vu_dispatch and reply_msg move the two parts separately). */
 struct vu_msg {
 	uint32_t request;
 	uint32_t flags;
@@ -143,13 +115,13 @@ struct vu_map {
 
 struct vu_server {
 	struct vblk *vblk;
-	int conn_fd;
 	uint64_t features;
 	uint64_t protocol_features;
 	struct vmm_mem mem;
 	struct vu_map maps[VMM_MEM_MAX_REGIONS];
 	unsigned nb_queues;
 	struct vu_ring rings[VU_MAX_QUEUES];
+	struct vu_msg msg; /* the message being handled */
 };
 
 static void close_fd(int *fd)
@@ -171,7 +143,7 @@ static void *ring_thread(void *opaque)
 		{ .fd = r->stop_fd, .events = POLLIN },
 	};
 	uint64_t v;
-	bool notify;
+	bool notify = false;
 
 	for (;;) {
 		/* Process first: requests may have been queued before the
@@ -281,70 +253,41 @@ static void reset_rings(struct vu_server *s)
 	}
 }
 
-static void reset_connection(struct vu_server *s)
+void vu_server_reset(struct vu_server *s)
 {
 	reset_rings(s);
 	unmap_all(s);
 	s->features = 0;
 	s->protocol_features = 0;
-	close_fd(&s->conn_fd);
+}
+
+int vu_server_new(struct vblk *vblk, struct vu_server **s_r)
+{
+	struct vu_server *s = calloc(1, sizeof(*s));
+
+	*s_r = NULL;
+	if (!s)
+		return -ENOMEM;
+	s->vblk = vblk;
+	s->nb_queues = MIN(vblk_nb_queues(vblk), (unsigned)VU_MAX_QUEUES);
+	for (unsigned i = 0; i < VU_MAX_QUEUES; i++)
+		s->rings[i].kick_fd = s->rings[i].call_fd =
+			s->rings[i].err_fd = s->rings[i].stop_fd = -1;
+	*s_r = s;
+	return 0;
+}
+
+void vu_server_free(struct vu_server *s)
+{
+	if (!s)
+		return;
+	vu_server_reset(s);
+	free(s);
 }
 
 /* ------------------------------------------------------------------------
  * Messages
  */
-
-static int recv_msg(int fd, struct vu_msg *m)
-{
-	char cbuf[CMSG_SPACE(VU_MAX_FDS * sizeof(int))];
-	struct iovec iov = { .iov_base = m, .iov_len = VU_HDR_BYTES };
-	struct msghdr mh = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = cbuf,
-		.msg_controllen = sizeof(cbuf),
-	};
-	struct cmsghdr *c;
-	ssize_t n;
-
-	m->nb_fds = 0;
-	do
-		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	if (n == 0)
-		return -ECONNRESET;
-	if (n < 0)
-		return -errno;
-	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		size_t nb;
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		nb = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < nb; i++) {
-			int f;
-
-			memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(f));
-			if (m->nb_fds < VU_MAX_FDS)
-				m->fds[m->nb_fds++] = f;
-			else
-				close(f);
-		}
-	}
-	if (n != VU_HDR_BYTES || (mh.msg_flags & MSG_CTRUNC))
-		return -EPROTO;
-	if (m->size > VU_MAX_PAYLOAD)
-		return -EPROTO;
-	for (size_t got = 0; got < m->size;) {
-		n = read(fd, m->p.bytes + got, m->size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n == 0 ? -ECONNRESET : -errno;
-		got += (size_t)n;
-	}
-	return 0;
-}
 
 static void close_msg_fds(struct vu_msg *m)
 {
@@ -354,47 +297,25 @@ static void close_msg_fds(struct vu_msg *m)
 	m->nb_fds = 0;
 }
 
-static int send_reply(int fd, struct vu_msg *m, uint32_t size)
+/* Puts the header of m's request and size bytes of its payload in reply.
+ * Returns 1, handle()'s "replied". */
+static int reply_msg(struct vu_reply *reply, const struct vu_msg *m,
+		     uint32_t size)
 {
+	uint32_t hdr[3] = { m->request, VU_VERSION | VU_FLAG_REPLY, size };
+
 	/* The payload follows the 12-byte header on the wire, while in
 	 * struct vu_msg it sits at its natural 8-byte alignment. */
-	struct iovec iov[2] = {
-		{ .iov_base = m, .iov_len = VU_HDR_BYTES },
-		{ .iov_base = m->p.bytes, .iov_len = size },
-	};
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-	size_t left = VU_HDR_BYTES + size;
-
-	m->flags = VU_VERSION | VU_FLAG_REPLY;
-	m->size = size;
-	while (left > 0) {
-		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		left -= (size_t)n;
-		/* Short sends on a stream socket: skip what went out. */
-		while (n > 0 && mh.msg_iovlen > 0) {
-			size_t k = MIN((size_t)n, mh.msg_iov->iov_len);
-
-			mh.msg_iov->iov_base = (uint8_t *)mh.msg_iov->iov_base + k;
-			mh.msg_iov->iov_len -= k;
-			n -= (ssize_t)k;
-			if (mh.msg_iov->iov_len == 0) {
-				mh.msg_iov++;
-				mh.msg_iovlen--;
-			}
-		}
-	}
-	return 0;
+	memcpy(reply->bytes, hdr, VU_HDR_BYTES);
+	memcpy(reply->bytes + VU_HDR_BYTES, m->p.bytes, size);
+	reply->len_bytes = VU_HDR_BYTES + size;
+	return 1;
 }
 
-static int reply_u64(int fd, struct vu_msg *m, uint64_t v)
+static int reply_u64(struct vu_reply *reply, struct vu_msg *m, uint64_t v)
 {
 	m->p.u64 = v;
-	return send_reply(fd, m, 8);
+	return reply_msg(reply, m, 8);
 }
 
 /* Takes the one descriptor a KICK/CALL/ERR message carries, unless the
@@ -412,6 +333,38 @@ static int take_ring_fd(struct vu_msg *m, int *fd_r)
 	return 0;
 }
 
+/* Maps region i of m (len bytes of fd from its start, len = the region's
+ * mmap_offset + size). The file must be at least that long: a mapping
+ * past its end would raise SIGBUS at the first touch of those pages, in
+ * a ring thread, instead of failing here. */
+static int map_region(struct vu_server *s, struct vu_msg *m, unsigned i)
+{
+	uint64_t size = m->p.mem.regions[i].size_bytes;
+	uint64_t moff = m->p.mem.regions[i].mmap_offset, len;
+	struct stat st;
+	void *addr;
+
+	if (size == 0 || ADD_OVERFLOW(size, moff, &len) || len > SIZE_MAX)
+		return -EINVAL;
+	if (fstat(m->fds[i], &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_size < 0 ||
+	    len > (uint64_t)st.st_size) {
+		log_err("vhost-user: memory region %u: 0x%llx bytes at offset "
+			"0x%llx of a file of 0x%llx bytes", i,
+			(unsigned long long)size, (unsigned long long)moff,
+			(unsigned long long)st.st_size);
+		return -EINVAL;
+	}
+	addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, m->fds[i],
+		    0);
+	if (addr == MAP_FAILED)
+		return -errno;
+	s->maps[i] = (struct vu_map){ addr, len };
+	return vmm_mem_add(&s->mem, m->p.mem.regions[i].gpa, size,
+			   (uint8_t *)addr + moff, m->p.mem.regions[i].uva);
+}
+
 static int set_mem_table(struct vu_server *s, struct vu_msg *m)
 {
 	unsigned nb = m->p.mem.nb_regions;
@@ -423,33 +376,15 @@ static int set_mem_table(struct vu_server *s, struct vu_msg *m)
 	for (unsigned i = 0; i < VU_MAX_QUEUES; i++)
 		ring_stop(&s->rings[i]);
 	unmap_all(s);
-	for (unsigned i = 0; i < nb; i++) {
-		uint64_t size = m->p.mem.regions[i].size_bytes;
-		uint64_t moff = m->p.mem.regions[i].mmap_offset, len;
-		void *addr;
-
-		if (ADD_OVERFLOW(size, moff, &len) || len > SIZE_MAX) {
-			ret = -EINVAL;
-			break;
-		}
-		addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED,
-			    m->fds[i], 0);
-		if (addr == MAP_FAILED) {
-			ret = -errno;
-			break;
-		}
-		s->maps[i] = (struct vu_map){ addr, len };
-		ret = vmm_mem_add(&s->mem, m->p.mem.regions[i].gpa, size,
-				  (uint8_t *)addr + moff,
-				  m->p.mem.regions[i].uva);
-		if (ret < 0)
-			break;
-	}
+	for (unsigned i = 0; i < nb && ret == 0; i++)
+		ret = map_region(s, m, i);
 	close_msg_fds(m);
 	if (ret < 0) {
 		unmap_all(s);
 		return ret;
 	}
+	/* A ring whose addresses lie outside the new table stays stopped
+	 * until the front end sets them again. */
 	for (unsigned i = 0; i < VU_MAX_QUEUES; i++)
 		ring_try_start(s, &s->rings[i]);
 	return 0;
@@ -460,9 +395,11 @@ static struct vu_ring *ring_of(struct vu_server *s, uint64_t index)
 	return index < s->nb_queues ? &s->rings[index] : NULL;
 }
 
-/* Handles one message. Returns 1 when a reply was sent, 0 when the
- * caller may send the REPLY_ACK, -errno to drop the connection. */
-static int handle(struct vu_server *s, struct vu_msg *m)
+/* Handles one message. Returns 1 when reply holds the answer, 0 when
+ * the request was applied, -EPROTO when it is malformed, another -errno
+ * when it was refused. */
+static int handle(struct vu_server *s, struct vu_msg *m,
+		  struct vu_reply *reply)
 {
 	uint32_t need = 0;
 	struct vu_ring *r = NULL;
@@ -474,6 +411,7 @@ static int handle(struct vu_server *s, struct vu_msg *m)
 	case VU_SET_VRING_KICK:
 	case VU_SET_VRING_CALL:
 	case VU_SET_VRING_ERR:
+	case VU_SET_MEM_TABLE:
 		need = 8;
 		break;
 	case VU_SET_VRING_NUM:
@@ -500,9 +438,9 @@ static int handle(struct vu_server *s, struct vu_msg *m)
 
 	switch (m->request) {
 	case VU_GET_FEATURES:
-		return reply_u64(s->conn_fd, m,
+		return reply_u64(reply, m,
 				 vblk_features(s->vblk) |
-					 (1ull << VU_F_PROTOCOL_FEATURES)) ?: 1;
+					 (1ull << VU_F_PROTOCOL_FEATURES));
 	case VU_SET_FEATURES: {
 		uint64_t f = m->p.u64 & ~(1ull << VU_F_PROTOCOL_FEATURES);
 
@@ -517,12 +455,12 @@ static int handle(struct vu_server *s, struct vu_msg *m)
 		return 0;
 	}
 	case VU_GET_PROTOCOL_FEATURES:
-		return reply_u64(s->conn_fd, m, VU_PROTOCOL_FEATURES) ?: 1;
+		return reply_u64(reply, m, VU_PROTOCOL_FEATURES);
 	case VU_SET_PROTOCOL_FEATURES:
 		s->protocol_features = m->p.u64 & VU_PROTOCOL_FEATURES;
 		return 0;
 	case VU_GET_QUEUE_NUM:
-		return reply_u64(s->conn_fd, m, s->nb_queues) ?: 1;
+		return reply_u64(reply, m, s->nb_queues);
 	case VU_SET_OWNER:
 		return 0;
 	case VU_RESET_OWNER:
@@ -532,7 +470,11 @@ static int handle(struct vu_server *s, struct vu_msg *m)
 		return set_mem_table(s, m);
 	case VU_SET_VRING_NUM:
 		r = ring_of(s, m->p.state.index);
-		if (!r || m->p.state.num == 0 || m->p.state.num > VQ_MAX_SIZE)
+		/* A split ring's size is a power of two (virtio 1.x 2.7):
+		 * only then does "16-bit index modulo size" stay consistent
+		 * when the index wraps at 65536. */
+		if (!r || m->p.state.num == 0 || m->p.state.num > VQ_MAX_SIZE ||
+		    (m->p.state.num & (m->p.state.num - 1)))
 			return -EINVAL;
 		ring_stop(r);
 		r->num = m->p.state.num;
@@ -546,7 +488,7 @@ static int handle(struct vu_server *s, struct vu_msg *m)
 		r->avail_uva = m->p.addr.avail_uva;
 		r->used_uva = m->p.addr.used_uva;
 		r->have_addr = true;
-		return ring_try_start(s, r) < 0 ? -EINVAL : 0;
+		return ring_try_start(s, r);
 	case VU_SET_VRING_BASE:
 		r = ring_of(s, m->p.state.index);
 		if (!r || m->p.state.num > UINT16_MAX)
@@ -562,14 +504,18 @@ static int handle(struct vu_server *s, struct vu_msg *m)
 		/* The ring stays stopped until the next kick descriptor. */
 		close_fd(&r->kick_fd);
 		m->p.state.num = r->base;
-		return send_reply(s->conn_fd, m, 8) ?: 1;
+		return reply_msg(reply, m, 8);
 	case VU_SET_VRING_KICK:
 	case VU_SET_VRING_CALL:
 	case VU_SET_VRING_ERR:
+		ret = take_ring_fd(m, &fd);
+		if (ret < 0)
+			return ret;
 		r = ring_of(s, m->p.u64 & VU_VRING_IDX_MASK);
-		if (!r || take_ring_fd(m, &fd) < 0) {
-			close_msg_fds(m);
-			return -EPROTO;
+		if (!r) {
+			if (fd >= 0)
+				close(fd);
+			return -EINVAL;
 		}
 		ring_stop(r);
 		if (m->request == VU_SET_VRING_KICK) {
@@ -582,7 +528,7 @@ static int handle(struct vu_server *s, struct vu_msg *m)
 			close_fd(&r->err_fd);
 			r->err_fd = fd;
 		}
-		return ring_try_start(s, r) < 0 ? -EINVAL : 0;
+		return ring_try_start(s, r);
 	case VU_SET_VRING_ENABLE:
 		r = ring_of(s, m->p.state.index);
 		if (!r)
@@ -590,7 +536,7 @@ static int handle(struct vu_server *s, struct vu_msg *m)
 		r->enabled = m->p.state.num != 0;
 		if (!r->enabled)
 			ring_stop(r);
-		return ring_try_start(s, r) < 0 ? -EINVAL : 0;
+		return ring_try_start(s, r);
 	case VU_GET_CONFIG: {
 		uint8_t cfg[VBLK_CONFIG_BYTES];
 		uint32_t off = m->p.config.offset, len = m->p.config.size;
@@ -603,63 +549,193 @@ static int handle(struct vu_server *s, struct vu_msg *m)
 		if (off < sizeof(cfg))
 			memcpy(m->p.config.data, cfg + off,
 			       MIN((size_t)len, sizeof(cfg) - off));
-		return send_reply(s->conn_fd, m, 12 + len) ?: 1;
+		return reply_msg(reply, m, 12 + len);
 	}
 	case VU_SET_CONFIG:
+		if (m->p.config.size > sizeof(m->p.config.data) ||
+		    m->size != 12 + m->p.config.size)
+			return -EPROTO;
 		/* Only the writeback field is writable, and we do not offer
 		 * CONFIG_WCE: accept and ignore. */
 		return 0;
 	default:
 		log_warn("vhost-user: request %u not supported", m->request);
-		close_msg_fds(m);
 		return -ENOTSUP;
 	}
 }
 
-static void serve_connection(struct vu_server *s)
+int vu_dispatch(struct vu_server *s, const void *msg, size_t msg_len,
+		const int *fds, unsigned nb_fds, struct vu_reply *reply)
 {
-	struct vu_msg *m = calloc(1, sizeof(*m));
+	const uint8_t *bytes = msg;
+	struct vu_msg *m = &s->msg;
+	bool need_ack;
+	int ret;
 
-	if (!m)
-		return;
-	for (;;) {
-		int ret = recv_msg(s->conn_fd, m);
-
-		if (ret < 0) {
-			close_msg_fds(m);
-			if (ret != -ECONNRESET)
-				log_err("vhost-user: bad message: %s",
-					strerror(-ret));
-			break;
-		}
-		if ((m->flags & VU_FLAG_VERSION_MASK) != VU_VERSION) {
-			close_msg_fds(m);
-			log_err("vhost-user: protocol version %u",
-				m->flags & VU_FLAG_VERSION_MASK);
-			break;
-		}
-		bool need_ack = (m->flags & VU_FLAG_NEED_REPLY) &&
-				(s->protocol_features &
-				 (1ull << VU_PROTOCOL_F_REPLY_ACK));
-		log_debug("vhost-user: request %u size %u fds %u flags 0x%x",
-			  m->request, m->size, m->nb_fds, m->flags);
-		ret = handle(s, m);
+	reply->len_bytes = 0;
+	/* The descriptors are ours from here on: every exit closes those
+	 * the handler did not keep. */
+	m->nb_fds = 0;
+	for (unsigned i = 0; i < nb_fds; i++) {
+		if (m->nb_fds < VU_MAX_FDS)
+			m->fds[m->nb_fds++] = fds[i];
+		else
+			close(fds[i]);
+	}
+	if (nb_fds > VU_MAX_FDS || msg_len < VU_HDR_BYTES) {
 		close_msg_fds(m);
-		if (ret == 1)
+		log_err("vhost-user: message of %zu bytes with %u descriptors",
+			msg_len, nb_fds);
+		return -EPROTO;
+	}
+	memcpy(&m->request, bytes, 4);
+	memcpy(&m->flags, bytes + 4, 4);
+	memcpy(&m->size, bytes + 8, 4);
+	if ((m->flags & VU_FLAG_VERSION_MASK) != VU_VERSION ||
+	    m->size > VU_MAX_PAYLOAD || msg_len - VU_HDR_BYTES != m->size) {
+		close_msg_fds(m);
+		log_err("vhost-user: request %u: version %u, %zu payload "
+			"bytes where the header says %u", m->request,
+			m->flags & VU_FLAG_VERSION_MASK, msg_len - VU_HDR_BYTES,
+			m->size);
+		return -EPROTO;
+	}
+	/* Bytes past the payload read as zero, never as an older message. */
+	memset(&m->p, 0, sizeof(m->p));
+	memcpy(m->p.bytes, bytes + VU_HDR_BYTES, m->size);
+	need_ack = (m->flags & VU_FLAG_NEED_REPLY) &&
+		   (s->protocol_features & (1ull << VU_PROTOCOL_F_REPLY_ACK));
+	log_debug("vhost-user: request %u size %u fds %u flags 0x%x",
+		  m->request, m->size, m->nb_fds, m->flags);
+
+	ret = handle(s, m, reply);
+	close_msg_fds(m);
+	if (ret == 1)
+		return 0;
+	if (ret == -EPROTO) {
+		log_err("vhost-user: malformed request %u (%u payload bytes, "
+			"%u descriptors); dropping the connection", m->request,
+			m->size, nb_fds);
+		return ret;
+	}
+	if (need_ack) {
+		/* The front end learns of the failure and decides. */
+		reply_u64(reply, m, ret < 0 ? 1 : 0);
+		return 0;
+	}
+	if (ret < 0)
+		log_err("vhost-user: request %u failed: %s; dropping the "
+			"connection (no acknowledgement was asked for, so the "
+			"front end would not know)", m->request, strerror(-ret));
+	return ret;
+}
+
+/* ------------------------------------------------------------------------
+ * The socket
+ */
+
+/* Reads one message into buf (header and payload) and its descriptors
+ * into fds (*nb_fds_r of them, the caller's even on error). Returns the
+ * message's length, -ECONNRESET at end of stream, -EPROTO when it cannot
+ * be framed, or -errno. */
+static ssize_t recv_msg(int fd, uint8_t *buf, int *fds, unsigned *nb_fds_r)
+{
+	char cbuf[CMSG_SPACE(VU_MAX_FDS * sizeof(int))];
+	struct iovec iov = { .iov_base = buf, .iov_len = VU_HDR_BYTES };
+	struct msghdr mh = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = cbuf,
+		.msg_controllen = sizeof(cbuf),
+	};
+	struct cmsghdr *c;
+	uint32_t size;
+	ssize_t n;
+
+	*nb_fds_r = 0;
+	do
+		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n == 0)
+		return -ECONNRESET;
+	if (n < 0)
+		return -errno;
+	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		size_t nb;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
-		if (need_ack) {
-			if (reply_u64(s->conn_fd, m, ret < 0 ? 1 : 0) < 0)
-				break;
-			/* The front end knows it failed; keep serving. */
-			continue;
-		}
-		if (ret < 0 && ret != -ENOTSUP && ret != -EINVAL) {
-			log_err("vhost-user: request %u failed: %s; dropping "
-				"the connection", m->request, strerror(-ret));
-			break;
+		nb = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < nb; i++) {
+			int f;
+
+			memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(f));
+			if (*nb_fds_r < VU_MAX_FDS)
+				fds[(*nb_fds_r)++] = f;
+			else
+				close(f);
 		}
 	}
-	free(m);
+	if (n != VU_HDR_BYTES || (mh.msg_flags & MSG_CTRUNC))
+		return -EPROTO;
+	/* Past this size we cannot find where the next message starts. */
+	memcpy(&size, buf + 8, 4);
+	if (size > VU_MAX_PAYLOAD)
+		return -EPROTO;
+	for (size_t got = 0; got < size;) {
+		n = read(fd, buf + VU_HDR_BYTES + got, size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n == 0 ? -ECONNRESET : -errno;
+		got += (size_t)n;
+	}
+	return VU_HDR_BYTES + size;
+}
+
+static int send_all(int fd, const uint8_t *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		/* Short sends on a stream socket: send the rest. */
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void serve_connection(struct vu_server *s, int conn_fd)
+{
+	uint8_t *buf = malloc(VU_HDR_BYTES + VU_MAX_PAYLOAD);
+	struct vu_reply *reply = malloc(sizeof(*reply));
+
+	while (buf && reply) {
+		int fds[VU_MAX_FDS];
+		unsigned nb_fds;
+		ssize_t n = recv_msg(conn_fd, buf, fds, &nb_fds);
+
+		if (n < 0) {
+			for (unsigned i = 0; i < nb_fds; i++)
+				close(fds[i]);
+			if (n != -ECONNRESET)
+				log_err("vhost-user: bad message: %s",
+					strerror((int)-n));
+			break;
+		}
+		/* vu_dispatch has said why when it gives up. */
+		if (vu_dispatch(s, buf, (size_t)n, fds, nb_fds, reply) < 0)
+			break;
+		if (reply->len_bytes &&
+		    send_all(conn_fd, reply->bytes, reply->len_bytes) < 0)
+			break;
+	}
+	free(reply);
+	free(buf);
 }
 
 int vu_serve(struct vblk *vblk, const char *socket_path, int ready_fd)
@@ -667,19 +743,14 @@ int vu_serve(struct vblk *vblk, const char *socket_path, int ready_fd)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct vu_server *s;
 	CLEANUP_CLOSE int lfd = -1;
+	int ret;
 
 	if (strlen(socket_path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	strcpy(sa.sun_path, socket_path);
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return -ENOMEM;
-	s->vblk = vblk;
-	s->conn_fd = -1;
-	s->nb_queues = MIN(vblk_nb_queues(vblk), (unsigned)VU_MAX_QUEUES);
-	for (unsigned i = 0; i < VU_MAX_QUEUES; i++)
-		s->rings[i].kick_fd = s->rings[i].call_fd =
-			s->rings[i].err_fd = s->rings[i].stop_fd = -1;
+	ret = vu_server_new(vblk, &s);
+	if (ret < 0)
+		return ret;
 
 	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (lfd < 0)
@@ -695,23 +766,22 @@ int vu_serve(struct vblk *vblk, const char *socket_path, int ready_fd)
 		close(ready_fd);
 	}
 	for (;;) {
-		s->conn_fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (s->conn_fd < 0) {
+		int conn_fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (conn_fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			goto err;
 		}
 		log_info("vhost-user: front end connected");
-		serve_connection(s);
-		reset_connection(s);
+		serve_connection(s, conn_fd);
+		vu_server_reset(s);
+		close(conn_fd);
 		log_info("vhost-user: front end went away; waiting for the "
 			 "next one");
 	}
 err:
-	{
-		int e = -errno;
-
-		free(s);
-		return e;
-	}
+	ret = -errno;
+	vu_server_free(s);
+	return ret;
 }

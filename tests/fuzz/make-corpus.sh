@@ -1,7 +1,8 @@
 #!/bin/sh
-# make-corpus.sh OUTDIR: seed corpus for the qcow2 fuzz targets.
+# make-corpus.sh OUTDIR [KIND]: seed corpus for the fuzz targets.
 #
-# Small qcow2 images from qemu-img and qemu-io across the format's options
+# KIND qcow2 (the default; fuzz-qcow2, fuzz-probe, fuzz-virtq): small
+# qcow2 images from qemu-img and qemu-io across the format's options
 # (cluster sizes, refcount widths, compat levels, extended L2, zlib and
 # zstd compression, zero clusters, internal snapshots, a backing name and
 # format, lazy refcounts, a dirty bit), each with a little data written so
@@ -10,13 +11,114 @@
 # because libFuzzer mutates whole files: big seeds mean slow executions.
 # The backing file named in the header need not exist: the targets open
 # with backing=deny, which refuses it before looking.
+#
+# KIND partition (fuzz-partition): disks partitioned by sfdisk (fdisk -b
+# 4096 for a 4Kn GPT, which sfdisk cannot make on a file), a few then
+# broken on purpose (an EBR chain that loops, GPT headers with a bad CRC
+# or claiming huge entry arrays, a missing backup), packed by
+# seed-tool.py into the target's sparse-disk form.
+#
+# KIND vhost-user (fuzz-vhost-user): the message sequences a front end
+# sends to bring a vhost-user-blk device up, written by seed-tool.py.
 set -eu
 
-out=${1:?usage: make-corpus.sh OUTDIR}
-command -v qemu-img >/dev/null || { echo "make-corpus.sh: qemu-img missing" >&2; exit 77; }
+out=${1:?usage: make-corpus.sh OUTDIR [qcow2|partition|vhost-user]}
+kind=${2:-qcow2}
+src=$(cd "$(dirname "$0")/../.." && pwd)
+tool="python3 $src/tests/fuzz/seed-tool.py"
 mkdir -p "$out"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+case $kind in
+qcow2) ;;
+vhost-user)
+	$tool vhost-user "$out"
+	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
+	exit 0 ;;
+partition)
+	PATH=$PATH:/sbin:/usr/sbin
+	command -v sfdisk >/dev/null || { echo "make-corpus.sh: sfdisk missing" >&2; exit 77; }
+	# disk NAME SIZE SCRIPT: a file of SIZE partitioned by sfdisk.
+	disk() {
+		truncate -s "$2" "$tmp/$1"
+		printf "$3" | sfdisk -q --no-reread --no-tell-kernel "$tmp/$1" >/dev/null
+	}
+	# pack NAME [FLAGS [SEED]]: FLAGS 1/3 have the target fix GPT CRCs.
+	pack() { $tool pack "${2:-0}" "$tmp/$1" "$out/${3:-$1}"; }
+
+	disk mbr-primaries 256K 'label: dos\nstart=1,size=63\nstart=64,size=64,type=7\nstart=128,size=100,type=c,bootable\nstart=300,size=200,type=82\n'
+	pack mbr-primaries
+	disk mbr-logicals 256K 'label: dos\nstart=1,size=10\nstart=20,size=400,type=5\nstart=22,size=5\nstart=30,size=50\nstart=90,size=300,type=b\n'
+	pack mbr-logicals
+	cp "$tmp/mbr-logicals" "$tmp/mbr-ebr-loop"
+	$tool ebr-loop "$tmp/mbr-ebr-loop"
+	pack mbr-ebr-loop
+	disk mbr-tiny 4K 'label: dos\nstart=1,size=4\n'
+	pack mbr-tiny
+	# Partitions past the end: made on 256K, then the disk shrinks.
+	disk mbr-past-end 256K 'label: dos\nstart=1,size=100\nstart=200,size=300\n'
+	truncate -s 120K "$tmp/mbr-past-end"
+	pack mbr-past-end
+
+	disk gpt 256K 'label: gpt\nfirst-lba: 34\nstart=34,size=100,name=one\nstart=200,size=50,type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F\nstart=300,size=100,type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B,name=esp\n'
+	pack gpt
+	pack gpt 3 gpt-fixcrc
+	# A primary header with a wrong CRC: the backup is used.
+	cp "$tmp/gpt" "$tmp/gpt-bad-primary"
+	printf 'X' | dd of="$tmp/gpt-bad-primary" bs=1 seek=$((512 + 60)) conv=notrunc 2>/dev/null
+	pack gpt-bad-primary
+	# No backup (the disk lost its end) and a huge disk claimed.
+	cp "$tmp/gpt" "$tmp/gpt-no-backup"
+	truncate -s 128K "$tmp/gpt-no-backup"
+	pack gpt-no-backup
+	# Header fields a careful reader must bound; the target fixes the
+	# header CRC (flags 1) so that libfdisk believes them.
+	for f in num-entries:0xffffffff num-entries:0x100000 \
+		entry-size:0x80000000 entry-size:0x100 entry-size:1 \
+		entries-lba:0xffffffffffff first-lba:0 last-lba:0xffffffffffffffff \
+		header-size:0xffff alt-lba:1; do
+		cp "$tmp/gpt" "$tmp/gpt-$f"
+		$tool gpt-set "$tmp/gpt-$f" 512 "${f%%:*}" "${f#*:}"
+		pack "gpt-$f" 1 "gpt-${f%%:*}-${f#*:}"
+	done
+	disk gpt-many-entries 1M 'label: gpt\nfirst-lba: 258\ntable-length: 1024\nstart=300,size=100\nstart=1000,size=8\n'
+	pack gpt-many-entries
+	# A hybrid MBR: GPT plus an MBR listing one of its partitions.
+	cp "$tmp/gpt" "$tmp/gpt-hybrid"
+	printf 'start=1,size=33,type=ee\nstart=34,size=100,type=83\n' |
+		sfdisk -q --no-reread --no-tell-kernel --label-nested dos "$tmp/gpt-hybrid" >/dev/null
+	pack gpt-hybrid
+	# 4Kn: GPT header at 4096, LBAs in 4 KiB sectors.
+	truncate -s 1M "$tmp/gpt-4k"
+	printf 'g\nn\n1\n\n+16K\nn\n2\n\n\nw\n' | fdisk -b 4096 "$tmp/gpt-4k" >/dev/null 2>&1
+	pack gpt-4k
+	pack gpt-4k 3 gpt-4k-fixcrc
+	disk sun 256K 'label: sun\n'
+	pack sun
+	disk sgi 256K 'label: sgi\n'
+	pack sgi
+	# Filesystems: a FAT superfloppy (MBR signature, no table) and a
+	# FAT filesystem inside an MBR partition.
+	if command -v mkfs.vfat >/dev/null; then
+		truncate -s 300K "$tmp/superfloppy"
+		mkfs.vfat -n FUZZ "$tmp/superfloppy" >/dev/null
+		pack superfloppy
+		disk mbr-fat 512K 'label: dos\nstart=64,size=800,type=c\n'
+		truncate -s 400K "$tmp/fat"
+		mkfs.vfat -n INSIDE "$tmp/fat" >/dev/null
+		dd if="$tmp/fat" of="$tmp/mbr-fat" bs=512 seek=64 conv=notrunc 2>/dev/null
+		pack mbr-fat
+	fi
+	: >"$tmp/empty"
+	pack empty
+	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
+	exit 0 ;;
+*)
+	echo "make-corpus.sh: unknown kind $kind" >&2
+	exit 2 ;;
+esac
+command -v qemu-img >/dev/null || { echo "make-corpus.sh: qemu-img missing" >&2; exit 77; }
 
 # seed NAME SIZE CREATE_OPTIONS [QEMU_IO_COMMANDS...]
 seed() {

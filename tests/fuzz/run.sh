@@ -1,13 +1,17 @@
 #!/bin/sh
 # run.sh [SECONDS]: build the libFuzzer targets, seed them, run each one.
 #
-# Builds build-fuzz (CC=clang, -Dfuzzing=true) if it is not there yet,
-# makes the seed corpus with make-corpus.sh, and runs every target for
-# SECONDS (default 60) with a 512 MiB RSS limit and a 10 s per-input
-# timeout. New inputs go to build-fuzz/fuzz-corpus/TARGET (kept between
-# runs, so coverage accumulates); crashes, leaks and timeouts are written
-# to build-fuzz/fuzz-artifacts/TARGET/. Exits non-zero when any target
-# found one, after printing the file and how to replay it.
+# Builds build-fuzz (CC=clang, -Dfuzzing=true; FUZZ_BUILD=DIR for another)
+# if it is not there yet, makes the seed corpora with make-corpus.sh (one
+# per kind of input: qcow2 images, partitioned disks, vhost-user message
+# sequences), and runs every target for SECONDS (default 60) with a 512
+# MiB RSS limit and a 10 s per-input timeout, from its seeds and its saved
+# reproducers (tests/fuzz/regress/TARGET/, when there are any). New inputs
+# go to build-fuzz/fuzz-corpus/TARGET (kept between runs, so coverage
+# accumulates); crashes, leaks and timeouts are written to
+# build-fuzz/fuzz-artifacts/TARGET/. Exits non-zero when any target found
+# one, after printing the file and how to replay it. A target whose seeds
+# need a missing tool (make-corpus.sh exits 77) is skipped.
 set -eu
 # A target killed by its time limit skips its atexit cleanup: remove the
 # scratch images it leaves in /dev/shm whatever happens.
@@ -16,7 +20,16 @@ trap 'rm -f /dev/shm/fuzz-qcow2-*.img' EXIT
 secs=${1:-60}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD:-$src/build-fuzz}
-targets="fuzz-qcow2 fuzz-probe fuzz-virtq"
+targets="fuzz-qcow2 fuzz-probe fuzz-virtq fuzz-vhost-user fuzz-partition"
+
+# The seed kind (make-corpus.sh) each target reads.
+kind_of() {
+	case $1 in
+	fuzz-partition) echo partition ;;
+	fuzz-vhost-user) echo vhost-user ;;
+	*) echo qcow2 ;;
+	esac
+}
 
 if [ ! -f "$build/build.ninja" ]; then
 	CC=clang meson setup "$build" "$src" -Dfuzzing=true
@@ -25,21 +38,38 @@ ninja -C "$build" $(for t in $targets; do echo "tests/fuzz/$t"; done)
 
 seeds=$build/fuzz-seeds
 rm -rf "$seeds"
-"$src/tests/fuzz/make-corpus.sh" "$seeds"
+skip=
+for kind in qcow2 partition vhost-user; do
+	rc=0
+	"$src/tests/fuzz/make-corpus.sh" "$seeds/$kind" "$kind" || rc=$?
+	if [ $rc = 77 ]; then
+		skip="$skip $kind"
+	elif [ $rc != 0 ]; then
+		exit $rc
+	fi
+done
 
 # A smaller ASan quarantine keeps the RSS well under the limit.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-quarantine_size_mb=32:detect_leaks=1}"
+# Leaks inside libfdisk itself are not ours to fix (see lsan.supp).
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$src/tests/fuzz/lsan.supp}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
 status=0
 for t in $targets; do
+	kind=$(kind_of "$t")
+	case " $skip " in
+	*" $kind "*) echo "run.sh: $t skipped (no $kind seeds)"; continue ;;
+	esac
+	regress=$src/tests/fuzz/regress/$t
+	[ -d "$regress" ] || regress=
 	corpus=$build/fuzz-corpus/$t
 	artifacts=$build/fuzz-artifacts/$t
 	mkdir -p "$corpus" "$artifacts"
 	log=$build/fuzz-$t.log
 	echo "run.sh: $t for ${secs}s (log: $log)"
 	# The first directory receives new inputs; the seeds stay read-only.
-	if "$build/tests/fuzz/$t" "$corpus" "$seeds" \
+	if "$build/tests/fuzz/$t" "$corpus" "$seeds/$kind" ${regress:+"$regress"} \
 		-max_total_time="$secs" -rss_limit_mb=512 -timeout=10 \
 		-max_len=524288 -print_final_stats=1 \
 		-artifact_prefix="$artifacts/" >"$log" 2>&1; then
