@@ -125,7 +125,9 @@ struct vq {
 	uint8_t *avail;
 	uint8_t *used;
 	uint16_t last_avail_idx; /* next available entry to pop */
-	uint16_t used_idx;       /* what we last published in used->idx */
+	uint16_t shadow_avail_idx; /* avail->idx when we last read it */
+	uint16_t used_idx;       /* used entries filled so far */
+	uint16_t published_used; /* what we last stored in used->idx */
 	uint16_t signalled_used; /* used_idx at the last notification */
 	bool signalled_used_valid;
 	bool event_idx;
@@ -152,9 +154,17 @@ int vq_init(struct vq *vq, const struct vmm_mem *mem, unsigned size,
  * their placement in guest memory); buffer addresses are checked later,
  * by whoever uses them. */
 int vq_pop(struct vq *vq);
-/* Puts head on the used ring with len_bytes written. */
+/* Puts head on the used ring with len_bytes written, and publishes it. */
 void vq_push(struct vq *vq, uint16_t head, uint32_t len_bytes);
-/* After a batch of vq_push: true when the driver wants an interrupt. */
+/* The same without publishing: the driver sees the entry at the next
+ * vq_flush, vq_push, vq_need_notify, or vq_pop that finds the available
+ * entries it knew of used up, so a batch costs one store of the used
+ * index. */
+void vq_fill(struct vq *vq, uint16_t head, uint32_t len_bytes);
+/* Publishes the entries filled since the last flush. */
+void vq_flush(struct vq *vq);
+/* After a batch of vq_push/vq_fill (flushes first): true when the driver
+ * wants an interrupt. */
 bool vq_need_notify(struct vq *vq);
 /* Before sleeping: tells the driver to kick for anything after what we
  * popped (event idx), and returns true when more arrived meanwhile. */

@@ -617,6 +617,110 @@ static void test_batch(void)
 	printf("ok a batch of 8 requests: 8 answers, distinct ids\n");
 }
 
+/* Requests of many data pieces. The device translates up to 64 host
+ * pieces in one pass and walks longer requests twice (check, then I/O):
+ * both must give the same bytes, and a bad piece anywhere, even the last
+ * of hundreds, must fail the request before any byte moves. */
+#define MAX_PIECES 200
+static struct seg many[MAX_PIECES + 2];
+
+/* Header, nb pieces of 512 bytes from base (reversed: last piece
+ * first), status. Returns the number of segments. */
+static unsigned many_pieces(uint64_t base, unsigned nb, bool reversed,
+			    bool writable)
+{
+	many[0] = HDR;
+	for (unsigned i = 0; i < nb; i++) {
+		unsigned k = reversed ? nb - 1 - i : i;
+
+		many[1 + i] = (struct seg){ base + 512ull * k, 512, writable };
+	}
+	many[1 + nb] = STATUS;
+	return nb + 2;
+}
+
+static void test_many_pieces(void)
+{
+	static const struct {
+		uint64_t base;
+		unsigned nb;
+		bool reversed;
+		const char *what;
+	} cases[] = {
+		{ GPA_A + DATA_OFF, 64, false, "64 pieces (one pass)" },
+		/* Piece 31 straddles the regions: 65 host pieces. */
+		{ GPA_B - 512 * 32 - 256, 64, false,
+		  "64 pieces, one straddling (two passes)" },
+		{ GPA_A + DATA_OFF, MAX_PIECES, true,
+		  "200 pieces in reverse order (two passes)" },
+	};
+	struct range st = { STATUS.gpa, 1 };
+	uint8_t *want = malloc(MAX_PIECES * 512), *got = malloc(MAX_PIECES * 512);
+	uint8_t before[8192], after[8192];
+	unsigned n;
+
+	assert(want && got);
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		uint64_t bytes = 512ull * cases[c].nb;
+		struct range r[2] = { { cases[c].base, bytes }, st };
+
+		reset_queue();
+		put_hdr(VIRTIO_BLK_T_IN, 5);
+		n = many_pieces(cases[c].base, cases[c].nb, cases[c].reversed,
+				true);
+		submit(many, n, true);
+		snapshot();
+		expect_answer(VIRTIO_BLK_S_OK, (uint32_t)bytes + 1, r, 2,
+			      cases[c].what);
+		read_disk(want, bytes, 5 * 512);
+		for (unsigned i = 0; i < cases[c].nb; i++)
+			for (unsigned b = 0; b < 512; b++)
+				assert(*host(many[1 + i].gpa + b) ==
+				       want[512 * i + b]);
+
+		/* The same bytes written back through the device, at
+		 * another place, then read from the image. */
+		put_hdr(VIRTIO_BLK_T_OUT, 1024);
+		for (unsigned i = 1; i <= cases[c].nb; i++)
+			many[i].w = false;
+		submit(many, n, true);
+		snapshot();
+		expect_answer(VIRTIO_BLK_S_OK, 1, &st, 1, "... written back");
+		read_disk(got, bytes, 1024 * 512);
+		assert(memcmp(want, got, bytes) == 0);
+	}
+
+	/* The last piece is bad: nothing is read, nothing is written. */
+	for (unsigned nb = 3; nb <= 130; nb += 127) {
+		char what[80];
+
+		reset_queue();
+		put_hdr(VIRTIO_BLK_T_IN, 0);
+		n = many_pieces(GPA_A + DATA_OFF, nb, false, true);
+		many[n - 2].gpa = 0x1000;
+		submit(many, n, true);
+		snapshot();
+		snprintf(what, sizeof(what),
+			 "read of %u pieces, the last outside memory", nb);
+		expect_answer(VIRTIO_BLK_S_IOERR, 1, &st, 1, what);
+
+		read_disk(before, sizeof(before), 0);
+		put_hdr(VIRTIO_BLK_T_OUT, 0);
+		for (unsigned i = 1; i <= nb; i++)
+			many[i].w = false;
+		many[n - 2].gpa = GPA_B + REGION_BYTES - 256;
+		submit(many, n, true);
+		snapshot();
+		snprintf(what, sizeof(what),
+			 "write of %u pieces, the last running off memory", nb);
+		expect_answer(VIRTIO_BLK_S_IOERR, 1, &st, 1, what);
+		read_disk(after, sizeof(after), 0);
+		assert(memcmp(before, after, sizeof(after)) == 0);
+	}
+	free(want);
+	free(got);
+}
+
 static char *make_raw(const char *name)
 {
 	uint8_t *buf = malloc(DISK_BYTES);
@@ -708,6 +812,7 @@ int main(void)
 	test_discard_zeroes();
 	test_flush_getid_unknown();
 	test_batch();
+	test_many_pieces();
 	test_not_negotiated(raw);
 
 	open_device(raw, true, 0);
