@@ -61,6 +61,9 @@ struct ifs_view {
 	char *snap_id;          /* NULL for slot 0 */
 	char *snap_name;
 	bool dirname_is_id;     /* name unusable, folder named by ID */
+	bool dirname_is_position; /* ID unusable too: "snapshot-N" */
+	uint64_t snap_date_sec;   /* for info */
+	uint64_t snap_vm_clock_nsec;
 	struct img *img;
 	bool read_only;
 	bool deleted;           /* rmdir'ed: lookups fail, I/O gives ENOENT */

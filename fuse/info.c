@@ -77,33 +77,26 @@ static void print_snapshots(FILE *f, struct ifs *ifs)
 	if (!shown)
 		return;
 
-	struct img_snapshot *list = NULL;
-	size_t nb = 0;
-	img_snapshot_list(ifs->img, &list, &nb);
 	pthread_mutex_lock(&ifs->views_lock);
 	for (size_t i = 1; i < ifs->nb_views; i++) {
 		struct ifs_view *v = ifs->views[i];
-		const struct img_snapshot *s = NULL;
+		time_t t = (time_t)v->snap_date_sec;
 		char date[32] = "-";
+		struct tm tm;
 
 		if (v->deleted)
 			continue;
-		for (size_t j = 0; j < nb; j++)
-			if (strcmp(list[j].id, v->snap_id) == 0)
-				s = &list[j];
-		if (s) {
-			time_t t = (time_t)s->date_sec;
-			struct tm tm;
-			gmtime_r(&t, &tm);
-			strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		}
+		if (gmtime_r(&t, &tm))
+			strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ",
+				 &tm);
 		fprintf(f, "%s %s %s %s %" PRIu64 " %" PRIu64 " %s\n",
-			v->dirname, v->snap_id, dash(v->snap_name), date,
-			s ? s->vm_clock_nsec : 0, img_size(v->img),
-			v->dirname_is_id ? "named-by-id" : "-");
+			v->dirname, dash(v->snap_id), dash(v->snap_name), date,
+			v->snap_vm_clock_nsec, img_size(v->img),
+			v->dirname_is_position ? "named-by-position" :
+			v->dirname_is_id       ? "named-by-id" :
+						 "-");
 	}
 	pthread_mutex_unlock(&ifs->views_lock);
-	img_snapshot_list_free(list, nb);
 }
 
 static void print_partitions(FILE *f, struct ifs_view *view)

@@ -265,3 +265,77 @@ Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix."
 	strip_backing_format mid.qcow2
 	mount_reads_like_qemu top.qcow2
 }
+
+# ------------------------------------------------- hostile snapshot tables
+
+# rename_snapshots IMG ID NAME [ID NAME...]: rewrites IMG's snapshot table
+# at the end of the file, entry i (in table order) keeping its L1 table,
+# sizes and dates but taking the i-th ID and NAME, which may be empty,
+# repeated or anything a crafted image holds. The old table's clusters
+# leak; qemu-img still reads every snapshot.
+rename_snapshots() {
+	python3 - "$@" <<-'PY'
+		import struct, sys
+		img, pairs = sys.argv[1], sys.argv[2:]
+		with open(img, "r+b") as f:
+		    h = f.read(72)
+		    nb, off = struct.unpack(">IQ", h[60:72])
+		    assert nb * 2 == len(pairs), "one ID and NAME per snapshot"
+		    out = bytearray()
+		    pos = off
+		    for i in range(nb):
+		        f.seek(pos)
+		        e = f.read(40)
+		        id_len, name_len = struct.unpack(">HH", e[12:16])
+		        extra = struct.unpack(">I", e[36:40])[0]
+		        ex = f.read(extra)
+		        pos += (40 + extra + id_len + name_len + 7) & ~7
+		        sid, name = pairs[2 * i].encode(), pairs[2 * i + 1].encode()
+		        ent = e[:12] + struct.pack(">HH", len(sid), len(name)) + e[16:] + ex + sid + name
+		        out += ent + b"\0" * (-len(ent) % 8)
+		    end = (f.seek(0, 2) + 65535) & ~65535
+		    f.seek(end)
+		    f.write(out + b"\0" * (-len(out) % 65536))
+		    f.seek(64)
+		    f.write(struct.pack(">Q", end))
+	PY
+}
+
+@test "a crafted snapshot table with blank, repeated and clashing IDs and names lists every snapshot once under a valid, unique folder name" {
+	make_qcow2 img.qcow2 1M
+	for i in 1 2 3 4 5 6 7; do
+		qio img.qcow2 "write -P $i 0 64k"
+		qemu-img snapshot -c "s$i" img.qcow2
+		qemu_raw img.qcow2 "want-$i.raw" -l "snapshot.id=$i"
+	done
+	# 1: blank ID and name                  -> snapshot-1
+	# 2: name "x", shared with 3             -> its ID, "2"
+	# 3: name "x", ID "." unusable           -> snapshot-3
+	# 4: name "4b", ID "/"                   -> 4b
+	# 5: name "2", the folder of 2 above    -> its ID, "5"
+	# 6: name "5", so it gives way in turn   -> its ID, "6"
+	# 7: name "snapshot-1"                   -> keeps it: a name gives way
+	#    only to an ID, so snapshot 1 steps aside to "snapshot-1~"
+	rename_snapshots img.qcow2 "" "" 2 x . x / 4b 5 2 6 5 7 snapshot-1
+	IMG=$PWD/img.qcow2
+	mount_image -o ro
+	run -0 as_user ls "$MNT/snapshots"
+	assert_eq "$output" "2
+4b
+5
+6
+snapshot-1
+snapshot-1~
+snapshot-3"
+	for d in snapshot-1~:1 2:2 snapshot-3:3 4b:4 5:5 6:6 snapshot-1:7; do
+		as_user cmp "$MNT/snapshots/${d%:*}/disk" "want-${d#*:}.raw"
+	done
+	run -0 as_user awk '$1 == "DIR" { on = 1; next } on && NF == 0 { on = 0 } on { print $1, $2, $3, $NF }' "$MNT/info"
+	assert_eq "$output" "snapshot-1~ - - named-by-position
+2 2 x named-by-id
+snapshot-3 . x named-by-position
+4b / 4b -
+5 5 2 named-by-id
+6 6 5 named-by-id
+snapshot-1 7 snapshot-1 -"
+}
