@@ -31,7 +31,9 @@
  * - Identifiers are spelled as blkid and /dev/disk/by-* spell them:
  *   lowercase GUIDs, MBR disk id without "0x", MBR PARTUUID "diskid-NN".
  *
- * Bounds: libfdisk bounds the EBR walk (60 partitions) but not the GPT
+ * Bounds: libfdisk bounds the EBR walk (60 partitions; a logical
+ * partition that comes round again is a link back into the chain, and is
+ * dropped with a warning) but not the GPT
  * entry array, which gpt-guard.c bounds before libfdisk sees it; we
  * accept partitions numbered 1..PART_MAX_NUMBER only (the kernel's
  * DISK_MAX_PARTS is 256 too) and say how many were dropped. Collected
@@ -359,10 +361,24 @@ static int part_probe_entry(int fd, struct part_entry *pe)
 	return 0;
 }
 
+/* True when pe, a logical partition, is one tb already holds (same
+ * start and size): the EBR chain came back to an EBR it had read. */
+static bool part_repeats(const struct part_table *tb,
+			 const struct part_entry *pe)
+{
+	for (size_t i = 0; i < tb->nb_parts; i++)
+		if (tb->parts[i].number > 4 &&
+		    tb->parts[i].start_bytes == pe->start_bytes &&
+		    tb->parts[i].size_bytes == pe->size_bytes)
+			return true;
+	return false;
+}
+
 /* Copies libfdisk's partitions into tb. 0, -ENOMEM, or another -errno
  * from libfdisk when the table cannot be listed. */
 static int part_read_entries(struct fdisk_context *cxt, int fd, uint64_t size,
-			     struct part_table *tb, size_t *nb_dropped_r)
+			     struct part_table *tb, size_t *nb_dropped_r,
+			     size_t *nb_looped_r)
 {
 	struct fdisk_table *ftb = NULL;
 	uint64_t sector_bytes = fdisk_get_sector_size(cxt);
@@ -371,6 +387,7 @@ static int part_read_entries(struct fdisk_context *cxt, int fd, uint64_t size,
 	int ret;
 
 	*nb_dropped_r = 0;
+	*nb_looped_r = 0;
 	ret = fdisk_get_partitions(cxt, &ftb);
 	if (ret < 0)
 		return ret;
@@ -407,6 +424,15 @@ static int part_read_entries(struct fdisk_context *cxt, int fd, uint64_t size,
 			part_entry_clear(pe);
 			memset(pe, 0, sizeof(*pe));
 			(*nb_dropped_r)++;
+			continue;
+		}
+		if (is_dos && pe->number > 4 && part_repeats(tb, pe)) {
+			/* An EBR link that points back into the chain:
+			 * libfdisk walks the loop up to its limit, giving
+			 * the same logical partitions again and again. */
+			part_entry_clear(pe);
+			memset(pe, 0, sizeof(*pe));
+			(*nb_looped_r)++;
 			continue;
 		}
 		tb->nb_parts++;
@@ -518,7 +544,7 @@ static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
 {
 	struct fdisk_context *cxt = NULL;
 	struct part_msgs *msgs;
-	size_t nb_dropped = 0;
+	size_t nb_dropped = 0, nb_looped = 0;
 	const char *name;
 	int ret;
 
@@ -579,7 +605,7 @@ static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
 		goto out;
 	}
 
-	ret = part_read_entries(cxt, fd, size, tb, &nb_dropped);
+	ret = part_read_entries(cxt, fd, size, tb, &nb_dropped, &nb_looped);
 	if (ret == -ENOMEM)
 		goto out;
 	if (ret < 0) {
@@ -594,6 +620,10 @@ static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
 		part_msgs_add(msgs, "%zu partition%s ignored (numbered above "
 			      "%d, or starting beyond 2^64 bytes)", nb_dropped,
 			      nb_dropped == 1 ? "" : "s", PART_MAX_NUMBER);
+	if (nb_looped)
+		part_msgs_add(msgs, "the EBR chain loops: %zu repeated logical "
+			      "partition%s ignored", nb_looped,
+			      nb_looped == 1 ? "" : "s");
 	if (msgs->len)
 		ret = set_str(&tb->warning, "%s%s", msgs->buf,
 			      msgs->truncated ? "; ..." : "");

@@ -543,3 +543,21 @@ p2: Software caused connection abort"
 	unmount_fuse "$PWD/ext4"
 	unmount_image
 }
+
+@test "an MBR whose last EBR links back into the chain shows each logical partition once, and info says the chain loops" {
+	make_mbr_logical build.raw raw
+	# The EBR of p6 (sector 38912) gets the link the EBR of p5 has: to
+	# itself, 18432 sectors into the extended partition.
+	printf '\x00\x00\x00\x00\x05\x00\x00\x00\x00\x48\x00\x00\x00\x58\x00\x00' |
+		dd of=build.raw bs=1 seek=$((38912 * 512 + 446 + 16)) conv=notrunc status=none
+	run -0 sfdisk -l build.raw
+	[[ $output == *"build.raw60 "* ]]
+	qemu-img convert -f raw -O qcow2 build.raw "$IMG"
+	mount_image -o ro
+	run -0 as_user ls "$MNT"
+	assert_eq "$output" $'disk\ninfo\np1\np2\np5\np6\nsnapshots'
+	run -0 info_line partition-warning
+	assert_eq "$output" "Omitting partitions after #60. They will be deleted if you save this partition table.; the EBR chain loops: 54 repeated logical partitions ignored"
+	run -0 as_user head -c 16 "$MNT/p6"
+	assert_eq "$output" "imgfs logical p6"
+}
