@@ -352,6 +352,11 @@ int qcow2_update_refcount_locked(struct img *img, uint64_t host_off,
 /* Allocates nb contiguous clusters with refcount 1. */
 int qcow2_alloc_clusters_locked(struct img *img, uint64_t nb_clusters,
 				uint64_t *host_off_r);
+/* Allocates between 1 and max contiguous clusters starting at the first
+ * free one, so that large writes never skip freed space (which would
+ * grow the file on every rewrite); *nb_r gets how many. */
+int qcow2_alloc_clusters_upto_locked(struct img *img, uint64_t max,
+				     uint64_t *host_off_r, uint64_t *nb_r);
 /* Queues a reference drop of each cluster [host_off, host_off + bytes)
  * touches, applied by qcow2_apply_deferred_locked after the metadata
  * change that dropped the reference is durable. */

@@ -35,6 +35,7 @@
 #include "qcow2-int.h"
 
 #include "checked.h"
+#include "cleanup.h"
 #include "endian.h"
 #include "io.h"
 
@@ -414,50 +415,14 @@ static bool overlaps(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len)
 	return a < b + b_len && b < a + a_len;
 }
 
-int qcow2_alloc_clusters_locked(struct img *img, uint64_t nb,
-				uint64_t *host_off_r)
+/* Free by the refcounts yet holding our own metadata: the counts are
+ * wrong, and writing there would destroy the image. */
+static int check_not_metadata(struct img *img, uint64_t start, uint64_t nb)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	uint64_t start, run, i, rc, off, bytes;
-	int ret;
+	uint64_t off = start << s->cluster_bits;
+	uint64_t bytes = nb << s->cluster_bits;
 
-	if (nb == 0)
-		return -EINVAL;
-retry:
-	start = MAX(s->free_hint_cluster, 1);
-	run = 0;
-	for (i = start; run < nb; i++) {
-		ret = qcow2_get_refcount_locked(img, i, &rc);
-		if (ret < 0)
-			return ret;
-		if (rc) {
-			start = i + 1;
-			run = 0;
-		} else {
-			run++;
-		}
-	}
-	/* Every cluster of the run needs a refcount block. */
-	for (uint64_t rt = start >> s->rb_entry_bits;
-	     rt <= (start + nb - 1) >> s->rb_entry_bits; rt++) {
-		if (rt >= s->reftable_entries) {
-			ret = grow_reftable(img, start + nb);
-			if (ret < 0)
-				return ret;
-			goto retry;
-		}
-		if ((s->reftable[rt] & REFTABLE_OFFSET_MASK) == 0) {
-			ret = new_refblock(img, rt,
-					   MAX(start, rt << s->rb_entry_bits));
-			if (ret < 0)
-				return ret;
-			goto retry;
-		}
-	}
-	off = start << s->cluster_bits;
-	bytes = nb << s->cluster_bits;
-	/* Free by the refcounts yet holding our own metadata: the counts
-	 * are wrong, and writing would destroy the image. */
 	if (start == 0 ||
 	    overlaps(off, bytes, s->l1_table_offset,
 		     (uint64_t)s->l1_size * 8) ||
@@ -468,6 +433,178 @@ retry:
 		return qcow2_signal_corruption(img, "allocation of cluster "
 					       "0x%" PRIx64 " landed on "
 					       "metadata (refcount 0)", off);
+	return 0;
+}
+
+/* The first run of nb free clusters from the allocation hint (clusters
+ * that no refcount block covers count as free). */
+static int find_free_run(struct img *img, uint64_t nb, uint64_t *start_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t start = MAX(s->free_hint_cluster, 1), run = 0, rc;
+	int ret;
+
+	for (uint64_t i = start; run < nb; i++) {
+		ret = qcow2_get_refcount_locked(img, i, &rc);
+		if (ret < 0)
+			return ret;
+		if (rc) {
+			start = i + 1;
+			run = 0;
+		} else {
+			run++;
+		}
+	}
+	*start_r = start;
+	return 0;
+}
+
+static bool has_refblock(const struct qcow2_state *s, uint64_t rt)
+{
+	return (s->reftable[rt] & REFTABLE_OFFSET_MASK) != 0;
+}
+
+/* A run of at least a whole block's worth of clusters cannot sit beside
+ * refcount blocks that each live at the start of their own range (one
+ * would always fall inside it): the missing blocks go in front of the
+ * run instead, each counting the blocks and run clusters in its range,
+ * durable before the table points at them. */
+static int alloc_behind_new_blocks(struct img *img, uint64_t nb,
+				   uint64_t *host_off_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t m = 0, start, end, first_rt, last_rt, missing;
+	CLEANUP_FREE uint8_t *block = NULL;
+	uint8_t be[8];
+	int ret;
+
+	for (;;) {
+		ret = find_free_run(img, nb + m, &start);
+		if (ret < 0)
+			return ret;
+		end = start + m + nb;
+		first_rt = start >> s->rb_entry_bits;
+		last_rt = (end - 1) >> s->rb_entry_bits;
+		if (last_rt >= s->reftable_entries) {
+			ret = grow_reftable(img, end);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		missing = 0;
+		for (uint64_t rt = first_rt; rt <= last_rt; rt++)
+			missing += !has_refblock(s, rt);
+		/* Extra room in front (missing < m) just stays free. */
+		if (missing <= m)
+			break;
+		m = missing;
+	}
+	ret = check_not_metadata(img, start, end - start);
+	if (ret < 0)
+		return ret;
+	block = malloc(s->cluster_bytes);
+	if (!block)
+		return -ENOMEM;
+	/* Used: blocks [start, start + missing) and the run [start + m,
+	 * end). Ranges that have a block count them through the cache
+	 * first, so no block the table will name is ever uncounted. */
+	for (uint64_t rt = first_rt, j = 0; rt <= last_rt; rt++) {
+		uint64_t lo = MAX(start, rt << s->rb_entry_bits);
+		uint64_t hi = MIN(end, (rt + 1) << s->rb_entry_bits);
+
+		if (has_refblock(s, rt)) {
+			/* The used clusters here: part of the blocks, part
+			 * of the run, or both. */
+			uint64_t b_hi = MIN(hi, start + missing);
+			uint64_t r_lo = MAX(lo, start + m);
+
+			if (lo < b_hi)
+				ret = qcow2_update_refcount_locked(
+					img, lo << s->cluster_bits,
+					(b_hi - lo) << s->cluster_bits, +1);
+			if (ret == 0 && r_lo < hi)
+				ret = qcow2_update_refcount_locked(
+					img, r_lo << s->cluster_bits,
+					(hi - r_lo) << s->cluster_bits, +1);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		memset(block, 0, s->cluster_bytes);
+		for (uint64_t c = lo; c < hi; c++)
+			if (c < start + missing || c >= start + m)
+				rc_write(block, c - (rt << s->rb_entry_bits),
+					 s->refcount_order, 1);
+		ret = full_pwrite(img->fd, block, s->cluster_bytes,
+				  (start + j) << s->cluster_bits);
+		if (ret < 0)
+			return ret;
+		j++;
+	}
+	s->file_bytes = MAX(s->file_bytes, end << s->cluster_bits);
+	ret = qcow2_cache_flush_locked(s->rc_cache);
+	if (ret < 0)
+		return ret;
+	if (fdatasync(img->fd) < 0)
+		return -errno;
+	for (uint64_t rt = first_rt, j = 0; rt <= last_rt; rt++) {
+		if (has_refblock(s, rt))
+			continue;
+		put_be64(be, (start + j) << s->cluster_bits);
+		ret = full_pwrite(img->fd, be, 8,
+				  s->refcount_table_offset + rt * 8);
+		if (ret < 0)
+			return ret;
+		s->reftable[rt] = (start + j) << s->cluster_bits;
+		j++;
+	}
+	if (start == s->free_hint_cluster)
+		s->free_hint_cluster = end;
+	*host_off_r = (start + m) << s->cluster_bits;
+	return 0;
+}
+
+int qcow2_alloc_clusters_locked(struct img *img, uint64_t nb,
+				uint64_t *host_off_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t start, off, bytes;
+	int ret;
+
+	if (nb == 0)
+		return -EINVAL;
+retry:
+	ret = find_free_run(img, nb, &start);
+	if (ret < 0)
+		return ret;
+	/* Every cluster of the run needs a refcount block. */
+	for (uint64_t rt = start >> s->rb_entry_bits;
+	     rt <= (start + nb - 1) >> s->rb_entry_bits; rt++) {
+		if (rt >= s->reftable_entries) {
+			ret = grow_reftable(img, start + nb);
+			if (ret < 0)
+				return ret;
+			goto retry;
+		}
+		if (!has_refblock(s, rt)) {
+			/* A block placed at the start of its range ends any
+			 * run through it; runs that short always fit after
+			 * it, longer ones need the blocks elsewhere. */
+			if (nb >= (1ull << s->rb_entry_bits))
+				return alloc_behind_new_blocks(img, nb,
+							       host_off_r);
+			ret = new_refblock(img, rt,
+					   MAX(start, rt << s->rb_entry_bits));
+			if (ret < 0)
+				return ret;
+			goto retry;
+		}
+	}
+	ret = check_not_metadata(img, start, nb);
+	if (ret < 0)
+		return ret;
+	off = start << s->cluster_bits;
+	bytes = nb << s->cluster_bits;
 	ret = qcow2_update_refcount_locked(img, off, bytes, +1);
 	if (ret < 0)
 		return ret;
@@ -478,6 +615,35 @@ retry:
 	s->file_bytes = MAX(s->file_bytes, off + bytes);
 	*host_off_r = off;
 	return 0;
+}
+
+int qcow2_alloc_clusters_upto_locked(struct img *img, uint64_t max,
+				     uint64_t *host_off_r, uint64_t *nb_r)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t i = MAX(s->free_hint_cluster, 1), rc, nb = 0;
+	int ret;
+
+	/* The first free cluster from the hint, then how far it runs;
+	 * qcow2_alloc_clusters_locked finds the same start for that
+	 * length (no shorter free run comes before it). */
+	for (;; i++) {
+		ret = qcow2_get_refcount_locked(img, i, &rc);
+		if (ret < 0)
+			return ret;
+		if (rc == 0)
+			break;
+	}
+	s->free_hint_cluster = i; /* everything before it is in use */
+	for (nb = 1; nb < max; nb++) {
+		ret = qcow2_get_refcount_locked(img, i + nb, &rc);
+		if (ret < 0)
+			return ret;
+		if (rc)
+			break;
+	}
+	*nb_r = nb;
+	return qcow2_alloc_clusters_locked(img, nb, host_off_r);
 }
 
 int qcow2_defer_unref_locked(struct img *img, uint64_t host_off,

@@ -304,6 +304,50 @@ static void test_kind(const struct kind *k)
 	free(ref);
 }
 
+/* Allocations longer than one refcount block covers: whole-cluster runs
+ * of 1 and 4 MiB over 512-byte clusters (64 and 256 clusters per block)
+ * and snapshots whose L1 copy spans several blocks' ranges. Refcount
+ * blocks for the new space must go somewhere other than inside the run
+ * (the allocator used to loop for ever here). */
+static void test_long_allocations(const char *opts)
+{
+	struct img_err err;
+	struct img *img;
+	size_t big = 4 << 20;
+	uint8_t *buf = malloc(big);
+	char *ref = path_of("ref.raw");
+	int fd;
+
+	assert(buf);
+	sh("rm -f l.qcow2 ref.raw && qemu-img create -f qcow2 %s l.qcow2 256M"
+	   " && truncate -s 256M ref.raw", opts);
+	img = open_rw("l.qcow2");
+	fd = open(ref, O_RDWR);
+	assert(fd >= 0);
+	for (unsigned i = 0; i < 6; i++) {
+		size_t len = i % 2 ? big : 1 << 20;
+		uint64_t off = (uint64_t)i * (9 << 20) + (i == 3 ? 512 : 0);
+
+		memset(buf, 0x40 + i, len);
+		assert(img_pwrite(img, buf, len, off) == 0);
+		assert(pwrite(fd, buf, len, (off_t)off) == (ssize_t)len);
+		if (i == 2)
+			assert(img_snapshot_create(img, "long", &err) == 0);
+	}
+	assert(img_snapshot_create(img, "long2", &err) == 0);
+	/* Overwrite shared clusters: copy-on-write runs. */
+	memset(buf, 0x7e, big);
+	assert(img_pwrite(img, buf, big, 1 << 20) == 0);
+	assert(pwrite(fd, buf, big, 1 << 20) == (ssize_t)big);
+	img_close(img);
+	close(fd);
+	compare("l.qcow2", "ref.raw");
+	check_clean("l.qcow2");
+	free(buf);
+	free(ref);
+	printf("ok long allocations (%s)\n", opts);
+}
+
 /* Rewriting and discarding the same range must reuse freed clusters. */
 static void test_bounded_growth(void)
 {
@@ -738,6 +782,9 @@ int main(void)
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
 		test_kind(&kinds[i]);
 	test_bounded_growth();
+	test_long_allocations("-o cluster_size=512,refcount_bits=64");
+	test_long_allocations("-o cluster_size=512");
+	test_long_allocations("-o cluster_size=16384,extended_l2=on,refcount_bits=64");
 	test_threads();
 	test_corruption();
 	test_crash("-o cluster_size=65536");
