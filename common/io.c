@@ -40,10 +40,12 @@ int full_pread_zero_eof(int fd, void *buf, size_t len, uint64_t off)
 	return pread_loop(fd, buf, len, off, 1);
 }
 
-int full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+int full_pwrite_count(int fd, const void *buf, size_t len, uint64_t off,
+		      size_t *done_r)
 {
 	const char *p = buf;
 
+	*done_r = 0;
 	while (len > 0) {
 		ssize_t n = pwrite(fd, p, len, (off_t)off);
 		if (n < 0) {
@@ -54,6 +56,14 @@ int full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 		p += n;
 		len -= (size_t)n;
 		off += (uint64_t)n;
+		*done_r += (size_t)n;
 	}
 	return 0;
+}
+
+int full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done;
+
+	return full_pwrite_count(fd, buf, len, off, &done);
 }

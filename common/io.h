@@ -17,5 +17,9 @@ int full_pread(int fd, void *buf, size_t len, uint64_t off);
 int full_pread_zero_eof(int fd, void *buf, size_t len, uint64_t off);
 /* 0 on success, -errno on failure. */
 int full_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+/* The same, with *done_r the bytes written before a failure (a full
+ * disk: the caller keeps what fitted). */
+int full_pwrite_count(int fd, const void *buf, size_t len, uint64_t off,
+		      size_t *done_r);
 
 #endif

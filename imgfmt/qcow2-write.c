@@ -367,6 +367,53 @@ static int plan_locked(struct img *img, size_t n, uint64_t off,
 	return 0;
 }
 
+/* Does subcluster sc need old content filled in around the write, and
+ * is that content all zeroes? */
+static bool needs_fill(const struct qcow2_state *s, const struct alloc_plan *p,
+		       size_t in, size_t n, unsigned sc, enum sc_kind k)
+{
+	size_t sc_bytes = (size_t)1 << s->subcluster_bits;
+	unsigned first_sc = (unsigned)(in / sc_bytes);
+	unsigned last_sc = (unsigned)((in + n - 1) / sc_bytes);
+	bool touched = sc >= first_sc && sc <= last_sc;
+	size_t lo = sc * sc_bytes;
+	bool covered = touched && lo >= in && lo + sc_bytes <= in + n;
+
+	if (!((p->new_alloc >> sc) & 1) || covered)
+		return false;
+	/* In place, allocated subclusters keep their content untouched. */
+	return p->moved || (touched && k != SC_DATA);
+}
+
+/* A new cluster whose fill is all zeroes: rather than writing a whole
+ * cluster of mostly zeroes, punch the fill ranges (a reused cluster may
+ * hold old bytes) and write only the data, so the image stays sparse
+ * and a 4 KiB write costs 4 KiB of I/O. The cluster's last byte is
+ * written (a zero, or the data's own) so the file never ends inside a
+ * cluster the refcounts call used. -EOPNOTSUPP when the file system
+ * cannot punch holes: the caller writes the whole cluster. */
+static int write_with_zero_fill(struct img *img, const uint8_t *buf, size_t n,
+				size_t in, uint64_t host)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	static const uint8_t zero;
+	size_t tail = in + n;
+	int ret;
+
+	if (in > 0 &&
+	    fallocate(s->data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)host, (off_t)in) < 0)
+		return -errno;
+	if (tail < s->cluster_bytes &&
+	    fallocate(s->data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(host + tail), (off_t)(s->cluster_bytes - tail)) < 0)
+		return -errno;
+	ret = full_pwrite(s->data_fd, buf, n, host + in);
+	if (ret < 0 || tail == s->cluster_bytes)
+		return ret;
+	return full_pwrite(s->data_fd, &zero, 1, host + s->cluster_bytes - 1);
+}
+
 /* Without the lock: fills what the write does not cover from the old
  * content and writes the data. The old clusters cannot be freed
  * meanwhile: their references drop only after our L2 update, and
@@ -382,25 +429,32 @@ static int fill_and_write(struct img *img, const uint8_t *buf, size_t n,
 	unsigned last_sc = (unsigned)((in + n - 1) / sc_bytes);
 	CLEANUP_FREE uint8_t *cbuf = NULL;
 	CLEANUP_FREE uint8_t *decomp = NULL;
+	bool zero_fill = p->moved && !external(img, s);
 	size_t wlo, whi;
 	int ret = 0;
 
+	for (unsigned sc = 0; zero_fill && sc < nb_sc; sc++) {
+		enum sc_kind k = sc_kind_of(s, p->entry, p->bitmap,
+					    p->has_host, sc);
+
+		if (needs_fill(s, p, in, n, sc, k) &&
+		    !(k == SC_ZERO || (k == SC_UNALLOC && !img->backing)))
+			zero_fill = false;
+	}
+	if (zero_fill) {
+		ret = write_with_zero_fill(img, buf, n, in, p->new_host);
+		if (ret != -EOPNOTSUPP && ret != -ENOSYS)
+			return ret;
+	}
 	cbuf = calloc(1, s->cluster_bytes);
 	if (!cbuf)
 		return -ENOMEM;
 	for (unsigned sc = 0; sc < nb_sc; sc++) {
 		enum sc_kind k = sc_kind_of(s, p->entry, p->bitmap,
 					    p->has_host, sc);
-		bool touched = sc >= first_sc && sc <= last_sc;
 		size_t lo = sc * sc_bytes;
-		bool covered = touched && lo >= in && lo + sc_bytes <= in + n;
 
-		if (!((p->new_alloc >> sc) & 1))
-			continue;
-		/* Old content is needed where the write does not cover a
-		 * subcluster we (re)write; in place, allocated ones keep
-		 * theirs untouched. */
-		if (covered || (!p->moved && (!touched || k == SC_DATA)))
+		if (!needs_fill(s, p, in, n, sc, k))
 			continue;
 		switch (k) {
 		case SC_DATA:
@@ -616,7 +670,8 @@ static int write_run(struct img *img, const uint8_t *buf, uint64_t max,
 	uint64_t cb = s->cluster_bytes;
 	uint64_t entries[RUN_MAX_CLUSTERS];
 	struct inflight me = { .cluster_idx = off >> s->cluster_bits };
-	uint64_t host0, host, nb, new_host, linked = 0;
+	uint64_t host0, host, nb, new_host, linked = 0, to_link;
+	size_t written;
 	enum run_kind kind, k;
 	int ret;
 
@@ -660,14 +715,21 @@ static int write_run(struct img *img, const uint8_t *buf, uint64_t max,
 	if (ret < 0)
 		goto out_unlock;
 	me.count = nb;
+	to_link = nb;
 	me.next = s->inflight;
 	s->inflight = &me;
 	pthread_mutex_unlock(s->lock);
-	ret = full_pwrite(s->data_fd, buf, nb * cb, new_host);
+	ret = full_pwrite_count(s->data_fd, buf, nb * cb, new_host, &written);
 	pthread_mutex_lock(s->lock);
+	if (ret < 0 && written >= cb) {
+		/* A full disk: keep the clusters that were written whole,
+		 * as cluster-by-cluster writes would have. */
+		to_link = written / cb;
+		ret = 0;
+	}
 	if (ret == 0 && img->read_only)
 		ret = -EROFS; /* marked corrupt meanwhile */
-	while (ret == 0 && linked < nb) {
+	while (ret == 0 && linked < to_link) {
 		struct alloc_plan p = {
 			.cs = off + linked * cb,
 			.entry = entries[linked],
@@ -681,12 +743,12 @@ static int write_run(struct img *img, const uint8_t *buf, uint64_t max,
 		if (l)
 			linked++;
 	}
-	if (ret < 0 && linked < nb)
+	if (linked < nb)
 		(void)qcow2_defer_unref_locked(img, new_host + linked * cb,
 					       (nb - linked) * cb);
 	end_inflight(s, &me);
 	if (ret == 0)
-		*done_r = nb * cb;
+		*done_r = linked * cb;
 out_unlock:
 	pthread_mutex_unlock(s->lock);
 	pthread_rwlock_unlock(&s->write_gate);
