@@ -810,24 +810,40 @@ static int bench_one(struct bench *b, const char *name, const uint64_t *offs,
 		     size_t nb, uint32_t len, unsigned reps)
 {
 	double dev[16], dir[16], med_dev, med_dir, overhead;
+	size_t block = MAX((size_t)b->depth,
+			   (size_t)(8u << 20) / len / b->depth * b->depth);
 
 	/* One untimed round of each first: guest memory pages are faulted
 	 * in and the image is in the page cache for both. */
 	if (bench_device(b, offs, MIN(nb, (size_t)4096), len) < 0 ||
 	    bench_direct(b, offs, MIN(nb, (size_t)4096), len) < 0)
 		return -EIO;
-	/* Alternate the two in every repetition so a noisy neighbour
-	 * spreads over both. */
+	/* Each repetition runs the offsets in blocks of about 8 MiB (a few
+	 * milliseconds), each block through both sides, the order
+	 * alternating, and adds up each side's time: a noisy neighbour
+	 * that takes the CPU for a while then costs both sides alike,
+	 * where one whole run per side would charge it to one of them. A
+	 * block is whole batches (a multiple of the queue depth), so the
+	 * device sees the same batches as in one long run. */
 	for (unsigned r = 0; r < reps; r++) {
-		for (int which = 0; which < 2; which++) {
-			bool device = (which + r) % 2;
-			double t0 = now_sec();
-			int ret = device ? bench_device(b, offs, nb, len) :
-					   bench_direct(b, offs, nb, len);
+		dev[r] = dir[r] = 0;
+		for (size_t i = 0; i < nb; i += block) {
+			size_t n = MIN(block, nb - i);
 
-			if (ret < 0)
-				return ret;
-			(device ? dev : dir)[r] = now_sec() - t0;
+			for (int which = 0; which < 2; which++) {
+				bool device = (which + r + i / block) % 2;
+				double t0 = now_sec();
+				int ret;
+
+				if (device)
+					ret = bench_device(b, offs + i, n, len);
+				else
+					ret = bench_direct(b, offs + i, n, len);
+
+				if (ret < 0)
+					return ret;
+				(device ? dev : dir)[r] += now_sec() - t0;
+			}
 		}
 	}
 	qsort(dev, reps, sizeof(double), cmp_double);

@@ -23,12 +23,14 @@
  * may have written: data plus the status byte.
  *
  * Cost: a 4 KiB read is a few tens of nanoseconds of our own work around
- * one img_pread, so the common request shape has a short path. The header
- * is read straight from its segment when that holds it whole, and the
- * data buffers are translated once, into a small array of host pieces,
- * which both checks them (before any I/O) and is what the I/O then uses.
- * Only a request with more pieces than that array walks its buffers
- * twice, once to check and once for the I/O, which is the same check.
+ * one img_pread, so the common request shape has a short path. A request
+ * is parsed (all of the above checks, nothing done) and then executed.
+ * The header is read straight from its segment when that holds it whole,
+ * and the data buffers are translated once, into a small array of host
+ * pieces, which both checks them (before any I/O) and is what the I/O
+ * then uses. Only a request with more pieces than that array walks its
+ * buffers twice, once to check and once for the I/O. vblk_process parses
+ * a batch of requests before it runs their I/O (see "Serving a queue").
  *
  * Deliberately not done: legacy (pre-1.0) devices, SIZE_MAX, GEOMETRY,
  * TOPOLOGY and CONFIG_WCE (the image is always write-back; FLUSH makes it
@@ -436,16 +438,32 @@ static uint8_t do_discard_zeroes(struct vblk *v, const struct stream *out,
 	return VIRTIO_BLK_S_OK;
 }
 
-int vblk_handle_chain(struct vblk *v, const struct vmm_mem *mem,
-		      const struct vq_chain *chain, uint32_t *used_len_r)
+/* ------------------------------------------------------------------------
+ * Requests: parse (every check, nothing done), then execute.
+ */
+struct request {
+	uint8_t *status;
+	uint32_t type;
+	uint32_t written;   /* data bytes the request may have written */
+	uint64_t off_bytes; /* IN/OUT: where in the image */
+	uint64_t out_bytes; /* readable bytes, header included */
+	uint64_t in_bytes;  /* writable bytes, status byte excluded */
+	bool st_known;      /* the answer is st, and executing does nothing */
+	uint8_t st;
+	struct stream out, in;
+	struct data_map map; /* IN/OUT: the checked data buffers */
+};
+
+/* Checks chain as a request and fills r, writing neither the image nor
+ * guest memory. -EIO when there is nowhere to put a status. r's streams
+ * point into chain: execute r before chain is reused. */
+static int parse_request(const struct vblk *v, const struct vmm_mem *mem,
+			 const struct vq_chain *chain, struct request *r)
 {
 	const struct vq_seg *segs = chain->segs;
 	unsigned nb = chain->nb_segs, nb_out = 0;
-	uint64_t out_bytes = 0, in_bytes = 0, status_gpa, off;
-	uint8_t hdr[REQ_HDR_BYTES], *status, st;
-	struct data_map map;
-	struct stream out, in;
-	uint32_t type, written = 0;
+	uint64_t status_gpa, data_bytes;
+	uint8_t hdr[REQ_HDR_BYTES];
 	bool misordered = false;
 
 	if (nb == 0 || !segs[nb - 1].device_writable ||
@@ -454,101 +472,209 @@ int vblk_handle_chain(struct vblk *v, const struct vmm_mem *mem,
 	if (ADD_OVERFLOW(segs[nb - 1].gpa, segs[nb - 1].len_bytes - 1,
 			 &status_gpa))
 		return -EIO;
-	status = vmm_mem_gpa(mem, status_gpa, 1);
-	if (!status)
+	r->status = vmm_mem_gpa(mem, status_gpa, 1);
+	if (!r->status)
 		return -EIO;
 
+	r->out_bytes = r->in_bytes = 0;
 	while (nb_out < nb && !segs[nb_out].device_writable)
-		out_bytes += segs[nb_out++].len_bytes;
+		r->out_bytes += segs[nb_out++].len_bytes;
 	for (unsigned i = nb_out; i < nb; i++) {
 		misordered |= !segs[i].device_writable;
-		in_bytes += segs[i].len_bytes;
+		r->in_bytes += segs[i].len_bytes;
 	}
-	in_bytes -= 1; /* the status byte */
+	r->in_bytes -= 1; /* the status byte */
 	/* Sums of at most VQ_MAX_SEGS 32-bit lengths: no overflow. */
-	out = (struct stream){ mem, segs, nb_out };
-	in = (struct stream){ mem, segs + nb_out, nb - nb_out };
+	r->out = (struct stream){ mem, segs, nb_out };
+	r->in = (struct stream){ mem, segs + nb_out, nb - nb_out };
+	r->written = 0;
+	r->st_known = true;
+	r->st = VIRTIO_BLK_S_IOERR;
 
-	if (misordered || out_bytes < REQ_HDR_BYTES ||
-	    read_header(&out, hdr) < 0) {
-		st = VIRTIO_BLK_S_IOERR;
-		goto done;
-	}
-	type = get_le32(hdr);
-
-	switch (type) {
+	if (misordered || r->out_bytes < REQ_HDR_BYTES ||
+	    read_header(&r->out, hdr) < 0)
+		return 0;
+	r->type = get_le32(hdr);
+	switch (r->type) {
 	case VIRTIO_BLK_T_IN:
-		if (in_bytes % SECTOR_BYTES ||
-		    !sectors_to_range(v, get_le64(hdr + 8), in_bytes, &off) ||
-		    map_data(&map, &in, 0, in_bytes) < 0) {
-			st = VIRTIO_BLK_S_IOERR;
-			break;
-		}
+		if (r->in_bytes % SECTOR_BYTES ||
+		    !sectors_to_range(v, get_le64(hdr + 8), r->in_bytes,
+				      &r->off_bytes) ||
+		    map_data(&r->map, &r->in, 0, r->in_bytes) < 0)
+			return 0;
 		/* The data may be partly written on failure: count it. */
-		written = (uint32_t)MIN(in_bytes, UINT32_MAX - 1);
-		st = status_of(data_io(v->img, &map, off, false));
+		r->written = (uint32_t)MIN(r->in_bytes, UINT32_MAX - 1);
 		break;
-	case VIRTIO_BLK_T_OUT: {
-		uint64_t data_bytes = out_bytes - REQ_HDR_BYTES;
-
+	case VIRTIO_BLK_T_OUT:
+		data_bytes = r->out_bytes - REQ_HDR_BYTES;
 		if (v->read_only || data_bytes % SECTOR_BYTES ||
-		    !sectors_to_range(v, get_le64(hdr + 8), data_bytes, &off) ||
-		    map_data(&map, &out, REQ_HDR_BYTES, data_bytes) < 0) {
-			st = VIRTIO_BLK_S_IOERR;
-			break;
-		}
-		st = status_of(data_io(v->img, &map, off, true));
+		    !sectors_to_range(v, get_le64(hdr + 8), data_bytes,
+				      &r->off_bytes) ||
+		    map_data(&r->map, &r->out, REQ_HDR_BYTES, data_bytes) < 0)
+			return 0;
 		break;
-	}
 	case VIRTIO_BLK_T_FLUSH:
-		st = status_of(img_flush(v->img));
-		break;
-	case VIRTIO_BLK_T_GET_ID: {
-		uint64_t n = MIN(in_bytes, (uint64_t)VIRTIO_BLK_ID_BYTES);
-		struct copy_ctx idc = { .cbuf = v->serial };
-
-		if (stream_for_each(&in, 0, n, copy_in_chunk, &idc) < 0) {
-			st = VIRTIO_BLK_S_IOERR;
-			break;
-		}
-		written = (uint32_t)n;
-		st = VIRTIO_BLK_S_OK;
-		break;
-	}
+	case VIRTIO_BLK_T_GET_ID:
 	case VIRTIO_BLK_T_DISCARD:
 	case VIRTIO_BLK_T_WRITE_ZEROES:
-		st = do_discard_zeroes(v, &out, out_bytes - REQ_HDR_BYTES,
-				       type == VIRTIO_BLK_T_WRITE_ZEROES);
+		/* Rare: checked as they execute. */
 		break;
 	default:
-		st = VIRTIO_BLK_S_UNSUPP;
-		break;
+		r->st = VIRTIO_BLK_S_UNSUPP;
+		return 0;
 	}
-done:
-	*status = st;
-	*used_len_r = written + 1;
+	r->st_known = false;
 	return 0;
+}
+
+/* Runs a parsed request and returns its status. */
+static uint8_t execute_request(struct vblk *v, struct request *r)
+{
+	if (r->st_known)
+		return r->st;
+	switch (r->type) {
+	case VIRTIO_BLK_T_IN:
+		return status_of(data_io(v->img, &r->map, r->off_bytes, false));
+	case VIRTIO_BLK_T_OUT:
+		return status_of(data_io(v->img, &r->map, r->off_bytes, true));
+	case VIRTIO_BLK_T_FLUSH:
+		return status_of(img_flush(v->img));
+	case VIRTIO_BLK_T_GET_ID: {
+		uint64_t n = MIN(r->in_bytes, (uint64_t)VIRTIO_BLK_ID_BYTES);
+		struct copy_ctx idc = { .cbuf = v->serial };
+
+		if (stream_for_each(&r->in, 0, n, copy_in_chunk, &idc) < 0)
+			return VIRTIO_BLK_S_IOERR;
+		r->written = (uint32_t)n;
+		return VIRTIO_BLK_S_OK;
+	}
+	default: /* DISCARD, WRITE_ZEROES */
+		return do_discard_zeroes(v, &r->out,
+					 r->out_bytes - REQ_HDR_BYTES,
+					 r->type == VIRTIO_BLK_T_WRITE_ZEROES);
+	}
+}
+
+int vblk_handle_chain(struct vblk *v, const struct vmm_mem *mem,
+		      const struct vq_chain *chain, uint32_t *used_len_r)
+{
+	struct request r;
+
+	if (parse_request(v, mem, chain, &r) < 0)
+		return -EIO;
+	*r.status = execute_request(v, &r);
+	*used_len_r = r.written + 1;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Serving a queue. Requests are parsed as they are popped, but a read or
+ * write whose data is one piece of host memory (nearly every one), and a
+ * request already answered by its checks, waits in a short list; the
+ * list's I/O then runs back to back, and the answers follow in ring
+ * order. The image sees exactly the I/O, in exactly the order, of running
+ * each request as it is popped (anything else first runs the list), but
+ * our own work is no longer wedged between system calls: on these
+ * machines a pread leaves the caches and the return-stack predictor cold
+ * for the code that runs after it (every return to a frame older than
+ * the call mispredicts, ~7 ns each as measured here), and a request
+ * parsed between two preads paid that in full. QEMU's virtio-blk also
+ * gathers a queue's requests before it submits them.
+ */
+struct deferred {
+	uint8_t *host; /* data; NULL: no I/O, the answer is st */
+	uint64_t len_bytes, off_bytes;
+	uint8_t *status;
+	uint32_t used_len;
+	uint16_t head;
+	bool write;
+	uint8_t st;
+};
+
+#define NB_DEFERRED 32
+
+/* Runs the deferred I/O, then answers each request in order. */
+static void run_deferred(struct vblk *v, struct vq *vq, struct deferred *d,
+			 unsigned *nb_r)
+{
+	unsigned nb = *nb_r;
+
+	for (unsigned i = 0; i < nb; i++) {
+		int ret;
+
+		if (!d[i].host)
+			continue;
+		if (d[i].write)
+			ret = img_pwrite(v->img, d[i].host, d[i].len_bytes,
+					 d[i].off_bytes);
+		else
+			ret = img_pread(v->img, d[i].host, d[i].len_bytes,
+					d[i].off_bytes);
+		d[i].st = status_of(ret);
+	}
+	for (unsigned i = 0; i < nb; i++) {
+		*d[i].status = d[i].st;
+		vq_fill(vq, d[i].head, d[i].used_len);
+	}
+	*nb_r = 0;
+}
+
+/* Defers r when its I/O is at most one host piece or it is answered
+ * already; false when it must run now. */
+static bool defer(const struct request *r, uint16_t head, struct deferred *d)
+{
+	*d = (struct deferred){
+		.status = r->status,
+		.used_len = r->written + 1,
+		.head = head,
+		.st = r->st,
+	};
+	if (r->st_known)
+		return true;
+	if ((r->type != VIRTIO_BLK_T_IN && r->type != VIRTIO_BLK_T_OUT) ||
+	    r->map.nb_iov < 0 || r->map.nb_iov > 1)
+		return false;
+	/* No piece: a read or write of 0 bytes, which succeeds. */
+	d->st = VIRTIO_BLK_S_OK;
+	if (r->map.nb_iov == 1) {
+		d->host = r->map.iov[0].host;
+		d->len_bytes = r->map.iov[0].len;
+		d->off_bytes = r->off_bytes;
+		d->write = r->type == VIRTIO_BLK_T_OUT;
+	}
+	return true;
 }
 
 int vblk_process(struct vblk *vblk, struct vq *vq, bool *notify_r)
 {
+	struct deferred d[NB_DEFERRED];
+	unsigned nb_d = 0;
 	int nb_done = 0, ret;
 
 	*notify_r = false;
 	for (;;) {
 		while ((ret = vq_pop(vq)) == 1) {
-			uint32_t used_len;
+			struct request r;
 
-			if (vblk_handle_chain(vblk, vq->mem, &vq->chain,
-					      &used_len) < 0) {
+			if (parse_request(vblk, vq->mem, &vq->chain, &r) < 0) {
 				vq_set_broken(vq, "request without a "
 						  "device-writable status byte");
 				ret = -EIO;
 				break;
 			}
-			vq_fill(vq, vq->chain.head, used_len);
 			nb_done++;
+			if (defer(&r, vq->chain.head, &d[nb_d])) {
+				if (++nb_d == NB_DEFERRED)
+					run_deferred(vblk, vq, d, &nb_d);
+				continue;
+			}
+			/* Everything popped before it runs before it. */
+			run_deferred(vblk, vq, d, &nb_d);
+			*r.status = execute_request(vblk, &r);
+			vq_fill(vq, vq->chain.head, r.written + 1);
 		}
+		/* Requests popped before a broken one keep their answers. */
+		run_deferred(vblk, vq, d, &nb_d);
 		/* One store of the used index per pass over what the driver
 		 * made available, before we may go to sleep. */
 		vq_flush(vq);

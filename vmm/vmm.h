@@ -233,9 +233,10 @@ void vblk_get_config(const struct vblk *vblk, uint8_t *cfg);
 unsigned vblk_nb_queues(const struct vblk *vblk);
 
 /* Serves everything available on vq: pops, executes each request on the
- * image, pushes. Returns the number of requests answered (>= 0), or -EIO
- * when the queue is broken (requests answered before that stay answered).
- * *notify_r tells whether the driver wants an interrupt now. */
+ * image (in ring order), pushes. Returns the number of requests answered
+ * (>= 0), or -EIO when the queue is broken (requests answered before that
+ * stay answered). *notify_r tells whether the driver wants an interrupt
+ * now. */
 int vblk_process(struct vblk *vblk, struct vq *vq, bool *notify_r);
 
 /* Executes the chain in vq->chain and returns the number of bytes written

@@ -721,6 +721,76 @@ static void test_many_pieces(void)
 	free(got);
 }
 
+/* A pass with more requests than the device parses ahead (it runs the
+ * I/O of up to 32 simple reads and writes together), a FLUSH and a bad
+ * request among them, and a read after a write of the same sector: all
+ * are answered once, in ring order, and each sees the image as running
+ * the requests one by one in ring order would leave it. A queue of 128
+ * in region B, so that 40 direct chains fit. */
+static void test_long_pass(void)
+{
+	enum { NB = 40, BQ = 128 };
+	const uint64_t ring = GPA_B + 0x10000, hdrs = GPA_B + 0x12000;
+	const uint64_t stats = GPA_B + 0x12400, data = GPA_B + 0x13000;
+	uint8_t *desc = host(ring), *avail = host(ring + 0x800);
+	uint8_t *used = host(ring + 0x1000);
+	uint8_t want[512];
+	struct vq q;
+	bool notify;
+
+	memset(desc, 0, 0x2000);
+	assert(vq_init(&q, &mem, BQ, desc, avail, used, 0,
+		       vblk_driver_features(blk)) == 0);
+	for (unsigned i = 0; i < NB; i++) {
+		uint8_t *h = host(hdrs + 16 * i);
+		/* 7 writes sector 900 from buffer 7; 8 reads it back. */
+		uint32_t type = i == 7 ? VIRTIO_BLK_T_OUT :
+				i == 20 ? VIRTIO_BLK_T_FLUSH :
+					  VIRTIO_BLK_T_IN;
+		uint64_t sector = i == 7 || i == 8 ? 900 :
+				  i == 10 ? 2048 : /* past the end */
+					    i;
+		struct seg s[3] = {
+			{ hdrs + 16 * i, 16, false },
+			{ data + 512 * i, 512, type == VIRTIO_BLK_T_IN },
+			{ stats + i, 1, true },
+		};
+		unsigned n = type == VIRTIO_BLK_T_FLUSH ? 2 : 3;
+
+		if (n == 2)
+			s[1] = s[2];
+		put_le32(h, type);
+		put_le32(h + 4, 0);
+		put_le64(h + 8, sector);
+		*host(stats + i) = 0xee;
+		memset(host(data + 512 * i), i == 7 ? 0x77 : 0, 512);
+		for (unsigned k = 0; k < n; k++)
+			put_desc(ring, 3 * i + k, &s[k],
+				 k + 1 < n ? VRING_DESC_F_NEXT : 0,
+				 (uint16_t)(3 * i + k + 1));
+		put_le16(avail + 4 + 2 * i, (uint16_t)(3 * i));
+	}
+	put_le16(avail + 2, NB);
+	assert(vblk_process(blk, &q, &notify) == NB && notify);
+	assert(get_le16(used + 2) == NB);
+	for (unsigned i = 0; i < NB; i++) {
+		uint8_t st = i == 10 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		bool rd = i != 7 && i != 20 && i != 10;
+
+		assert(get_le32(used + 4 + 8 * i) == 3 * i);
+		assert(get_le32(used + 8 + 8 * i) == (rd ? 513u : 1u));
+		assert(*host(stats + i) == st);
+		if (!rd)
+			continue;
+		if (i == 8)
+			memset(want, 0x77, 512);
+		else
+			read_disk(want, 512, 512ull * i);
+		assert(memcmp(host(data + 512 * i), want, 512) == 0);
+	}
+	printf("ok a pass of 40 requests: ring order, read after write\n");
+}
+
 static char *make_raw(const char *name)
 {
 	uint8_t *buf = malloc(DISK_BYTES);
@@ -813,6 +883,7 @@ int main(void)
 	test_flush_getid_unknown();
 	test_batch();
 	test_many_pieces();
+	test_long_pass();
 	test_not_negotiated(raw);
 
 	open_device(raw, true, 0);
