@@ -158,6 +158,27 @@ kill_cycles() {
 	kill_cycles 5
 }
 
+@test "kill -TERM (or -INT) of the daemon unmounts cleanly: what was written is in the image, lazy refcounts left clean, qemu-img check clean" {
+	local sig
+	det_random 3M >data.bin
+	for sig in TERM INT; do
+		rm -f "$IMG"
+		make_qcow2 "$IMG" 32M lazy_refcounts=on
+		mount_image
+		pid=$(daemon_pid)
+		# Written without fsync: the daemon must flush on its way out.
+		as_user dd if=data.bin of="$MNT/disk" bs=64k seek=3 conv=notrunc status=none
+		kill "-$sig" "$pid"
+		wait_until "$IMGFS_EXIT_DEADLINE" process_gone "$pid"
+		refute_mounted
+		run -0 qemu-img check "$IMG"
+		run -0 qemu-img info --output=json "$IMG"
+		[[ $output == *'"dirty-flag": false'* ]]
+		qemu_raw "$IMG" after.raw
+		cmp <(tail -c +$((3 * 65536 + 1)) after.raw | head -c 3M) data.bin
+	done
+}
+
 # ---------------------------------------------------------------------------
 # The image's filesystem fills up
 
