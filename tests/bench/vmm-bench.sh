@@ -5,9 +5,12 @@
 # (64 MiB with --quick) and of its qcow2 twin, once through the virtio-blk
 # device model (imgvmm --bench: split virtqueue, descriptor checks, request
 # parsing, one queue driven in the same thread so thread hand-offs are not
-# counted) and once as direct img_pread calls into the same guest memory.
-# Prints medians and the time ratio; the target is under +10%. Exits 0
-# either way, non-zero only when something cannot be built or run.
+# counted) and once as direct img_pread calls into the same guest memory,
+# at the same offsets in the same order; the two sides alternate in blocks
+# of about 8 MiB, so a busy neighbour costs both alike (README.md,
+# "vmm-bench.sh"). Prints medians and the time ratio; the target is under
+# +10%. Exits 0 either way, non-zero only when something cannot be built
+# or run.
 #
 # The image lives in /dev/shm when there is room (else $TMPDIR) and is
 # removed on exit. Binaries come from IMGFS_BUILD_DIR (default build/).
