@@ -570,11 +570,14 @@ int vblk_handle_chain(struct vblk *v, const struct vmm_mem *mem,
 /* ------------------------------------------------------------------------
  * Serving a queue. Requests are parsed as they are popped, but a read or
  * write whose data is one piece of host memory (nearly every one), and a
- * request already answered by its checks, waits in a short list; the
+ * request already answered by its checks, wait in a short list; the
  * list's I/O then runs back to back, and the answers follow in ring
  * order. The image sees exactly the I/O, in exactly the order, of running
- * each request as it is popped (anything else first runs the list), but
- * our own work is no longer wedged between system calls: on these
+ * each request as it is popped (anything else first runs the list). What
+ * moves is only when a later request's header and descriptors are read:
+ * before an earlier request's data lands. No driver may rely on either
+ * order: a buffer belongs to the device until its request is answered.
+ * Our own work is then no longer wedged between system calls: on these
  * machines a pread leaves the caches and the return-stack predictor cold
  * for the code that runs after it (every return to a frame older than
  * the call mispredicts, ~7 ns each as measured here), and a request

@@ -239,10 +239,12 @@ unsigned vblk_nb_queues(const struct vblk *vblk);
  * now. */
 int vblk_process(struct vblk *vblk, struct vq *vq, bool *notify_r);
 
-/* Executes the chain in vq->chain and returns the number of bytes written
- * into the guest's buffers (status byte included), or -EIO when the chain
- * has nowhere to put a status (the caller breaks the queue). Exposed for
- * the unit tests and the fuzz target. */
+/* Executes one chain (such as vq->chain) at once and puts the number of
+ * bytes it may have written into the guest's buffers (status byte
+ * included) in *used_len_r: 0, or -EIO when the chain has nowhere to put
+ * a status (the caller breaks the queue). vblk_process runs the same
+ * checks and I/O, batched. Exposed for the unit tests and the fuzz
+ * target. */
 int vblk_handle_chain(struct vblk *vblk, const struct vmm_mem *mem,
 		      const struct vq_chain *chain, uint32_t *used_len_r);
 
