@@ -300,6 +300,23 @@ static void end_inflight(struct qcow2_state *s, struct inflight *me)
 	pthread_cond_broadcast(&s->inflight_cond);
 }
 
+/* Takes write_gate (shared) and the metadata lock for a write starting
+ * at cluster cluster_idx, once no other writer is allocating it (its L2
+ * entry is about to change: decide after it). Both are held on return,
+ * also on failure. */
+static int enter_write(struct img *img, uint64_t cluster_idx)
+{
+	struct qcow2_state *s = qcow2_state(img);
+
+	pthread_rwlock_rdlock(&s->write_gate);
+	pthread_mutex_lock(s->lock);
+	while (is_inflight(s, cluster_idx))
+		pthread_cond_wait(&s->inflight_cond, s->lock);
+	if (img->read_only)
+		return -EROFS;
+	return qcow2_begin_write_locked(img);
+}
+
 /* What an allocating write decided under the lock. */
 struct alloc_plan {
 	uint64_t cs, entry, bitmap, old_host, new_host;
@@ -551,17 +568,7 @@ static int write_piece(struct img *img, const uint8_t *buf, size_t n,
 	bool has_host, linked = false;
 	int ret;
 
-	pthread_rwlock_rdlock(&s->write_gate);
-	pthread_mutex_lock(s->lock);
-	/* Another writer is allocating this cluster: its L2 entry is
-	 * about to change; decide after it. */
-	while (is_inflight(s, me.cluster_idx))
-		pthread_cond_wait(&s->inflight_cond, s->lock);
-	if (img->read_only) {
-		ret = -EROFS;
-		goto out_unlock;
-	}
-	ret = qcow2_begin_write_locked(img);
+	ret = enter_write(img, me.cluster_idx);
 	if (ret < 0)
 		goto out_unlock;
 	ret = l2_entry_ro_locked(img, off, &plan.entry, &plan.bitmap);
@@ -677,15 +684,7 @@ static int write_run(struct img *img, const uint8_t *buf, uint64_t max,
 
 	*done_r = 0;
 	max = MIN(max, RUN_MAX_CLUSTERS);
-	pthread_rwlock_rdlock(&s->write_gate);
-	pthread_mutex_lock(s->lock);
-	while (is_inflight(s, me.cluster_idx))
-		pthread_cond_wait(&s->inflight_cond, s->lock);
-	if (img->read_only) {
-		ret = -EROFS;
-		goto out_unlock;
-	}
-	ret = qcow2_begin_write_locked(img);
+	ret = enter_write(img, me.cluster_idx);
 	if (ret < 0)
 		goto out_unlock;
 	ret = run_kind_locked(img, off, &entries[0], &host0, &kind);

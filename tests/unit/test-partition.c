@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -26,16 +25,7 @@
 #define FUZZ_NO_MAIN_ENTRY
 #include "../fuzz/fuzz-partition.c"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
+#include "regress.h"
 
 #define MiB (1024ULL * 1024)
 
@@ -492,71 +482,42 @@ static void test_hostile_gpt(void)
 	part_table_free(tb);
 }
 
-/* Replays tests/fuzz/regress/fuzz-partition through the fuzz target, each
- * in a child under alarm() and, outside ASan (which reserves terabytes of
- * shadow), an address-space limit of 512 MiB more than it has: a scan
- * that allocates what a hostile header claims fails here. Returns the
- * number replayed. */
-static size_t replay_regress(void)
+/* Replays one reproducer of fuzz-partition through the fuzz target in a
+ * child under alarm() and, outside ASan, an address-space limit of 512
+ * MiB more than it has: a scan that allocates what a hostile header
+ * claims fails here. */
+static void replay_partition(const char *path)
 {
-	const char *src = getenv("SRCDIR");
-	char dir[4096];
-	struct dirent *de;
-	size_t nb = 0;
-	DIR *d;
+	int status;
+	pid_t pid;
 
-	if (!src)
-		return 0;
-	snprintf(dir, sizeof(dir), "%s/tests/fuzz/regress/fuzz-partition",
-		 src);
-	d = opendir(dir);
-	if (!d)
-		return 0;
-	while ((de = readdir(d))) {
-		char path[4400];
-		int status;
-		pid_t pid;
+	fflush(stdout);
+	pid = fork();
+	assert(pid >= 0);
+	if (pid == 0) {
+		static uint8_t buf[1 << 20];
+		size_t n = regress_read(path, buf, sizeof(buf));
 
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		fflush(stdout);
-		pid = fork();
-		assert(pid >= 0);
-		if (pid == 0) {
-			static uint8_t buf[1 << 20];
-			int fd = open(path, O_RDONLY | O_CLOEXEC);
-			ssize_t n;
+		if (!UNDER_ASAN) {
+			struct rlimit rl;
+			FILE *f = fopen("/proc/self/statm", "r");
+			unsigned long pages = 0;
 
-			assert(fd >= 0);
-			n = read(fd, buf, sizeof(buf));
-			assert(n >= 0);
-			close(fd);
-			if (!UNDER_ASAN) {
-				struct rlimit rl;
-				FILE *f = fopen("/proc/self/statm", "r");
-				unsigned long pages = 0;
-
-				assert(f && fscanf(f, "%lu", &pages) == 1);
-				fclose(f);
-				rl.rlim_cur = rl.rlim_max =
-					pages * 4096 + (512ul << 20);
-				assert(setrlimit(RLIMIT_AS, &rl) == 0);
-			}
-			alarm(30);
-			fuzz_partition_one(buf, (size_t)n);
-			_exit(0);
+			assert(f && fscanf(f, "%lu", &pages) == 1);
+			fclose(f);
+			rl.rlim_cur = rl.rlim_max = pages * 4096 + (512ul << 20);
+			assert(setrlimit(RLIMIT_AS, &rl) == 0);
 		}
-		assert(waitpid(pid, &status, 0) == pid);
-		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-			fprintf(stderr, "fuzz reproducer %s failed (status "
-				"0x%x)\n", de->d_name, status);
-			abort();
-		}
-		nb++;
+		alarm(30);
+		fuzz_partition_one(buf, n);
+		_exit(0);
 	}
-	closedir(d);
-	return nb;
+	assert(waitpid(pid, &status, 0) == pid);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "fuzz reproducer %s failed (status 0x%x)\n",
+			path, status);
+		abort();
+	}
 }
 
 /* No table at all: a blank disk, a tiny or empty file, and whole-disk
@@ -692,6 +653,6 @@ int main(void)
 	test_hostile_gpt();
 
 	sh("cd / && rm -rf '%s'", tmpdir);
-	printf("ok; %zu fuzz reproducers replayed\n", replay_regress());
+	printf("ok; %zu fuzz reproducers replayed\n", for_each_regress_file("fuzz-partition", replay_partition));
 	return 0;
 }

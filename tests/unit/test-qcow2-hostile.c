@@ -58,16 +58,7 @@
 #define FUZZ_NO_MAIN_ENTRY
 #include "../fuzz/fuzz-qcow2.c"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
+#include "regress.h"
 
 #define KiB (1024ULL)
 #define MiB (1024ULL * KiB)

@@ -20,7 +20,6 @@
 #include "endian.h"
 
 #include <assert.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -31,6 +30,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "regress.h"
 
 #define FUZZ_NO_MAIN_ENTRY
 #include "../fuzz/fuzz-vhost-user.c"
@@ -478,41 +479,12 @@ static void test_ring_runs(void)
 	munmap(host, MEM_BYTES);
 }
 
-/* Replays tests/fuzz/regress/fuzz-vhost-user through the fuzz target. */
-static size_t replay_regress(void)
+/* Replays one reproducer of fuzz-vhost-user through the fuzz target. */
+static void replay_vhost_user(const char *path)
 {
-	const char *src = getenv("SRCDIR");
-	char dir[4096];
-	struct dirent *de;
-	size_t nb = 0;
-	DIR *d;
+	static uint8_t buf[1 << 16];
 
-	if (!src)
-		return 0;
-	snprintf(dir, sizeof(dir), "%s/tests/fuzz/regress/fuzz-vhost-user",
-		 src);
-	d = opendir(dir);
-	if (!d)
-		return 0;
-	while ((de = readdir(d))) {
-		char path[4400];
-		uint8_t buf[1 << 16];
-		ssize_t n;
-		int fd;
-
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		assert(fd >= 0);
-		n = read(fd, buf, sizeof(buf));
-		assert(n >= 0);
-		close(fd);
-		fuzz_vhost_user_one(buf, (size_t)n);
-		nb++;
-	}
-	closedir(d);
-	return nb;
+	fuzz_vhost_user_one(buf, regress_read(path, buf, sizeof(buf)));
 }
 
 int main(void)
@@ -541,7 +513,8 @@ int main(void)
 	vblk_free(vblk);
 	img_close(img);
 
-	nb_replayed = replay_regress();
+	nb_replayed = for_each_regress_file("fuzz-vhost-user",
+					    replay_vhost_user);
 	printf("vhost-user: all cases passed; %zu fuzz reproducers replayed\n",
 	       nb_replayed);
 	return 0;
