@@ -262,7 +262,9 @@ struct host_iov {
 /* Translates stream bytes [skip, skip + len) into host pieces in iov.
  * Returns how many, -EFAULT when a byte is outside guest memory or the
  * stream is short (as stream_for_each), -E2BIG when more than
- * NB_HOST_IOV pieces would be needed. */
+ * NB_HOST_IOV pieces would be needed. The same walk as stream_for_each,
+ * written out: it runs for every request, where an indirect call per
+ * piece showed in the 4 KiB figures (tests/bench/README.md, vmm). */
 static int stream_map(const struct stream *s, uint64_t skip, uint64_t len,
 		      struct host_iov *iov)
 {
