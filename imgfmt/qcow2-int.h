@@ -253,7 +253,13 @@ struct qcow2_state {
 	size_t nb_deferred, cap_deferred;
 	/* Set once an inconsistency was found; the handle is read-only. */
 	char *corrupt_reason;
+	/* Clusters holding metadata, for the overlap check
+	 * (qcow2-overlap.c); NULL until the first check. */
+	struct qcow2_meta_set *meta;
 };
+
+/* Refcount table entries: offset bits (the rest is reserved). */
+#define REFTABLE_OFFSET_MASK 0xfffffffffffffe00ull
 
 static inline struct qcow2_state *qcow2_state(const struct img *img)
 {
@@ -400,5 +406,15 @@ int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,
 			size_t *nb_r);
 int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 			struct img_err *err);
+
+/* The overlap check (qcow2-overlap.c): -EIO, with the image marked
+ * corrupt, when [off, off + bytes) of the image file holds metadata. */
+int qcow2_check_overlap_locked(struct img *img, uint64_t off, uint64_t bytes);
+/* Keep the set of metadata clusters current: a new table in [off, off +
+ * bytes); a freed cluster; tables moved wholesale (rebuild later). */
+int qcow2_meta_add_locked(struct img *img, uint64_t off, uint64_t bytes);
+void qcow2_meta_remove_locked(struct img *img, uint64_t off);
+void qcow2_meta_forget_locked(struct img *img);
+void qcow2_meta_free(struct qcow2_state *s);
 
 #endif

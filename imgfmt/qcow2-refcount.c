@@ -48,7 +48,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define REFTABLE_OFFSET_MASK 0xfffffffffffffe00ull
 
 int qcow2_signal_corruption(struct img *img, const char *fmt, ...)
 {
@@ -172,6 +171,7 @@ void qcow2_refcount_free(struct qcow2_state *s)
 	free(s->reftable);
 	free(s->deferred);
 	free(s->corrupt_reason);
+	qcow2_meta_free(s);
 }
 
 /* Where the refcount of cluster idx lives: *slice_off_r (0 when no
@@ -290,6 +290,13 @@ static int new_refblock(struct img *img, uint64_t rt, uint64_t at)
 
 	if (!block)
 		return -ENOMEM;
+	/* No block counts this range, so it must be empty: a table of a
+	 * damaged image there would be overwritten. */
+	ret = qcow2_check_overlap_locked(img, off, s->cluster_bytes);
+	if (ret < 0) {
+		free(block);
+		return ret;
+	}
 	rc_write(block, at - (rt << s->rb_entry_bits), s->refcount_order, 1);
 	ret = full_pwrite(img->fd, block, s->cluster_bytes, off);
 	free(block);
@@ -307,7 +314,7 @@ static int new_refblock(struct img *img, uint64_t rt, uint64_t at)
 	/* The table entry itself becomes durable with the next refcount
 	 * flush, which precedes any L2 entry using these clusters. */
 	s->reftable[rt] = off;
-	return 0;
+	return qcow2_meta_add_locked(img, off, s->cluster_bytes);
 }
 
 /* Moves the refcount table to a larger one that covers clusters up to
@@ -401,6 +408,7 @@ static int grow_reftable(struct img *img, uint64_t need_end)
 	s->reftable_entries = entries;
 	s->refcount_table_offset = (start + nb_blocks) << s->cluster_bits;
 	s->refcount_table_clusters = (uint32_t)table_clusters;
+	qcow2_meta_forget_locked(img);
 	/* The header no longer names the old table; its clusters are
 	 * dropped like any other (after the next durable metadata). */
 	ret = qcow2_defer_unref_locked(img, old_off, old_bytes);
@@ -433,7 +441,7 @@ static int check_not_metadata(struct img *img, uint64_t start, uint64_t nb)
 		return qcow2_signal_corruption(img, "allocation of cluster "
 					       "0x%" PRIx64 " landed on "
 					       "metadata (refcount 0)", off);
-	return 0;
+	return qcow2_check_overlap_locked(img, off, bytes);
 }
 
 /* The first run of nb free clusters from the allocation hint (clusters
@@ -558,6 +566,7 @@ static int alloc_behind_new_blocks(struct img *img, uint64_t nb,
 		s->reftable[rt] = (start + j) << s->cluster_bits;
 		j++;
 	}
+	qcow2_meta_forget_locked(img);
 	if (start == s->free_hint_cluster)
 		s->free_hint_cluster = end;
 	*host_off_r = (start + m) << s->cluster_bits;
@@ -692,6 +701,7 @@ int qcow2_apply_deferred_locked(struct img *img)
 		 * the host, and let the allocator reuse it. */
 		qcow2_cache_drop_range_locked(s->l2_cache, off,
 					      s->cluster_bytes);
+		qcow2_meta_remove_locked(img, off);
 		(void)fallocate(img->fd, FALLOC_FL_PUNCH_HOLE |
 					 FALLOC_FL_KEEP_SIZE,
 				(off_t)off, (off_t)s->cluster_bytes);

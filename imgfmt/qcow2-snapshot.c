@@ -646,6 +646,8 @@ int qcow2_snapshot_create(struct img *img, const char *name,
 			      "exists", img->path, name);
 	else
 		ret = create_locked(img, name, err);
+	/* Tables moved: the overlap check rebuilds its set. */
+	qcow2_meta_forget_locked(img);
 	pthread_mutex_unlock(s->lock);
 	pthread_rwlock_unlock(&s->write_gate);
 	return ret;
@@ -754,6 +756,7 @@ int qcow2_snapshot_delete(struct img *img, const char *id,
 			      img->path, id);
 	else
 		ret = delete_locked(img, idx, err);
+	qcow2_meta_forget_locked(img);
 	pthread_mutex_unlock(s->lock);
 	pthread_rwlock_unlock(&s->write_gate);
 	return ret;

@@ -192,6 +192,9 @@ int qcow2_l2_entry_rw_locked(struct img *img, uint64_t guest_off,
 			return ret;
 		s->l1_table[l1_idx] = new_off | QCOW2_L1E_COPIED;
 		s->l1_dirty = true;
+		ret = qcow2_meta_add_locked(img, new_off, s->cluster_bytes);
+		if (ret < 0)
+			return ret;
 		/* The new table's refcount must be durable before L2/L1
 		 * slices pointing at it. */
 		qcow2_cache_set_dependency_locked(s->l2_cache, s->rc_cache);
@@ -583,12 +586,22 @@ static int write_piece(struct img *img, const uint8_t *buf, size_t n,
 		/* In place: refcount 1 and already allocated, so the
 		 * mapping cannot change while write_gate is held shared;
 		 * the data pwrite runs without the metadata lock. */
+		if (!external(img, s)) {
+			ret = qcow2_check_overlap_locked(img, host + in, n);
+			if (ret < 0)
+				goto out_unlock;
+		}
 		pthread_mutex_unlock(s->lock);
 		ret = full_pwrite(s->data_fd, buf, n, host + in);
 		pthread_rwlock_unlock(&s->write_gate);
 		return ret;
 	}
 	ret = plan_locked(img, n, off, &plan);
+	if (ret == 0 && !plan.allocated && !external(img, s))
+		/* Our own cluster, taken from the L2 entry (a new one was
+		 * checked by the allocator). */
+		ret = qcow2_check_overlap_locked(img, plan.new_host,
+						 s->cluster_bytes);
 	if (ret < 0)
 		goto out_unlock;
 	me.next = s->inflight;
@@ -703,6 +716,9 @@ static int write_run(struct img *img, const uint8_t *buf, uint64_t max,
 	if (kind == RUN_IN_PLACE) {
 		/* As write_piece's in-place case: the mapping cannot change
 		 * while write_gate is held shared. */
+		ret = qcow2_check_overlap_locked(img, host0, nb * cb);
+		if (ret < 0)
+			goto out_unlock;
 		pthread_mutex_unlock(s->lock);
 		ret = full_pwrite(s->data_fd, buf, nb * cb, host0);
 		pthread_rwlock_unlock(&s->write_gate);

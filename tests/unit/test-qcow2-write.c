@@ -578,6 +578,93 @@ static void test_corruption(void)
 	printf("ok corruption marks the image and turns read-only\n");
 }
 
+static uint64_t read_be64_at(int fd, off_t off)
+{
+	uint8_t be[8];
+
+	assert(pread(fd, be, 8, off) == 8);
+	return be64toh(*(uint64_t *)be);
+}
+
+static void write_be64_at(int fd, off_t off, uint64_t v)
+{
+	uint64_t be = htobe64(v);
+
+	assert(pwrite(fd, &be, 8, off) == 8);
+}
+
+/* Damaged images whose L2 entries or refcounts lead a data write onto
+ * metadata: the write fails with EIO, the image is marked corrupt, and
+ * the metadata is left as it was (QEMU's overlap check). */
+static void test_overlap(void)
+{
+	static const char *cases[] = { "l1", "l2", "reftable", "refblock",
+				       "free-l2" };
+	uint8_t buf[4096], before[4096], after[4096];
+	char *p = path_of("o.qcow2");
+
+	memset(buf, 0xee, sizeof(buf));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct img *img;
+		uint64_t l1_off, rt_off, l2_off, rb_off, target;
+		int fd;
+
+		/* Guest clusters 0 and 1 allocated (host 0x5000, 0x6000). */
+		sh("rm -f o.qcow2 && qemu-img create -f qcow2 -o "
+		   "cluster_size=4096 o.qcow2 1M && qemu-io -f qcow2 -c "
+		   "'write -P 7 0 8k' o.qcow2");
+		fd = open(p, O_RDWR);
+		assert(fd >= 0);
+		l1_off = read_be64_at(fd, 40);
+		rt_off = read_be64_at(fd, 48);
+		l2_off = read_be64_at(fd, (off_t)l1_off) & 0x00fffffffffffe00ull;
+		rb_off = read_be64_at(fd, (off_t)rt_off);
+		if (strcmp(cases[i], "free-l2") == 0) {
+			/* The L2 table's refcount (16-bit entries) says
+			 * free: a new allocation must not land on it. */
+			uint16_t zero = 0;
+
+			target = l2_off;
+			assert(pwrite(fd, &zero, 2,
+				      (off_t)(rb_off + (l2_off >> 12) * 2)) == 2);
+		} else {
+			target = strcmp(cases[i], "l1") == 0	     ? l1_off
+				 : strcmp(cases[i], "l2") == 0	     ? l2_off
+				 : strcmp(cases[i], "reftable") == 0 ? rt_off
+								     : rb_off;
+			/* Guest cluster 1 now claims that cluster. */
+			write_be64_at(fd, (off_t)l2_off + 8,
+				      target | (1ull << 63));
+		}
+		assert(pread(fd, before, sizeof(before), (off_t)target) ==
+		       sizeof(before));
+		close(fd);
+		img = open_rw("o.qcow2");
+		if (strcmp(cases[i], "free-l2") == 0) {
+			/* Fill clusters until an allocation reaches it. */
+			int ret = 0;
+
+			for (uint64_t off = 8192; ret == 0 && off < (1 << 20);
+			     off += 4096)
+				ret = img_pwrite(img, buf, sizeof(buf), off);
+			assert(ret == -EIO);
+		} else {
+			assert(img_pwrite(img, buf, sizeof(buf), 4096) == -EIO);
+		}
+		assert(img_corrupt_reason(img) != NULL);
+		printf("%s: %s\n", cases[i], img_corrupt_reason(img));
+		assert(img_pwrite(img, buf, sizeof(buf), 0) == -EROFS);
+		img_close(img);
+		fd = open(p, O_RDONLY);
+		assert(pread(fd, after, sizeof(after), (off_t)target) ==
+		       sizeof(after));
+		close(fd);
+		assert(memcmp(before, after, sizeof(before)) == 0);
+	}
+	free(p);
+	printf("ok data writes never land on metadata\n");
+}
+
 static void patch_byte_or(const char *name, off_t off, uint8_t bits)
 {
 	char *p = path_of(name);
@@ -787,6 +874,7 @@ int main(void)
 	test_long_allocations("-o cluster_size=16384,extended_l2=on,refcount_bits=64");
 	test_threads();
 	test_corruption();
+	test_overlap();
 	test_crash("-o cluster_size=65536");
 	test_crash("-o cluster_size=512");
 	test_crash("-o cluster_size=512,refcount_bits=64");
