@@ -179,6 +179,35 @@ kill_cycles() {
 	done
 }
 
+# be64_at FILE OFFSET: the big-endian 64-bit number at OFFSET.
+be64_at() {
+	od -An -tx1 -j "$2" -N 8 "$1" | tr -d ' \n' | { read -r h; echo $((16#$h)); }
+}
+
+@test "a damaged qcow2 whose L2 entry points at its own L1 table: the write fails with 'Input/output error', the image is marked corrupt, the mount turns read-only and the L1 table is left as it was" {
+	make_qcow2 "$IMG" 16M cluster_size=4096
+	qemu-io -f qcow2 -c 'write -P 7 0 8k' "$IMG" >/dev/null
+	l1=$(be64_at "$IMG" 40)
+	l2=$(($(be64_at "$IMG" "$l1") & 0x00fffffffffffe00))
+	# Guest cluster 1 (COPIED) now claims the L1 table's cluster.
+	put_be64 "$IMG" $((l2 + 8)) $((l1 | (1 << 63)))
+	dd if="$IMG" of=l1.before bs=4096 skip=$((l1 / 4096)) count=1 status=none
+	mount_image
+	det_random 4k >data.bin
+	run -1 as_user dd if=data.bin of="$MNT/disk" bs=4k seek=1 conv=notrunc,fsync status=none
+	assert_eq "$output" "dd: error writing '$MNT/disk': Input/output error"
+	run -0 info_line corrupt
+	[[ $output == yes* ]]
+	run -1 as_user dd if=data.bin of="$MNT/disk" bs=4k seek=3 conv=notrunc status=none
+	assert_eq "$output" "dd: failed to open '$MNT/disk': Read-only file system"
+	# Reads go on.
+	as_user head -c 4096 "$MNT/disk" | cmp - <(head -c 4096 /dev/zero | tr '\0' '\7')
+	unmount_image
+	cmp l1.before <(dd if="$IMG" bs=4096 skip=$((l1 / 4096)) count=1 status=none)
+	run -0 qemu-img info --output=json "$IMG"
+	[[ $output == *'"corrupt": true'* ]]
+}
+
 # ---------------------------------------------------------------------------
 # The image's filesystem fills up
 
