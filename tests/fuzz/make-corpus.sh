@@ -12,6 +12,11 @@
 # The backing file named in the header need not exist: the targets open
 # with backing=deny, which refuses it before looking.
 #
+# KIND qcow2-write (fuzz-qcow2-write): the qcow2 seeds, each followed by
+# a few op scripts (seed-tool.py write-ops): mixed odd and whole-cluster
+# writes with snapshots, 1 MiB runs, and writes across cluster edges.
+# Images over 512 KiB are left out (run.sh's -max_len).
+#
 # KIND partition (fuzz-partition): disks partitioned by sfdisk (fdisk -b
 # 4096 for a 4Kn GPT, which sfdisk cannot make on a file), a few then
 # broken on purpose (an EBR chain that loops, GPT headers with a bad CRC
@@ -22,7 +27,7 @@
 # sends to bring a vhost-user-blk device up, written by seed-tool.py.
 set -eu
 
-out=${1:?usage: make-corpus.sh OUTDIR [qcow2|partition|vhost-user]}
+out=${1:?usage: make-corpus.sh OUTDIR [qcow2|qcow2-write|partition|vhost-user]}
 kind=${2:-qcow2}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 tool="python3 $src/tests/fuzz/seed-tool.py"
@@ -32,6 +37,14 @@ trap 'rm -rf "$tmp"' EXIT
 
 case $kind in
 qcow2) ;;
+qcow2-write)
+	rc=0
+	"$0" "$tmp/qcow2" qcow2 >/dev/null || rc=$?
+	[ $rc = 0 ] || exit $rc
+	find "$tmp/qcow2" -type f -size +512k -delete
+	$tool write-ops "$tmp/qcow2" "$out"
+	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
+	exit 0 ;;
 vhost-user)
 	$tool vhost-user "$out"
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"

@@ -11,7 +11,8 @@
 # accumulates); crashes, leaks and timeouts are written to
 # build-fuzz/fuzz-artifacts/TARGET/. Exits non-zero when any target found
 # one, after printing the file and how to replay it. A target whose seeds
-# need a missing tool (make-corpus.sh exits 77) is skipped.
+# need a missing tool (make-corpus.sh exits 77) is skipped. FUZZ_TARGETS
+# (space-separated names) runs only those targets.
 set -eu
 # A target killed by its time limit skips its atexit cleanup: remove the
 # scratch images it leaves in /dev/shm whatever happens.
@@ -20,13 +21,14 @@ trap 'rm -f /dev/shm/fuzz-qcow2-*.img' EXIT
 secs=${1:-60}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD:-$src/build-fuzz}
-targets="fuzz-qcow2 fuzz-probe fuzz-virtq fuzz-vhost-user fuzz-partition"
+targets=${FUZZ_TARGETS:-"fuzz-qcow2 fuzz-probe fuzz-qcow2-write fuzz-virtq fuzz-vhost-user fuzz-partition"}
 
 # The seed kind (make-corpus.sh) each target reads.
 kind_of() {
 	case $1 in
 	fuzz-partition) echo partition ;;
 	fuzz-vhost-user) echo vhost-user ;;
+	fuzz-qcow2-write) echo qcow2-write ;;
 	*) echo qcow2 ;;
 	esac
 }
@@ -39,7 +41,7 @@ ninja -C "$build" $(for t in $targets; do echo "tests/fuzz/$t"; done)
 seeds=$build/fuzz-seeds
 rm -rf "$seeds"
 skip=
-for kind in qcow2 partition vhost-user; do
+for kind in qcow2 qcow2-write partition vhost-user; do
 	rc=0
 	"$src/tests/fuzz/make-corpus.sh" "$seeds/$kind" "$kind" || rc=$?
 	if [ $rc = 77 ]; then

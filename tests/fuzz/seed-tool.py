@@ -18,6 +18,10 @@
       Writes fuzz-vhost-user inputs: the message sequence a front end
       such as QEMU sends to bring a vhost-user-blk device up, and a few
       variants of it.
+  seed-tool.py write-ops INDIR OUTDIR
+      Appends a few op scripts (fuzz-qcow2-write's input tail: 8-byte
+      records and a count byte) to every image in INDIR, one seed per
+      image and script in OUTDIR.
 
 Python only because meson already needs it; nothing here is run by the
 fuzz targets themselves.
@@ -208,6 +212,55 @@ def vhost_user(outdir):
         open(os.path.join(outdir, name), 'wb').write(blob)
 
 
+# fuzz-qcow2-write op kinds (enum fw_opcode in fuzz-qcow2-write.c).
+W_ODD, W_RUN, W_ZBUF, DISCARD, ZEROES, FLUSH, SNAP_NEW, SNAP_DEL, READ = \
+    0, 2, 3, 4, 5, 6, 7, 8, 9
+ALIGNED = 1  # aux bit 0 of DISCARD/ZEROES: whole clusters
+
+
+def wop(kind, aux=0, len16=0, off32=0):
+    """One record; for odd ranges the length is len16 + 1 (aux bits 0-1
+    add bits 16-17), for cluster ranges 1 + len16 clusters."""
+    return struct.pack('<BBHI', kind, aux, len16, off32)
+
+
+WRITE_SCRIPTS = {
+    'mixed': [
+        wop(W_ODD, 0, 4999, 1000), wop(W_RUN, 0, 2, 0),
+        wop(READ, 0, 0xffff, 0), wop(FLUSH),
+        wop(DISCARD, 0, 2999, 2000), wop(ZEROES, ALIGNED, 1, 65536),
+        wop(READ, 0, 0xffff, 60000), wop(SNAP_NEW),
+        wop(W_ODD, 0, 6999, 3000), wop(W_RUN, 0, 15, 1 << 20),
+        wop(SNAP_DEL, 0, 0, 0), wop(W_ZBUF, 0, 4095, 300000),
+        wop(FLUSH), wop(READ, 1, 0xffff, 0),
+    ],
+    'big': [
+        wop(W_RUN, 0, 0xffff, 0), wop(SNAP_NEW),
+        wop(W_RUN, 0, 0xffff, 512 << 10), wop(W_ODD, 3, 0xffff, 777),
+        wop(ZEROES, 0, 9999, 100000), wop(READ, 3, 0xffff, 0),
+        wop(SNAP_NEW), wop(DISCARD, ALIGNED, 3, 0),
+        wop(W_RUN, 0x80, 1, 0), wop(FLUSH), wop(SNAP_DEL, 0, 0, 1),
+    ],
+    'edges': [
+        wop(W_ODD, 0, 1, 511), wop(W_ODD, 0, 1, 4095),
+        wop(W_ODD, 0, 1, 65535), wop(W_ODD, 0, 0, 0),
+        wop(W_ZBUF, 0, 511, 8192), wop(DISCARD, 0, 100, 4000),
+        wop(ZEROES, 0, 600, 500), wop(READ, 0, 9000, 0),
+        wop(DISCARD, ALIGNED, 0, 65536), wop(ZEROES, ALIGNED, 0, 4096),
+        wop(FLUSH), wop(READ, 1, 0xffff, 0),
+    ],
+}
+
+
+def write_ops(indir, outdir):
+    os.makedirs(outdir, exist_ok=True)
+    for name in sorted(os.listdir(indir)):
+        image = open(os.path.join(indir, name), 'rb').read()
+        for sname, ops in WRITE_SCRIPTS.items():
+            blob = image + b''.join(ops) + bytes([len(ops)])
+            open(os.path.join(outdir, name + '-' + sname), 'wb').write(blob)
+
+
 def main():
     cmd = sys.argv[1] if len(sys.argv) > 1 else ''
     if cmd == 'pack' and len(sys.argv) == 5:
@@ -219,6 +272,8 @@ def main():
                 int(sys.argv[5], 0))
     elif cmd == 'vhost-user' and len(sys.argv) == 3:
         vhost_user(sys.argv[2])
+    elif cmd == 'write-ops' and len(sys.argv) == 4:
+        write_ops(sys.argv[2], sys.argv[3])
     else:
         sys.exit(__doc__)
 
