@@ -11,7 +11,8 @@
  * Kinds: writes of odd sizes at odd offsets (pattern or all-zero
  * buffers, the latter reaching the "fill would be all zeroes" path),
  * whole-cluster runs of up to FW_MAX_RUN bytes, discard and write-zeroes
- * (odd or cluster-aligned), flush, snapshot create and delete, reads.
+ * (odd or cluster-aligned), flush, snapshot create and delete, reads,
+ * and a close and read-write reopen in the middle of the script.
  *
  * The image is written to one file in /dev/shm (as fuzz-qcow2.c does)
  * and opened with backing=deny and a small metadata cache, so eviction
@@ -96,6 +97,7 @@ enum fw_opcode {
 	OP_SNAP_CREATE,
 	OP_SNAP_DELETE,
 	OP_READ,
+	OP_REOPEN, /* close (flushes), check, open read-write again */
 	OP_NB,
 };
 
@@ -700,6 +702,54 @@ static void fw_snap_delete(struct fw *fw, uint32_t pick)
 	fw_check_growth(fw);
 }
 
+/* Checks the closed image file is sound (see the top). */
+static void fw_check_file(const char *when)
+{
+	const char *why;
+	struct stat st;
+	void *map;
+
+	if (fstat(fw_fd, &st) < 0 || st.st_size <= 0)
+		fw_fail("the image file is gone %s", when);
+	map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fw_fd, 0);
+	if (map == MAP_FAILED)
+		abort();
+	/* Lazy refcounts set the dirty bit; a clean close clears it. */
+	if (st.st_size >= 80 && be32((uint8_t *)map + 4) >= 3 &&
+	    (((uint8_t *)map)[79] & 1))
+		fw_fail("the dirty bit is still set %s", when);
+	if (!fw_check_image(map, st.st_size, &why))
+		fw_fail("the image is no longer sound %s: %s", when, why);
+	munmap(map, st.st_size);
+}
+
+/* Closes the image and opens it read-write again; for a sound image
+ * whose script has succeeded so far, the closed file must be sound and
+ * the open must work. Leaves fw->img NULL when the open fails. */
+static void fw_reopen(struct fw *fw)
+{
+	struct img_open_opts opts = {
+		.format = IMG_FORMAT_QCOW2,
+		.read_only = false,
+		.backing = IMG_BACKING_DENY,
+		.cache_bytes = FW_CACHE_BYTES,
+	};
+	bool check;
+	struct img_err err;
+
+	fw_check_corrupt(fw);
+	check = fw_oracle(fw) && !img_corrupt_reason(fw->img);
+	img_close(fw->img);
+	fw->img = NULL;
+	if (check)
+		fw_check_file("after a close in the script");
+	if (img_open(fw_path, &opts, &fw->img, &err) < 0) {
+		if (check)
+			fw_fail("reopen read-write failed: %s", err.msg);
+		fw->img = NULL;
+	}
+}
+
 static void fw_run_op(struct fw *fw, const struct fw_op *op, unsigned idx)
 {
 	uint64_t off, len;
@@ -739,6 +789,9 @@ static void fw_run_op(struct fw *fw, const struct fw_op *op, unsigned idx)
 	case OP_SNAP_DELETE:
 		fw_snap_delete(fw, op->off32);
 		break;
+	case OP_REOPEN:
+		fw_reopen(fw);
+		return;
 	case OP_READ:
 		fw_odd_range(fw, op, &off, &len);
 		if (img_pread(fw->img, fw_rbuf, len, off) == 0 && fw_oracle(fw))
@@ -837,22 +890,8 @@ static void fw_after_close(struct fw *fw, uint64_t size)
 	};
 	struct img *img = NULL;
 	struct img_err err;
-	const char *why;
-	struct stat st;
-	void *map;
 
-	if (fstat(fw_fd, &st) < 0 || st.st_size <= 0)
-		fw_fail("the image file is gone");
-	map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fw_fd, 0);
-	if (map == MAP_FAILED)
-		abort();
-	/* Lazy refcounts set the dirty bit; a clean close clears it. */
-	if (st.st_size >= 80 && be32((uint8_t *)map + 4) >= 3 &&
-	    (((uint8_t *)map)[79] & 1))
-		fw_fail("the dirty bit is still set after close");
-	if (!fw_check_image(map, st.st_size, &why))
-		fw_fail("the image is no longer sound after close: %s", why);
-	munmap(map, st.st_size);
+	fw_check_file("after close");
 	fw_nb_verified++;
 
 	if (img_open(fw_path, &opts, &img, &err))
@@ -918,12 +957,14 @@ int fuzz_qcow2_write_one(const uint8_t *data, size_t size)
 	fw.span = disk_bytes < FW_SPAN_BYTES ? disk_bytes : FW_SPAN_BYTES;
 	fw.cluster = info.cluster_size;
 	if (fw.span && fw.cluster) {
-		for (size_t i = 0; i < nb_ops; i++) {
+		for (size_t i = 0; i < nb_ops && fw.img; i++) {
 			struct fw_op op = fw_decode(ops + i * FW_OP_BYTES);
 
 			fw_run_op(&fw, &op, (unsigned)i);
 		}
 	}
+	if (!fw.img)
+		goto out; /* a reopen in the script failed */
 	fw_check_corrupt(&fw);
 	/* Whether to check after close: decided now, while the handle can
 	 * still say whether it was marked corrupt. */
@@ -931,6 +972,7 @@ int fuzz_qcow2_write_one(const uint8_t *data, size_t size)
 	img_close(fw.img);
 	if (check)
 		fw_after_close(&fw, disk_bytes);
+out:
 	while (fw.nb_tracked)
 		fw_snap_untrack(&fw, 0);
 	return 0;

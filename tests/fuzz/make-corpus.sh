@@ -160,6 +160,10 @@ seed c16k-el2      4M cluster_size=16k,extended_l2=on 'write -P 0x11 0 512' \
 seed c32k-el2-zstd 2M cluster_size=32k,extended_l2=on,compression_type=zstd \
 	'write -P 0x11 1k 2k' "$comp"
 seed c64k          8M cluster_size=64k            "$pattern" "$tail_w"
+# 512-byte clusters and 64-bit refcounts: a refcount block covers 32 KiB
+# and the one-cluster table 2 MiB, so writes soon need new blocks and a
+# larger table.
+seed c512-rb64     4M cluster_size=512,refcount_bits=64 "$pattern" "$tail_w"
 for rb in 1 2 8 32 64; do
 	seed c4k-rb$rb 2M cluster_size=4k,refcount_bits=$rb "$pattern" "$tail_w"
 done

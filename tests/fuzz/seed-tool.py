@@ -213,8 +213,8 @@ def vhost_user(outdir):
 
 
 # fuzz-qcow2-write op kinds (enum fw_opcode in fuzz-qcow2-write.c).
-W_ODD, W_RUN, W_ZBUF, DISCARD, ZEROES, FLUSH, SNAP_NEW, SNAP_DEL, READ = \
-    0, 2, 3, 4, 5, 6, 7, 8, 9
+(W_ODD, W_RUN, W_ZBUF, DISCARD, ZEROES, FLUSH, SNAP_NEW, SNAP_DEL, READ,
+ REOPEN) = 0, 2, 3, 4, 5, 6, 7, 8, 9, 10
 ALIGNED = 1  # aux bit 0 of DISCARD/ZEROES: whole clusters
 
 
@@ -229,7 +229,7 @@ WRITE_SCRIPTS = {
         wop(W_ODD, 0, 4999, 1000), wop(W_RUN, 0, 2, 0),
         wop(READ, 0, 0xffff, 0), wop(FLUSH),
         wop(DISCARD, 0, 2999, 2000), wop(ZEROES, ALIGNED, 1, 65536),
-        wop(READ, 0, 0xffff, 60000), wop(SNAP_NEW),
+        wop(READ, 0, 0xffff, 60000), wop(REOPEN), wop(SNAP_NEW),
         wop(W_ODD, 0, 6999, 3000), wop(W_RUN, 0, 15, 1 << 20),
         wop(SNAP_DEL, 0, 0, 0), wop(W_ZBUF, 0, 4095, 300000),
         wop(FLUSH), wop(READ, 1, 0xffff, 0),
@@ -240,6 +240,7 @@ WRITE_SCRIPTS = {
         wop(ZEROES, 0, 9999, 100000), wop(READ, 3, 0xffff, 0),
         wop(SNAP_NEW), wop(DISCARD, ALIGNED, 3, 0),
         wop(W_RUN, 0x80, 1, 0), wop(FLUSH), wop(SNAP_DEL, 0, 0, 1),
+        wop(REOPEN), wop(W_RUN, 0, 0xffff, 3 << 20), wop(READ, 0, 0xfff, 0),
     ],
     'edges': [
         wop(W_ODD, 0, 1, 511), wop(W_ODD, 0, 1, 4095),
