@@ -46,6 +46,9 @@
  *     still be sound (leaks allowed, missing references not), reopen
  *     read-only, read back the model over the span, and snapshots the
  *     script created must read as the model did when they were taken.
+ *     If the input was also clean as qemu-img check sees it (no leaked
+ *     cluster, COPIED wherever an active refcount is 1), so must the
+ *     file be after every close.
  * Any mismatch aborts with a line saying where. With FW_DEBUG set in
  * the environment, each input says whether it was found sound, and why
  * not.
@@ -113,6 +116,7 @@ struct fw {
 	uint64_t span;    /* min(virtual size, FW_SPAN_BYTES) */
 	uint64_t cluster; /* bytes */
 	bool sound;       /* fw_check_image() accepted the input */
+	bool strict;      /* and found it clean (no leaks, COPIED right) */
 	bool all_ok;      /* every op so far returned 0 */
 	bool writes_stopped;
 	uint64_t written;
@@ -204,7 +208,11 @@ static uint16_t be16(const uint8_t *p)
 #define INCOMPAT_DATA_FILE (1ULL << 2)
 #define INCOMPAT_EXTL2 (1ULL << 4)
 
-enum { REQ_REF1 = 1, REQ_RC1 = 2 };
+/* Per-cluster marks: referenced at most once (metadata written in
+ * place), refcount 1 required (an active COPIED entry), refcount 1 would
+ * want COPIED (an active entry without it; qemu-img check: "OFLAG_COPIED
+ * ... refcount=1" is an error there). */
+enum { REQ_REF1 = 1, REQ_RC1 = 2, NO_COPIED = 4 };
 
 struct chk {
 	const uint8_t *p;
@@ -284,7 +292,8 @@ static bool chk_l2(struct chk *c, uint64_t l2_off, bool active)
 		if (off & (c->cs - 1))
 			return chk_bad(c, "an unaligned data cluster");
 		if (!chk_ref(c, off, c->cs,
-			     active && (e & QCOW_OFLAG_COPIED) ? REQ_RC1 : 0))
+			     !active ? 0
+			     : e & QCOW_OFLAG_COPIED ? REQ_RC1 : NO_COPIED))
 			return false;
 	}
 	return true;
@@ -308,7 +317,8 @@ static bool chk_l1(struct chk *c, uint64_t l1_off, uint64_t l1_size,
 		if ((off & (c->cs - 1)) || !chk_in_file(c, off, c->cs))
 			return chk_bad(c, "an unaligned L2 table, or past the end");
 		if (!chk_ref(c, off, c->cs,
-			     active && (e & QCOW_OFLAG_COPIED) ? REQ_RC1 : 0))
+			     !active ? 0
+			     : e & QCOW_OFLAG_COPIED ? REQ_RC1 : NO_COPIED))
 			return false;
 		if (!chk_l2(c, off, active))
 			return false;
@@ -375,9 +385,14 @@ static bool chk_snapshots(struct chk *c, uint32_t nb, uint64_t off)
 }
 
 /* Whether the qcow2 image in p[0, len) is sound (see the top); *why_r
- * gets the first reason it is not. */
-static bool fw_check_image(const uint8_t *p, uint64_t len, const char **why_r)
+ * gets the first reason it is not. *strict_r tells whether it is also
+ * clean as qemu-img check sees it: no leaked cluster, and COPIED on every
+ * active entry whose refcount is 1. With want_strict, an image that is
+ * not strict is not sound either (an image that was clean must stay so). */
+static bool fw_check_image(const uint8_t *p, uint64_t len, bool want_strict,
+			   bool *strict_r, const char **why_r)
 {
+	bool strict = true;
 	struct chk c = { .p = p, .len = len };
 	uint32_t version, rt_clusters;
 	uint64_t incompat = 0, rt_off, rt_entries;
@@ -436,11 +451,24 @@ static bool fw_check_image(const uint8_t *p, uint64_t len, const char **why_r)
 	    !chk_snapshots(&c, be32(p + 60), be64(p + 64)))
 		goto out;
 	for (uint64_t i = 0; i < c.nb_clusters; i++) {
-		uint64_t rc;
+		uint64_t rc = chk_refcount(&c, rt_off, rt_entries, order, i);
 
-		if (!c.refs[i] && !c.req[i])
-			continue;
-		rc = chk_refcount(&c, rt_off, rt_entries, order, i);
+		if (rc != c.refs[i] ||
+		    ((c.req[i] & NO_COPIED) && rc == 1)) {
+			if (strict && want_strict) {
+				static char msg[128];
+
+				snprintf(msg, sizeof(msg),
+					 "%s: cluster 0x%" PRIx64 " has "
+					 "refcount %" PRIu64 ", %" PRIu32
+					 " references",
+					 rc > c.refs[i] ? "a leak"
+					 : "COPIED missing", i << c.cb, rc,
+					 c.refs[i]);
+				chk_bad(&c, msg);
+			}
+			strict = false;
+		}
 		if (c.refs[i] > rc) {
 			chk_bad(&c, "a refcount lower than its references");
 			goto out;
@@ -452,8 +480,30 @@ static bool fw_check_image(const uint8_t *p, uint64_t len, const char **why_r)
 			goto out;
 		}
 	}
-	ok = true;
+	/* Refcounts past the end of the file count as leaks too: the file
+	 * grows over them. Checked one by one, within the work bound (past
+	 * it, the image is not called clean). */
+	for (uint64_t blk = 0; strict && blk < rt_entries; blk++) {
+		uint64_t per_block = c.cs * 8 >> order;
+		uint64_t lo = blk * per_block, hi = lo + per_block;
+
+		if (hi <= c.nb_clusters ||
+		    !(be64(p + rt_off + blk * 8) & RTE_OFFSET_MASK))
+			continue;
+		for (uint64_t i = lo > c.nb_clusters ? lo : c.nb_clusters;
+		     strict && i < hi; i++) {
+			if (++c.work > FW_CHECK_WORK ||
+			    chk_refcount(&c, rt_off, rt_entries, order, i)) {
+				if (want_strict)
+					chk_bad(&c, "a leak past the end of "
+						    "the file");
+				strict = false;
+			}
+		}
+	}
+	ok = !(want_strict && !strict);
 out:
+	*strict_r = ok && strict;
 	*why_r = c.why;
 	free(c.refs);
 	free(c.req);
@@ -702,10 +752,12 @@ static void fw_snap_delete(struct fw *fw, uint32_t pick)
 	fw_check_growth(fw);
 }
 
-/* Checks the closed image file is sound (see the top). */
-static void fw_check_file(const char *when)
+/* Checks the closed image file is sound (see the top), and clean if the
+ * input image was. */
+static void fw_check_file(const struct fw *fw, const char *when)
 {
 	const char *why;
+	bool strict;
 	struct stat st;
 	void *map;
 
@@ -718,7 +770,7 @@ static void fw_check_file(const char *when)
 	if (st.st_size >= 80 && be32((uint8_t *)map + 4) >= 3 &&
 	    (((uint8_t *)map)[79] & 1))
 		fw_fail("the dirty bit is still set %s", when);
-	if (!fw_check_image(map, st.st_size, &why))
+	if (!fw_check_image(map, st.st_size, fw->strict, &strict, &why))
 		fw_fail("the image is no longer sound %s: %s", when, why);
 	munmap(map, st.st_size);
 }
@@ -742,7 +794,7 @@ static void fw_reopen(struct fw *fw)
 	img_close(fw->img);
 	fw->img = NULL;
 	if (check)
-		fw_check_file("after a close in the script");
+		fw_check_file(fw, "after a close in the script");
 	if (img_open(fw_path, &opts, &fw->img, &err) < 0) {
 		if (check)
 			fw_fail("reopen read-write failed: %s", err.msg);
@@ -891,7 +943,7 @@ static void fw_after_close(struct fw *fw, uint64_t size)
 	struct img *img = NULL;
 	struct img_err err;
 
-	fw_check_file("after close");
+	fw_check_file(fw, "after close");
 	fw_nb_verified++;
 
 	if (img_open(fw_path, &opts, &img, &err))
@@ -942,11 +994,14 @@ int fuzz_qcow2_write_one(const uint8_t *data, size_t size)
 		perror(fw_path);
 		abort();
 	}
-	fw.sound = fw_check_image(data, img_bytes, &why);
+	fw.sound = fw_check_image(data, img_bytes, false, &fw.strict, &why);
 	fw_nb_sound += fw.sound;
 	if (getenv("FW_DEBUG"))
 		fprintf(stderr, "fuzz-qcow2-write: %s%s\n",
-			fw.sound ? "sound" : "not sound: ", fw.sound ? "" : why);
+			fw.strict  ? "sound and clean"
+			: fw.sound ? "sound"
+				   : "not sound: ",
+			fw.sound ? "" : why);
 	if (img_open(fw_path, &opts, &fw.img, &err) < 0) {
 		if (err.errnum >= 0 || !memchr(err.msg, '\0', sizeof(err.msg)))
 			abort(); /* a failed open must say why */
