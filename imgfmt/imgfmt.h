@@ -168,7 +168,8 @@ void img_snapshot_list_free(struct img_snapshot *list, size_t nb);
 int img_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 		      struct img_err *err);
 /* Creates a snapshot of the current state with this name (-EEXIST if the
- * name is taken). */
+ * name is taken, -EMLINK if a refcount is at the maximum its width can
+ * count: too many snapshots for refcount_bits; the image is unchanged). */
 int img_snapshot_create(struct img *img, const char *name,
 			struct img_err *err);
 /* Deletes the snapshot with this ID. */

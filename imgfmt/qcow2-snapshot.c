@@ -19,7 +19,9 @@
  * Create and delete (top read-write handle, write_gate exclusive and the
  * metadata lock held throughout). Ordering, each step at its line:
  *   create: flush; raise the refcount of every L2 table and data cluster
- *   the active L1 reaches and clear COPIED in the active L1/L2 entries;
+ *   the active L1 reaches (one at maximum for the width: take the
+ *   raises back and refuse with -EMLINK), then clear COPIED in the
+ *   active L1/L2 entries;
  *   write the L1 copy; flush (refcounts durable before the L1/L2 changes,
  *   both before the header names the snapshot); write the new snapshot
  *   table, make it and its refcount durable; switch nb_snapshots and
@@ -390,14 +392,14 @@ static int switch_table_locked(struct img *img, uint32_t skip)
 	return 0;
 }
 
-/* Calls fn on every entry of the L2 table at l2_off, slice by slice;
- * rw gets writable (dirty) slices. */
+/* Calls fn(img, entry, dirty, opaque) on every entry of the L2 table at
+ * l2_off, slice by slice; rw gets writable (dirty) slices. */
 static int walk_l2_locked(struct img *img, uint64_t l2_off, bool rw,
-			  int (*fn)(struct img *img, uint8_t *e, bool *dirty),
-			  void *unused)
+			  int (*fn)(struct img *img, uint8_t *e, bool *dirty,
+				    void *opaque),
+			  void *opaque)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	(void)unused;
 
 	if (!is_aligned(l2_off, s->cluster_bytes) ||
 	    !range_within(l2_off, s->cluster_bytes, s->file_bytes))
@@ -415,7 +417,7 @@ static int walk_l2_locked(struct img *img, uint64_t l2_off, bool rw,
 		slice = (uint8_t *)ro;
 		for (size_t i = 0; i < s->l2_slice_bytes;
 		     i += s->l2_entry_bytes) {
-			ret = fn(img, slice + i, rw ? &dirty : NULL);
+			ret = fn(img, slice + i, rw ? &dirty : NULL, opaque);
 			if (ret < 0)
 				break;
 		}
@@ -450,16 +452,75 @@ static bool entry_span(struct img *img, uint64_t entry, uint64_t *off_r,
 	return *off_r != 0;
 }
 
-static int raise_entry(struct img *img, uint8_t *e, bool *dirty)
-{
-	uint64_t entry = get_be64(e), off, bytes;
-	int ret;
+/* Raising (delta +1) or undoing raises (-1), one cluster at a time so
+ * that an undo stops exactly where the raising stopped: the first
+ * `limit` clusters of the walk are changed, `done` counts them. */
+struct raise_ctx {
+	int delta;
+	uint64_t limit;
+	uint64_t done;
+};
 
-	if (!entry_span(img, entry, &off, &bytes))
+static int raise_span(struct img *img, uint64_t off, uint64_t bytes,
+		      struct raise_ctx *rc)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t last = (off + bytes - 1) >> s->cluster_bits;
+
+	for (uint64_t c = off >> s->cluster_bits; c <= last; c++) {
+		int ret;
+
+		if (rc->done == rc->limit)
+			return 0;
+		ret = qcow2_update_refcount_locked(img, c << s->cluster_bits,
+						   1, rc->delta);
+		if (ret < 0)
+			return ret;
+		rc->done++;
+	}
+	return 0;
+}
+
+static int raise_entry(struct img *img, uint8_t *e, bool *dirty,
+		       void *opaque)
+{
+	uint64_t off, bytes;
+
+	(void)dirty;
+	if (!entry_span(img, get_be64(e), &off, &bytes))
 		return 0;
-	ret = qcow2_update_refcount_locked(img, off, bytes, +1);
-	if (ret < 0)
-		return ret;
+	return raise_span(img, off, bytes, opaque);
+}
+
+/* Gives every L2 table and data cluster the active L1 reaches one more
+ * owner (rc->delta +1), or takes back the first rc->limit of those
+ * raises (-1), in the same order. */
+static int raise_all_locked(struct img *img, struct raise_ctx *rc)
+{
+	struct qcow2_state *s = qcow2_state(img);
+
+	for (uint32_t i = 0; i < s->l1_size; i++) {
+		uint64_t l2_off = s->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
+		int ret;
+
+		if (!l2_off)
+			continue;
+		ret = raise_span(img, l2_off, s->cluster_bytes, rc);
+		if (ret == 0)
+			ret = walk_l2_locked(img, l2_off, false, raise_entry,
+					     rc);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+static int clear_copied_entry(struct img *img, uint8_t *e, bool *dirty,
+			      void *opaque)
+{
+	uint64_t entry = get_be64(e);
+
+	(void)opaque;
 	if (entry & QCOW2_L2E_COPIED) {
 		/* Now shared with the snapshot: writes must copy. */
 		put_be64(e, entry & ~QCOW2_L2E_COPIED);
@@ -468,22 +529,25 @@ static int raise_entry(struct img *img, uint8_t *e, bool *dirty)
 	return 0;
 }
 
-static int drop_entry(struct img *img, uint8_t *e, bool *dirty)
+static int drop_entry(struct img *img, uint8_t *e, bool *dirty, void *opaque)
 {
 	uint64_t off, bytes;
 
 	(void)dirty;
+	(void)opaque;
 	if (!entry_span(img, get_be64(e), &off, &bytes))
 		return 0;
 	return qcow2_defer_unref_locked(img, off, bytes);
 }
 
-static int fix_copied_entry(struct img *img, uint8_t *e, bool *dirty)
+static int fix_copied_entry(struct img *img, uint8_t *e, bool *dirty,
+			    void *opaque)
 {
 	struct qcow2_state *s = qcow2_state(img);
 	uint64_t entry = get_be64(e), off, bytes, rc;
 	int ret;
 
+	(void)opaque;
 	if ((entry & QCOW2_L2E_COMPRESSED) || (entry & QCOW2_L2E_COPIED) ||
 	    !entry_span(img, entry, &off, &bytes))
 		return 0;
@@ -510,6 +574,7 @@ static int create_locked(struct img *img, const char *name,
 {
 	struct qcow2_state *s = qcow2_state(img);
 	struct qcow2_snapshot sn = { 0 }, *grown;
+	struct raise_ctx raise = { .delta = +1 };
 	CLEANUP_FREE uint64_t *l1_copy = NULL;
 	uint64_t l1_bytes = (uint64_t)s->l1_size * 8, l1_off = 0, max_id = 0;
 	struct timespec now;
@@ -540,18 +605,36 @@ static int create_locked(struct img *img, const char *name,
 	l1_copy = malloc(l1_bytes + 8);
 	if (!l1_copy)
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
-	/* Every L2 table and data cluster now has one more owner. From
-	 * here a failure leaves counts half raised: the image is marked
-	 * corrupt rather than left silently wrong. */
+	/* Every L2 table and data cluster now gets one more owner. A
+	 * refcount already at its width's maximum (-EMLINK: too many
+	 * snapshots for refcount_bits) is not corruption: the raises made
+	 * so far are taken back and the snapshot is refused, the image
+	 * unchanged but for the L1 copy's clusters (freed by the next
+	 * flush). Any other failure from here leaves counts half raised:
+	 * the image is marked corrupt rather than left silently wrong. */
+	raise.limit = UINT64_MAX;
+	ret = raise_all_locked(img, &raise);
+	if (ret == -EMLINK) {
+		struct raise_ctx undo = { .delta = -1, .limit = raise.done };
+
+		ret = raise_all_locked(img, &undo);
+		if (ret == 0 && l1_bytes)
+			ret = qcow2_defer_unref_locked(img, l1_off, l1_bytes);
+		if (ret < 0)
+			goto halfway;
+		return img_err(err, -EMLINK, "%s: refcount_bits=%u cannot "
+			       "count the owners of another snapshot",
+			       img->path, 1u << s->refcount_order);
+	}
+	if (ret < 0)
+		goto halfway;
+	/* COPIED goes only once every raise worked. */
 	for (uint32_t i = 0; i < s->l1_size; i++) {
 		uint64_t l2_off = s->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
 
 		if (l2_off) {
-			ret = qcow2_update_refcount_locked(img, l2_off,
-							   s->cluster_bytes, +1);
-			if (ret == 0)
-				ret = walk_l2_locked(img, l2_off, true,
-						     raise_entry, NULL);
+			ret = walk_l2_locked(img, l2_off, true,
+					     clear_copied_entry, NULL);
 			if (ret < 0)
 				goto halfway;
 			s->l1_table[i] &= ~QCOW2_L1E_COPIED;

@@ -41,7 +41,7 @@
  *     checks below run only for sound images.
  *   - For a sound image: being marked corrupt aborts (the overlap check
  *     fires only when refcounts lie). While every op so far returned 0
- *     (snapshot creates refused up front with -EEXIST/-ENOTSUP aside),
+ *     (snapshot creates refused with -EEXIST/-ENOTSUP/-EMLINK aside),
  *     every read is compared with the model; after close the file must
  *     still be sound (leaks allowed, missing references not), reopen
  *     read-only, read back the model over the span, and snapshots the
@@ -275,11 +275,12 @@ static bool chk_l2(struct chk *c, uint64_t l2_off, bool active)
 			return chk_bad(c, "too much to check");
 		if (e & QCOW_OFLAG_COMPRESSED) {
 			uint64_t coff = e & coff_mask;
-			uint64_t nb_sectors = ((e >> csize_shift) & csize_mask) + 1;
+			uint64_t nb_sectors =
+				((e >> csize_shift) & csize_mask) + 1;
 			uint64_t bytes = nb_sectors * 512 - (coff & 511);
 
 			if (e & QCOW_OFLAG_COPIED)
-				return chk_bad(c, "a compressed entry is COPIED");
+				return chk_bad(c, "a COPIED compressed entry");
 			if (!coff)
 				return chk_bad(c, "compressed data at 0");
 			if (!chk_ref(c, coff, bytes, 0))
@@ -315,7 +316,7 @@ static bool chk_l1(struct chk *c, uint64_t l1_off, uint64_t l1_size,
 		if (!off)
 			continue;
 		if ((off & (c->cs - 1)) || !chk_in_file(c, off, c->cs))
-			return chk_bad(c, "an unaligned L2 table, or past the end");
+			return chk_bad(c, "a bad L2 table offset");
 		if (!chk_ref(c, off, c->cs,
 			     !active ? 0
 			     : e & QCOW_OFLAG_COPIED ? REQ_RC1 : NO_COPIED))
@@ -429,7 +430,8 @@ static bool fw_check_image(const uint8_t *p, uint64_t len, bool want_strict,
 	rt_clusters = be32(p + 56);
 	rt_entries = (uint64_t)rt_clusters * c.cs / 8;
 	if ((rt_off & (c.cs - 1)) || !rt_clusters ||
-	    rt_clusters > len >> c.cb || !chk_in_file(&c, rt_off, rt_entries * 8)) {
+	    rt_clusters > len >> c.cb ||
+	    !chk_in_file(&c, rt_off, rt_entries * 8)) {
 		chk_bad(&c, "a bad refcount table");
 		goto out;
 	}
@@ -557,7 +559,8 @@ static void model_compare(const char *what, const uint8_t *kind,
 		if (buf[o - off] != want)
 			fw_fail("%s: byte at 0x%" PRIx64 " reads 0x%02x, "
 				"%s 0x%02x was written", what, o,
-				buf[o - off], kind[o] == K_ZERO ? "zero" : "data",
+				buf[o - off],
+				kind[o] == K_ZERO ? "zero" : "data",
 				want);
 	}
 }
@@ -581,7 +584,8 @@ static void fw_check_growth(struct fw *fw)
 {
 	struct stat st;
 
-	if (fstat(img_fd(fw->img), &st) < 0 || (uint64_t)st.st_size > FW_FILE_CAP)
+	if (fstat(img_fd(fw->img), &st) < 0 ||
+	    (uint64_t)st.st_size > FW_FILE_CAP)
 		fw->writes_stopped = true;
 }
 
@@ -696,8 +700,8 @@ static void fw_snap_create(struct fw *fw)
 	snprintf(name, sizeof(name), "fw-%u", fw->nb_created++);
 	ret = img_snapshot_create(fw->img, name, &err);
 	fw_check_growth(fw);
-	if (ret == -EEXIST || ret == -ENOTSUP)
-		return; /* refused before anything changed */
+	if (ret == -EEXIST || ret == -ENOTSUP || ret == -EMLINK)
+		return; /* refused, the image unchanged (imgfmt.h) */
 	if (ret) {
 		fw->all_ok = false;
 		return;
@@ -990,7 +994,8 @@ int fuzz_qcow2_write_one(const uint8_t *data, size_t size)
 
 	model_reset();
 	if (ftruncate(fd, 0) < 0 ||
-	    (img_bytes && pwrite(fd, data, img_bytes, 0) != (ssize_t)img_bytes)) {
+	    (img_bytes &&
+	     pwrite(fd, data, img_bytes, 0) != (ssize_t)img_bytes)) {
 		perror(fw_path);
 		abort();
 	}
