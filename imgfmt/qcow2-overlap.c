@@ -99,6 +99,24 @@ static int set_add_range(struct qcow2_meta_set *m, unsigned cluster_bits,
 	return 0;
 }
 
+/* Adds the part of a table range that lies in the file. The tables the
+ * set is built from are as the image claims: a hostile snapshot entry
+ * may claim an L1 table of 2^32 entries far past the end, and adding
+ * every cluster of that costs seconds and gigabytes at the first write.
+ * Past the end there is no table to protect (opening that snapshot
+ * fails); tables the write path creates there are added as they are
+ * made (qcow2_meta_add_locked). */
+static int set_add_in_file(struct qcow2_meta_set *m,
+			   const struct qcow2_state *s,
+			   uint64_t off, uint64_t bytes)
+{
+	if (off >= s->file_bytes)
+		return 0;
+	if (bytes > s->file_bytes - off)
+		bytes = s->file_bytes - off;
+	return set_add_range(m, s->cluster_bits, off, bytes);
+}
+
 void qcow2_meta_free(struct qcow2_state *s)
 {
 	if (s->meta) {
@@ -118,18 +136,18 @@ static int build(struct qcow2_state *s)
 		return -ENOMEM;
 	ret = set_add(m, 0); /* the header */
 	if (ret == 0)
-		ret = set_add_range(m, cb, s->l1_table_offset,
-				    (uint64_t)s->l1_size * 8);
+		ret = set_add_in_file(m, s, s->l1_table_offset,
+				      (uint64_t)s->l1_size * 8);
 	if (ret == 0)
-		ret = set_add_range(m, cb, s->refcount_table_offset,
-				    (uint64_t)s->refcount_table_clusters
-					    << cb);
+		ret = set_add_in_file(m, s, s->refcount_table_offset,
+				      (uint64_t)s->refcount_table_clusters
+					      << cb);
 	if (ret == 0 && s->nb_snapshots)
-		ret = set_add_range(m, cb, s->snapshots_offset,
-				    s->snapshots_bytes);
+		ret = set_add_in_file(m, s, s->snapshots_offset,
+				      s->snapshots_bytes);
 	for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++)
-		ret = set_add_range(m, cb, s->snapshots[i].l1_table_offset,
-				    (uint64_t)s->snapshots[i].l1_size * 8);
+		ret = set_add_in_file(m, s, s->snapshots[i].l1_table_offset,
+				      (uint64_t)s->snapshots[i].l1_size * 8);
 	for (uint32_t i = 0; ret == 0 && i < s->l1_size; i++) {
 		uint64_t l2 = s->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
 
