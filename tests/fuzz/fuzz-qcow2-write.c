@@ -61,6 +61,7 @@
  * files (denied), compressed writes (imgfmt has none), crash consistency.
  */
 #include "imgfmt.h"
+#include "scratch-file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -133,9 +134,6 @@ static uint64_t model_hwm;
 static uint8_t fw_buf[FW_BUF_BYTES];
 static uint8_t fw_rbuf[FW_BUF_BYTES];
 
-static char fw_path[64];
-static int fw_fd = -1;
-
 /* Inputs found sound, and inputs checked after close: a replaying unit
  * test asserts the seeds reach the oracle. */
 static unsigned long fw_nb_sound, fw_nb_verified;
@@ -146,31 +144,6 @@ static unsigned long fw_nb_sound, fw_nb_verified;
 		fputc('\n', stderr);                                      \
 		abort();                                                  \
 	} while (0)
-
-static void fw_cleanup(void)
-{
-	if (fw_fd >= 0) {
-		close(fw_fd);
-		unlink(fw_path);
-		fw_fd = -1;
-	}
-}
-
-/* Returns the fd of this process's scratch image, created on first use. */
-static int fw_scratch(void)
-{
-	if (fw_fd >= 0)
-		return fw_fd;
-	snprintf(fw_path, sizeof(fw_path), "/dev/shm/fuzz-qcow2-write-%d.img",
-		 (int)getpid());
-	fw_fd = open(fw_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fw_fd < 0) {
-		perror(fw_path);
-		abort();
-	}
-	atexit(fw_cleanup);
-	return fw_fd;
-}
 
 static uint64_t be64(const uint8_t *p)
 {
@@ -765,9 +738,9 @@ static void fw_check_file(const struct fw *fw, const char *when)
 	struct stat st;
 	void *map;
 
-	if (fstat(fw_fd, &st) < 0 || st.st_size <= 0)
+	if (fstat(scratch_fd, &st) < 0 || st.st_size <= 0)
 		fw_fail("the image file is gone %s", when);
-	map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fw_fd, 0);
+	map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, scratch_fd, 0);
 	if (map == MAP_FAILED)
 		abort();
 	/* Lazy refcounts set the dirty bit; a clean close clears it. */
@@ -799,7 +772,7 @@ static void fw_reopen(struct fw *fw)
 	fw->img = NULL;
 	if (check)
 		fw_check_file(fw, "after a close in the script");
-	if (img_open(fw_path, &opts, &fw->img, &err) < 0) {
+	if (img_open(scratch_path, &opts, &fw->img, &err) < 0) {
 		if (check)
 			fw_fail("reopen read-write failed: %s", err.msg);
 		fw->img = NULL;
@@ -950,7 +923,7 @@ static void fw_after_close(struct fw *fw, uint64_t size)
 	fw_check_file(fw, "after close");
 	fw_nb_verified++;
 
-	if (img_open(fw_path, &opts, &img, &err))
+	if (img_open(scratch_path, &opts, &img, &err))
 		fw_fail("reopen failed: %s", err.msg);
 	if (img_size(img) != size)
 		fw_fail("size changed from %" PRIu64 " to %" PRIu64, size,
@@ -970,7 +943,7 @@ int fuzz_qcow2_write_one(const uint8_t *data, size_t size)
 		.backing = IMG_BACKING_DENY,
 		.cache_bytes = FW_CACHE_BYTES,
 	};
-	int fd = fw_scratch();
+	int fd = scratch_open("fuzz-qcow2-write");
 	struct fw fw = { .all_ok = true };
 	size_t nb_ops = 0, img_bytes;
 	const uint8_t *ops;
@@ -996,7 +969,7 @@ int fuzz_qcow2_write_one(const uint8_t *data, size_t size)
 	if (ftruncate(fd, 0) < 0 ||
 	    (img_bytes &&
 	     pwrite(fd, data, img_bytes, 0) != (ssize_t)img_bytes)) {
-		perror(fw_path);
+		perror(scratch_path);
 		abort();
 	}
 	fw.sound = fw_check_image(data, img_bytes, false, &fw.strict, &why);
@@ -1007,7 +980,7 @@ int fuzz_qcow2_write_one(const uint8_t *data, size_t size)
 			: fw.sound ? "sound"
 				   : "not sound: ",
 			fw.sound ? "" : why);
-	if (img_open(fw_path, &opts, &fw.img, &err) < 0) {
+	if (img_open(scratch_path, &opts, &fw.img, &err) < 0) {
 		if (err.errnum >= 0 || !memchr(err.msg, '\0', sizeof(err.msg)))
 			abort(); /* a failed open must say why */
 		return 0;

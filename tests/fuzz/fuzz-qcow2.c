@@ -21,6 +21,7 @@
  * hostile images and the seed corpus through it in non-fuzz builds).
  */
 #include "imgfmt.h"
+#include "scratch-file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,33 +46,6 @@
 
 /* Settable by a replaying unit test, which runs both flavours. */
 static enum img_format fuzz_format = FUZZ_FORMAT;
-static char fuzz_path[64];
-static int fuzz_fd = -1;
-
-static void fuzz_cleanup(void)
-{
-	if (fuzz_fd >= 0) {
-		close(fuzz_fd);
-		unlink(fuzz_path);
-		fuzz_fd = -1;
-	}
-}
-
-/* Returns the fd of this process's scratch image, created on first use. */
-static int fuzz_scratch(void)
-{
-	if (fuzz_fd >= 0)
-		return fuzz_fd;
-	snprintf(fuzz_path, sizeof(fuzz_path), "/dev/shm/fuzz-qcow2-%d.img",
-		 (int)getpid());
-	fuzz_fd = open(fuzz_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fuzz_fd < 0) {
-		perror(fuzz_path);
-		abort();
-	}
-	atexit(fuzz_cleanup);
-	return fuzz_fd;
-}
 
 /* xorshift64*, seeded from the input, so that one input always takes the
  * same path (libFuzzer needs that to minimise and replay). */
@@ -174,7 +148,7 @@ int fuzz_qcow2_one(const uint8_t *data, size_t size)
 		.backing = IMG_BACKING_DENY,
 		.cache_bytes = FUZZ_CACHE_BYTES,
 	};
-	int fd = fuzz_scratch();
+	int fd = scratch_open("fuzz-qcow2");
 	uint64_t seed = fuzz_seed(data, size);
 	struct img_info info;
 	struct img_err err;
@@ -182,10 +156,10 @@ int fuzz_qcow2_one(const uint8_t *data, size_t size)
 
 	if (ftruncate(fd, 0) < 0 ||
 	    (size && pwrite(fd, data, size, 0) != (ssize_t)size)) {
-		perror(fuzz_path);
+		perror(scratch_path);
 		abort();
 	}
-	if (img_open(fuzz_path, &opts, &img, &err) < 0) {
+	if (img_open(scratch_path, &opts, &img, &err) < 0) {
 		if (err.errnum >= 0 || !memchr(err.msg, '\0', sizeof(err.msg)))
 			abort(); /* a failed open must say why */
 		return 0;

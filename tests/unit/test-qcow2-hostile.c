@@ -1119,7 +1119,7 @@ static bool replay_one(const char *file)
 		fuzz_format = IMG_FORMAT_PROBE;
 		fuzz_qcow2_one(data, st.st_size);
 		free(data);
-		fuzz_cleanup();
+		scratch_cleanup();
 		exit(0);
 	}
 	assert(waitpid(pid, &status, 0) == pid);

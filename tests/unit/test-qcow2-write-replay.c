@@ -46,7 +46,7 @@ static void replay_one(const char *path)
 		fuzz_qcow2_write_one(replay_buf, n);
 		shared_counts[0] += fw_nb_sound;
 		shared_counts[1] += fw_nb_verified;
-		fw_cleanup();
+		scratch_cleanup();
 		_exit(0);
 	}
 	assert(waitpid(pid, &st, 0) == pid);
