@@ -22,40 +22,147 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* A rescan requested by a handler that takes longer than this is left to
  * finish in the background; the handler replies anyway. */
 #define SCAN_WAIT_SECONDS 20
 
+/* Largest encoded table accepted from the child (a table of thousands of
+ * partitions is far below it). */
+#define SCAN_REPLY_MAX (16u << 20)
+
+/* part_scan of the file at path, in this process. */
+static int scan_here(const char *path, uint64_t size, struct part_table **t)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int ret;
+
+	if (fd < 0)
+		return -errno;
+	ret = part_scan(fd, size, t);
+	close(fd);
+	return ret;
+}
+
+/* The same in a child process, the table coming back through a pipe.
+ * Used for scans through our own mount: a thread of ours blocked in a
+ * FUSE request that a worker had already taken would keep a killed
+ * daemon from ever exiting (its /dev/fuse descriptors close only when
+ * every thread is gone). The child closes every descriptor it
+ * inherited (the /dev/fuse ones, and the image's, whose lock must die
+ * with us), so a kill -9 of the daemon aborts the connection and the
+ * child's request fails instead. */
+static int scan_in_child(const char *path, uint64_t size,
+			 struct part_table **t)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0, cap = 0;
+	int pfd[2], status, ret = 0;
+	pid_t pid;
+
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		ret = -errno;
+		close(pfd[0]);
+		close(pfd[1]);
+		return ret;
+	}
+	if (pid == 0) {
+		struct part_table *table = NULL;
+		uint8_t *out = NULL;
+		size_t out_len = 0;
+		int32_t r;
+
+		/* Keep only the pipe's write end (moved to 3) and stderr. */
+		if (dup2(pfd[1], 3) < 0)
+			_exit(1);
+		close_range(4, ~0u, 0);
+		r = scan_here(path, size, &table);
+		if (r == 0 && part_table_encode(table, &out, &out_len) < 0)
+			r = -ENOMEM;
+		if (write(3, &r, sizeof(r)) != sizeof(r))
+			_exit(1);
+		for (size_t off = 0; r == 0 && off < out_len;) {
+			ssize_t n = write(3, out + off, out_len - off);
+
+			if (n <= 0)
+				_exit(1);
+			off += (size_t)n;
+		}
+		_exit(0);
+	}
+	close(pfd[1]);
+	for (;;) {
+		ssize_t n;
+
+		if (len == cap) {
+			uint8_t *p;
+
+			cap = cap ? cap * 2 : 4096;
+			if (cap > SCAN_REPLY_MAX || !(p = realloc(buf, cap))) {
+				ret = -ENOMEM;
+				break;
+			}
+			buf = p;
+		}
+		n = read(pfd[0], buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n < 0)
+				ret = -errno;
+			break;
+		}
+		len += (size_t)n;
+	}
+	close(pfd[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (ret == 0 && (len < sizeof(int32_t) || !WIFEXITED(status) ||
+			 WEXITSTATUS(status) != 0))
+		ret = -EIO; /* the child died or could not answer */
+	if (ret == 0) {
+		int32_t r;
+
+		memcpy(&r, buf, sizeof(r));
+		ret = r < 0 ? r
+			    : part_table_decode(buf + sizeof(r),
+						len - sizeof(r), t);
+	}
+	free(buf);
+	return ret;
+}
+
 static void scan_view(struct ifs *ifs, struct ifs_view *view)
 {
 	struct part_table *table = NULL;
 	struct img_info info;
+	bool own_mount = true;
 	char *path;
-	int fd, ret;
+	int ret;
 
 	/* A raw image is its own disk: read the file itself and keep the
 	 * scan off the mount (nothing then waits on our own FUSE requests). */
 	if (view->slot == 0 && img_get_info(view->img, &info) == 0 &&
-	    strcmp(info.format, "raw") == 0)
+	    strcmp(info.format, "raw") == 0) {
 		ret = asprintf(&path, "%s", ifs->opts->image_abs);
-	else if (view->slot == 0)
+		own_mount = false;
+	} else if (view->slot == 0) {
 		ret = asprintf(&path, "%s/disk", ifs->opts->mountpoint_abs);
-	else
+	} else {
 		ret = asprintf(&path, "%s/snapshots/%s/disk",
 			       ifs->opts->mountpoint_abs, view->dirname);
+	}
 	if (ret < 0)
 		return;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		log_err("%s: cannot open for the partition scan: %s", path,
-			strerror(errno));
-		free(path);
-		return;
-	}
-	ret = part_scan(fd, img_size(view->img), &table);
-	close(fd);
+	if (own_mount)
+		ret = scan_in_child(path, img_size(view->img), &table);
+	else
+		ret = scan_here(path, img_size(view->img), &table);
 	if (ret < 0) {
 		log_err("%s: partition scan failed: %s", path, strerror(-ret));
 		table = calloc(1, sizeof(*table));

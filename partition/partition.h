@@ -52,4 +52,12 @@ void part_table_free(struct part_table *table);
 /* A deep copy of table, or NULL on ENOMEM (or when table is NULL). */
 struct part_table *part_table_dup(const struct part_table *table);
 
+/* A table as bytes and back (wire.c), to pass it between processes:
+ * encode gives a malloc'd buffer; decode checks every length and gives
+ * -EPROTO for anything that is not exactly one encoded table. */
+int part_table_encode(const struct part_table *table, uint8_t **buf_r,
+		      size_t *len_r);
+int part_table_decode(const uint8_t *buf, size_t len,
+		      struct part_table **table_r);
+
 #endif

@@ -339,6 +339,40 @@ static void check_gpt(struct part_table *tb)
 	ASSERT_STR(p->fs_type, NULL);
 }
 
+/* The table survives encoding for the trip from the scanning child
+ * (fuse/scan.c), and every cut or padded encoding is refused. */
+static void test_wire(const struct part_table *tb)
+{
+	struct part_table *back = NULL;
+	uint8_t *buf, *longer;
+	size_t len;
+
+	assert(part_table_encode(tb, &buf, &len) == 0);
+	assert(part_table_decode(buf, len, &back) == 0);
+	check_gpt(back);
+	assert(back->nb_parts == tb->nb_parts);
+	for (size_t i = 0; i < tb->nb_parts; i++) {
+		assert(back->parts[i].number == tb->parts[i].number);
+		assert(back->parts[i].start_bytes == tb->parts[i].start_bytes);
+		assert(back->parts[i].size_bytes == tb->parts[i].size_bytes);
+		ASSERT_STR(back->parts[i].part_name, tb->parts[i].part_name);
+		ASSERT_STR(back->parts[i].fs_uuid, tb->parts[i].fs_uuid);
+	}
+	part_table_free(back);
+	for (size_t cut = 0; cut < len; cut++) {
+		back = NULL;
+		assert(part_table_decode(buf, cut, &back) == -EPROTO);
+		assert(back == NULL);
+	}
+	longer = malloc(len + 1);
+	assert(longer);
+	memcpy(longer, buf, len);
+	longer[len] = 0;
+	assert(part_table_decode(longer, len + 1, &back) == -EPROTO);
+	free(longer);
+	free(buf);
+}
+
 static void test_gpt(void)
 {
 	struct part_table *tb;
@@ -348,6 +382,7 @@ static void test_gpt(void)
 	check_gpt(tb);
 	ASSERT_STR(tb->warning, NULL);
 	ASSERT_STR(tb->disk_fs_type, NULL);
+	test_wire(tb);
 	part_table_free(tb);
 }
 
