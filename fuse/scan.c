@@ -2,8 +2,9 @@
  *
  * partition/ reads from a file descriptor. For a qcow2 image the only
  * descriptor whose bytes are the disk is our own MOUNTPOINT/disk, so the
- * scanner opens that (and snapshots/NAME/disk) once the session is
- * mounted and the loop is serving. It must never run inside a FUSE
+ * scanner reads that (and snapshots/NAME/disk) once the session is
+ * mounted and the loop is serving, from a child process (scan_in_child
+ * says why). It must never run inside a FUSE
  * handler that the kernel waits on before it sends more requests (init:
  * DESIGN.md measured a certain deadlock); handlers that need a rescan
  * (flush after writing disk, mkdir) ask this thread and wait for it with

@@ -48,7 +48,6 @@
 #include <string.h>
 #include <unistd.h>
 
-
 int qcow2_signal_corruption(struct img *img, const char *fmt, ...)
 {
 	struct qcow2_state *s = qcow2_state(img);
@@ -630,19 +629,15 @@ int qcow2_alloc_clusters_upto_locked(struct img *img, uint64_t max,
 				     uint64_t *host_off_r, uint64_t *nb_r)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	uint64_t i = MAX(s->free_hint_cluster, 1), rc, nb = 0;
+	uint64_t i, rc, nb;
 	int ret;
 
 	/* The first free cluster from the hint, then how far it runs;
 	 * qcow2_alloc_clusters_locked finds the same start for that
 	 * length (no shorter free run comes before it). */
-	for (;; i++) {
-		ret = qcow2_get_refcount_locked(img, i, &rc);
-		if (ret < 0)
-			return ret;
-		if (rc == 0)
-			break;
-	}
+	ret = find_free_run(img, 1, &i);
+	if (ret < 0)
+		return ret;
 	s->free_hint_cluster = i; /* everything before it is in use */
 	for (nb = 1; nb < max; nb++) {
 		ret = qcow2_get_refcount_locked(img, i + nb, &rc);

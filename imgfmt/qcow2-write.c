@@ -327,6 +327,26 @@ struct alloc_plan {
 	bool has_host, moved, allocated;
 };
 
+/* A cluster we must copy before writing (no COPIED flag) is shared, so
+ * it counts at least 2 (us and a snapshot); 0 means the L2 entry of
+ * guest cluster cs points at a free cluster: the image is corrupt. */
+static int check_shared_locked(struct img *img, uint64_t cs, uint64_t host)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t rc;
+	int ret;
+
+	ret = qcow2_get_refcount_locked(img, host >> s->cluster_bits, &rc);
+	if (ret < 0)
+		return ret;
+	if (rc == 0)
+		return qcow2_signal_corruption(img, "L2 entry for guest offset "
+					       "0x%" PRIx64 " points at cluster "
+					       "0x%" PRIx64 " whose refcount is 0",
+					       cs, host);
+	return 0;
+}
+
 /* Under the lock: picks the host cluster (allocating one when the old
  * one is absent or shared) and the new subcluster bitmaps. */
 static int plan_locked(struct img *img, size_t n, uint64_t off,
@@ -352,21 +372,9 @@ static int plan_locked(struct img *img, size_t n, uint64_t off,
 		p->moved = false;
 	} else {
 		if (p->has_host) {
-			/* A shared cluster must count at least 2 (us and
-			 * a snapshot); 0 means an L2 entry points at a
-			 * free cluster. */
-			uint64_t rc;
-
-			ret = qcow2_get_refcount_locked(
-				img, p->old_host >> s->cluster_bits, &rc);
+			ret = check_shared_locked(img, p->cs, p->old_host);
 			if (ret < 0)
 				return ret;
-			if (rc == 0)
-				return qcow2_signal_corruption(
-					img, "L2 entry for guest offset 0x%"
-					PRIx64 " points at cluster 0x%" PRIx64
-					" whose refcount is 0", p->cs,
-					p->old_host);
 		}
 		ret = qcow2_alloc_clusters_locked(img, 1, &p->new_host);
 		if (ret < 0)
@@ -387,8 +395,8 @@ static int plan_locked(struct img *img, size_t n, uint64_t off,
 	return 0;
 }
 
-/* Does subcluster sc need old content filled in around the write, and
- * is that content all zeroes? */
+/* Does subcluster sc need its old content (data, decompressed bytes,
+ * backing file or zeroes) filled in around the write? */
 static bool needs_fill(const struct qcow2_state *s, const struct alloc_plan *p,
 		       size_t in, size_t n, unsigned sc, enum sc_kind k)
 {
@@ -645,7 +653,7 @@ static int run_kind_locked(struct img *img, uint64_t cs, uint64_t *entry_r,
 			   uint64_t *host_r, enum run_kind *kind_r)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	uint64_t bitmap, rc;
+	uint64_t bitmap;
 	bool has;
 	int ret;
 
@@ -664,16 +672,9 @@ static int run_kind_locked(struct img *img, uint64_t cs, uint64_t *entry_r,
 		return 0;
 	}
 	if (has) {
-		/* Shared with a snapshot: it must count at least 2. */
-		ret = qcow2_get_refcount_locked(img, *host_r >> s->cluster_bits,
-						&rc);
+		ret = check_shared_locked(img, cs, *host_r);
 		if (ret < 0)
 			return ret;
-		if (rc == 0)
-			return qcow2_signal_corruption(
-				img, "L2 entry for guest offset 0x%" PRIx64
-				" points at cluster 0x%" PRIx64 " whose "
-				"refcount is 0", cs, *host_r);
 	}
 	*kind_r = RUN_ALLOCATE;
 	return 0;
