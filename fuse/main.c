@@ -14,6 +14,7 @@
  *     joining the scanner, which may be blocked on the mount.
  */
 #include "ifs.h"
+#include "cli.h"
 
 #include "log.h"
 
@@ -386,6 +387,16 @@ int main(int argc, char **argv)
 	struct ifs ifs = { .opts = &opts, .ready_fd = -1 };
 	int ret, pipe_fds[2];
 	pid_t pid;
+
+	/* imgfs COMMAND ... reads without FUSE; imgfs mount IMAGE MNT and
+	 * imgfs IMAGE MNT mount. */
+	if (argc >= 2 && cli_is_command(argv[1]))
+		return cli_main(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "mount") == 0) {
+		argv[1] = argv[0];
+		argc--;
+		argv++;
+	}
 
 	ret = ifs_parse_options(argc, argv, &opts);
 	if (ret != 0)

@@ -32,7 +32,8 @@ static void usage(FILE *out)
 		"  -d                      debug output (implies -f)\n"
 		"  -o ro                   mount read-only\n"
 		"  -o allow_other          let other users access the mount\n"
-		"  --format raw|qcow2      image format (default: probe; -o format=)\n"
+		"  --format FORMAT         raw, qcow2, vmdk, vpc/vhd, vhdx, vdi, ova\n"
+		"                          (default: probe; -o format=)\n"
 		"  -o backing=local|follow|deny\n"
 		"                          which backing/data files may be opened:\n"
 		"                          local (default) only inside the image's\n"
@@ -90,13 +91,9 @@ static int parse_size(const char *s, size_t *out)
 
 static int parse_format(const char *s, enum img_format *fmt)
 {
-	if (strcmp(s, "raw") == 0)
-		*fmt = IMG_FORMAT_RAW;
-	else if (strcmp(s, "qcow2") == 0)
-		*fmt = IMG_FORMAT_QCOW2;
-	else {
-		fprintf(stderr, "imgfs: unknown format '%s' (use raw or "
-			"qcow2)\n", s);
+	if (img_format_from_name(s, fmt) < 0) {
+		fprintf(stderr, "imgfs: unknown format '%s' (use one of: %s)\n",
+			s, img_format_names());
 		return -EINVAL;
 	}
 	return 0;

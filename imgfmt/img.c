@@ -61,9 +61,58 @@ void img_free_handle(struct img *img)
 	free(img);
 }
 
-static const struct img_ops *ops_for(enum img_format fmt)
+void img_info_add(struct img_info *info, const char *key, const char *fmt,
+		  ...)
 {
-	return fmt == IMG_FORMAT_QCOW2 ? &img_qcow2_ops : &img_raw_ops;
+	va_list ap;
+
+	if (info->nb_fields >= sizeof(info->fields) / sizeof(info->fields[0]))
+		return;
+	snprintf(info->fields[info->nb_fields].key,
+		 sizeof(info->fields[0].key), "%s", key);
+	va_start(ap, fmt);
+	vsnprintf(info->fields[info->nb_fields].value,
+		  sizeof(info->fields[0].value), fmt, ap);
+	va_end(ap);
+	info->nb_fields++;
+}
+
+/* Every driver, indexed by enum img_format. */
+static const struct img_ops *const drivers[IMG_FORMAT_COUNT] = {
+	[IMG_FORMAT_RAW]   = &img_raw_ops,
+	[IMG_FORMAT_QCOW2] = &img_qcow2_ops,
+	[IMG_FORMAT_VMDK]  = &img_vmdk_ops,
+	[IMG_FORMAT_VPC]   = &img_vpc_ops,
+	[IMG_FORMAT_VHDX]  = &img_vhdx_ops,
+	[IMG_FORMAT_VDI]   = &img_vdi_ops,
+	[IMG_FORMAT_OVA]   = &img_ova_ops,
+};
+
+const struct img_ops *img_driver(enum img_format fmt)
+{
+	if ((unsigned)fmt >= IMG_FORMAT_COUNT || !drivers[fmt])
+		return &img_raw_ops;
+	return drivers[fmt];
+}
+
+int img_format_from_name(const char *name, enum img_format *fmt_r)
+{
+	if (strcmp(name, "vhd") == 0) {
+		*fmt_r = IMG_FORMAT_VPC;
+		return 0;
+	}
+	for (unsigned f = IMG_FORMAT_RAW; f < IMG_FORMAT_COUNT; f++) {
+		if (drivers[f] && strcmp(drivers[f]->name, name) == 0) {
+			*fmt_r = (enum img_format)f;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+const char *img_format_names(void)
+{
+	return "raw, qcow2, vmdk, vpc (vhd), vhdx, vdi, ova";
 }
 
 /* Opens the file itself: regular files and block devices only, so that a
@@ -138,8 +187,15 @@ int img_open_common(struct img *img, const char *path, enum img_format fmt,
 			return ret;
 		img->probed = true;
 	}
-	img->ops = ops_for(chosen);
-	return img->ops->open(img, err);
+	img->ops = img_driver(chosen);
+	ret = img->ops->open(img, err);
+	if (ret < 0)
+		return ret;
+	/* Drivers that only read make the handle read-only, so callers
+	 * (the mount) see it as they see a read-only file. */
+	if (!img->ops->pwrite)
+		img->read_only = true;
+	return 0;
 }
 
 static void img_close_one(struct img *img)
@@ -331,6 +387,8 @@ int img_block_status(struct img *img, uint64_t off, uint64_t len,
 	for (;;) {
 		memset(ext_r, 0, sizeof(*ext_r));
 		ext_r->host_fd = -1;
+		/* A driver that resolves a chain itself (a window) reports
+		 * the depth it found; others leave it 0. */
 		if (img->ops->block_status) {
 			ret = img->ops->block_status(img, off, len, ext_r);
 			if (ret < 0)
@@ -342,7 +400,7 @@ int img_block_status(struct img *img, uint64_t off, uint64_t len,
 		ext_r->off = off;
 		if (ext_r->len == 0 || ext_r->len > len)
 			return -EIO; /* a driver bug; never loop on it */
-		ext_r->depth = depth;
+		ext_r->depth += depth;
 		if (ext_r->kind != IMG_EXTENT_UNALLOCATED)
 			return 0;
 		len = ext_r->len;
@@ -376,7 +434,7 @@ int img_allocated_bytes(struct img *img, uint64_t *bytes_r)
 			ext.kind = IMG_EXTENT_DATA;
 			ext.len = img->size - off;
 		}
-		if (ext.kind == IMG_EXTENT_DATA)
+		if (ext.kind == IMG_EXTENT_DATA && ext.depth == 0)
 			total += ext.len;
 		off += ext.len;
 	}

@@ -19,8 +19,12 @@
 
 struct img_ops {
 	const char *name;
-	/* Score 0..100 for the first bytes of the file. */
+	/* Score 0..100 for the first bytes of the file (IMG_PROBE_BYTES,
+	 * or fewer when the file is shorter). */
 	int (*probe)(const uint8_t *head, size_t len);
+	/* Optional: score 0..100 for the last 512 bytes of the file, for
+	 * formats whose signature is a footer (a fixed VHD). */
+	int (*probe_tail)(const uint8_t *tail, size_t len);
 	/* img->fd, path, read_only and opts are set; sets img->size. */
 	int (*open)(struct img *img, struct img_err *err);
 	void (*close)(struct img *img);
@@ -69,8 +73,20 @@ struct img {
  * enough that a hostile chain cannot exhaust descriptors. */
 #define IMG_MAX_CHAIN_DEPTH 64
 
+/* How many leading bytes probe() sees. */
+#define IMG_PROBE_BYTES 4096
+
 extern const struct img_ops img_raw_ops;
 extern const struct img_ops img_qcow2_ops;
+extern const struct img_ops img_vmdk_ops;
+extern const struct img_ops img_vpc_ops;
+extern const struct img_ops img_vhdx_ops;
+extern const struct img_ops img_vdi_ops;
+extern const struct img_ops img_ova_ops;
+extern const struct img_ops img_window_ops;
+
+/* The driver of a format (raw for IMG_FORMAT_PROBE). */
+const struct img_ops *img_driver(enum img_format fmt);
 
 /* Allocates a handle with fd = -1 and copies opts; NULL on ENOMEM. */
 struct img *img_alloc(const struct img_open_opts *opts);
@@ -104,6 +120,11 @@ int img_read_backing(struct img *img, void *buf, size_t len, uint64_t off);
  * file that carries a foreign format's signature. */
 int img_probe_format(int fd, const char *path, enum img_format *fmt_r,
 		     struct img_err *err);
+/* True when head (the first bytes of a file) or tail (its last sector)
+ * would probe as a format other than raw, or as a foreign format. Either
+ * may be NULL. */
+bool img_probes_as_other(const uint8_t *head, size_t head_len,
+			 const uint8_t *tail, size_t tail_len);
 /* The name of the format other than qcow2 and raw whose signature starts
  * head, or NULL (foreign.c). */
 const char *img_foreign_format(const uint8_t *head, size_t len);

@@ -21,10 +21,24 @@
 struct img;
 
 enum img_format {
-	IMG_FORMAT_PROBE = 0, /* qcow2 by its magic, anything else raw */
+	IMG_FORMAT_PROBE = 0, /* by each driver's signature; a file that
+	                       * carries a format imgfs does not read is
+	                       * refused, anything else is raw */
 	IMG_FORMAT_RAW,
 	IMG_FORMAT_QCOW2,
+	IMG_FORMAT_VMDK,
+	IMG_FORMAT_VPC,       /* VHD; "vhd" is accepted as a name too */
+	IMG_FORMAT_VHDX,
+	IMG_FORMAT_VDI,
+	IMG_FORMAT_OVA,       /* a tar archive holding VMDK disks */
+	IMG_FORMAT_COUNT,
 };
+
+/* The format named name ("raw", "qcow2", "vmdk", "vpc" or "vhd", "vhdx",
+ * "vdi", "ova"), or -EINVAL. */
+int img_format_from_name(const char *name, enum img_format *fmt_r);
+/* The names --format accepts, comma-separated, for messages. */
+const char *img_format_names(void);
 
 /* Which backing and external data files an image may pull in. The check
  * applies at every depth of a chain, after resolving symbolic links. */
@@ -41,6 +55,8 @@ struct img_open_opts {
 	/* Upper bound of the metadata cache in bytes; 0 picks the default
 	 * (IMG_DEFAULT_CACHE_BYTES). Backing images get the same bound. */
 	size_t cache_bytes;
+	/* Formats that hold several disks (OVA): which one, from 0. */
+	unsigned disk_index;
 };
 
 #define IMG_DEFAULT_CACHE_BYTES (1024 * 1024)
@@ -98,7 +114,18 @@ struct img_info {
 	bool corrupt;
 	bool lazy_refcounts;
 	size_t nb_snapshots;
+	/* Format-specific facts as key/value lines ("subformat",
+	 * "monolithicSparse"), in the order info shows them. */
+	size_t nb_fields;
+	struct {
+		char key[32];
+		char value[224];
+	} fields[16];
 };
+
+/* Adds a key/value line to info->fields (dropped when full). */
+void img_info_add(struct img_info *info, const char *key, const char *fmt,
+		  ...) __attribute__((format(printf, 3, 4)));
 
 /* Fills info; the strings stay valid while img is open. */
 int img_get_info(struct img *img, struct img_info *info);
@@ -174,5 +201,16 @@ int img_snapshot_create(struct img *img, const char *name,
 			struct img_err *err);
 /* Deletes the snapshot with this ID. */
 int img_snapshot_delete(struct img *img, const char *id, struct img_err *err);
+
+/* A window: an image handle that shows [start, start + len) of base as a
+ * disk of its own (a partition, a volume segment). Reads, writes, block
+ * status, discard, zeroes and flush are clipped and offset here, once.
+ * The window borrows base, which must stay open until the window is
+ * closed with img_close. read_only makes the window refuse writes even
+ * when base takes them. -EINVAL when the range is not inside base. */
+int img_window_open(struct img *base, uint64_t start, uint64_t len,
+		    bool read_only, struct img **win_r);
+/* The image a window shows a part of, and where (NULL/0 otherwise). */
+struct img *img_window_base(const struct img *img, uint64_t *start_r);
 
 #endif

@@ -478,13 +478,13 @@ static int check_tables(struct img *img, const struct qcow2_header *h,
 
 static enum img_format backing_format(const char *name)
 {
+	enum img_format fmt;
+
 	if (!name)
 		return IMG_FORMAT_PROBE;
-	if (strcmp(name, "raw") == 0)
-		return IMG_FORMAT_RAW;
-	if (strcmp(name, "qcow2") == 0)
-		return IMG_FORMAT_QCOW2;
-	return (enum img_format)-1;
+	if (img_format_from_name(name, &fmt) < 0)
+		return (enum img_format)-1;
+	return fmt;
 }
 
 #define CACHE_LINE_BYTES 64

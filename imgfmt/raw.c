@@ -56,22 +56,40 @@ static int raw_pread(struct img *img, void *buf, size_t len, uint64_t off)
 	return full_pread_zero_eof(img->fd, buf, len, off);
 }
 
-/* True when writing buf at off would make the first sector of a probed
- * raw image look like another format. */
+/* True when writing buf at off would make the first IMG_PROBE_BYTES or
+ * the last sector of a probed raw image look like another format. The
+ * window is rebuilt with the new bytes and given to every prober. */
 static bool raw_write_changes_format(struct img *img, const void *buf,
 				     size_t len, uint64_t off)
 {
-	uint8_t head[512];
+	uint8_t head[IMG_PROBE_BYTES], tail[512];
+	uint64_t tail_off;
 	size_t n;
 
-	if (!img->probed || off >= sizeof(head))
+	if (!img->probed)
 		return false;
-	if (full_pread_zero_eof(img->fd, head, sizeof(head), 0) < 0)
-		return true;
-	n = MIN(len, sizeof(head) - (size_t)off);
-	memcpy(head + off, buf, n);
-	return img_qcow2_ops.probe(head, sizeof(head)) > 1 ||
-	       img_foreign_format(head, sizeof(head)) != NULL;
+	if (off < sizeof(head)) {
+		if (full_pread_zero_eof(img->fd, head, sizeof(head), 0) < 0)
+			return true;
+		n = MIN(len, sizeof(head) - (size_t)off);
+		memcpy(head + off, buf, n);
+		if (img_probes_as_other(head, sizeof(head), NULL, 0))
+			return true;
+	}
+	if (img->size >= sizeof(tail) && off + len > img->size - sizeof(tail)) {
+		tail_off = img->size - sizeof(tail);
+		if (full_pread_zero_eof(img->fd, tail, sizeof(tail),
+					tail_off) < 0)
+			return true;
+		for (size_t i = 0; i < len; i++) {
+			uint64_t at = off + i;
+			if (at >= tail_off && at < img->size)
+				tail[at - tail_off] = ((const uint8_t *)buf)[i];
+		}
+		if (img_probes_as_other(NULL, 0, tail, sizeof(tail)))
+			return true;
+	}
+	return false;
 }
 
 static int raw_pwrite(struct img *img, const void *buf, size_t len,

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
 	build-essential meson ninja-build pkg-config
 	libfuse3-dev fuse3 zlib1g-dev libzstd-dev libdeflate-dev libblkid-dev libfdisk-dev
+	libext2fs-dev comerr-dev
 	qemu-utils qemu-system-x86 qemu-block-extra
 	bats fdisk fuse2fs e2fsprogs dosfstools mtools attr bindfs fio
 	clang libclang-rt-14-dev util-linux python3 procps psmisc

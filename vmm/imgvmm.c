@@ -998,11 +998,7 @@ int main(int argc, char **argv)
 				NULL)) != -1) {
 		switch (c) {
 		case 'f':
-			if (!strcmp(optarg, "raw"))
-				o.format = IMG_FORMAT_RAW;
-			else if (!strcmp(optarg, "qcow2"))
-				o.format = IMG_FORMAT_QCOW2;
-			else {
+			if (img_format_from_name(optarg, &o.format) < 0) {
 				fprintf(stderr, "imgvmm: unknown format %s\n",
 					optarg);
 				return 2;

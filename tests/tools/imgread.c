@@ -365,11 +365,7 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
-			if (strcmp(optarg, "raw") == 0)
-				opts.format = IMG_FORMAT_RAW;
-			else if (strcmp(optarg, "qcow2") == 0)
-				opts.format = IMG_FORMAT_QCOW2;
-			else
+			if (img_format_from_name(optarg, &opts.format) < 0)
 				usage(2);
 			break;
 		case 'b':
