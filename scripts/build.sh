@@ -1,10 +1,20 @@
 #!/bin/bash
-# build.sh [DIR [meson options...]]: configures (once) and builds imgfs.
+# build.sh [DIR [meson options...]]: configures and builds imgfs.
+# A new DIR is set up with the options; an existing one gets them applied
+# (meson configure), so a changed option is never silently ignored.
+# Compiler output is shown only when the build fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build}
 shift || true
 if [ ! -f "$dir/build.ninja" ]; then
 	meson setup "$dir" "$@" >/dev/null
+elif (($#)); then
+	meson configure "$dir" "$@" >/dev/null
 fi
-ninja -C "$dir" >/dev/null
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! ninja -C "$dir" >"$log" 2>&1; then
+	grep -v '^\[' "$log" >&2 || cat "$log" >&2
+	exit 1
+fi
