@@ -84,6 +84,7 @@ extern const struct img_ops img_vhdx_ops;
 extern const struct img_ops img_vdi_ops;
 extern const struct img_ops img_ova_ops;
 extern const struct img_ops img_window_ops;
+extern const struct img_ops img_compose_ops;
 
 /* The driver of a format (raw for IMG_FORMAT_PROBE). */
 const struct img_ops *img_driver(enum img_format fmt);

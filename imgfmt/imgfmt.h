@@ -213,4 +213,28 @@ int img_window_open(struct img *base, uint64_t start, uint64_t len,
 /* The image a window shows a part of, and where (NULL/0 otherwise). */
 struct img *img_window_base(const struct img *img, uint64_t *start_r);
 
+/* A composed image: segments that tile [0, size) in order, each mapped
+ * onto one source (linear) or dealt round-robin in chunks of stripe_bytes
+ * over several (striped), as LVM2 lays out a logical volume. */
+struct img_stripe {
+	struct img *src;  /* borrowed; open until the composed image closes */
+	uint64_t src_off; /* where the stripe starts in src */
+};
+
+struct img_segment {
+	uint64_t start, len;   /* in the composed image's bytes */
+	unsigned nb_stripes;   /* >= 1; len is a multiple of nb * stripe_bytes */
+	uint64_t stripe_bytes; /* chunk size when nb_stripes > 1 */
+	const struct img_stripe *stripes;
+};
+
+/* Opens the composition (the tables are copied); read-only when asked or
+ * when a source is. -EINVAL when segments do not tile from 0 or a stripe
+ * reaches past its source's end. name is the handle's path for messages. */
+int img_compose_open(const char *name, const struct img_segment *segs,
+		     size_t nb, bool read_only, struct img **img_r);
+/* Hands src to a composed image, which closes it when it closes (a
+ * source that is itself composed). -EINVAL when img is not composed. */
+int img_compose_own(struct img *img, struct img *src);
+
 #endif
