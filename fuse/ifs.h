@@ -21,6 +21,7 @@
 
 #include "imgfmt.h"
 #include "partition.h"
+#include "fsys.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -32,7 +33,13 @@
 #define IFS_NODE_DISK 2
 #define IFS_NODE_INFO 3
 #define IFS_NODE_SNAPDIR 4
+#define IFS_NODE_FILESDIR 5   /* files/ of a view */
 #define IFS_NODE_PART_BASE 0x100
+/* Nodes inside a guest filesystem (files.c) have this bit set, an
+ * fsid (one opening of one filesystem) above IFS_FILES_FSID_SHIFT and the
+ * guest's own inode number below it. */
+#define IFS_FILES_BIT (UINT64_C(1) << 63)
+#define IFS_FILES_FSID_SHIFT 40
 /* Partition numbers above this are not shown (no real table has them). */
 #define IFS_MAX_PART_NUMBER 0xfff00
 
@@ -48,6 +55,7 @@ struct ifs_options {
 	enum img_format format;
 	enum img_backing_policy backing;
 	size_t cache_bytes;
+	unsigned disk_index;    /* -o disk=N: which disk of an OVA, from 1 */
 	/* Mount options handed to the kernel (noatime, nodev, ...), as one
 	 * comma-separated string, or empty. */
 	char kernel_opts[512];
@@ -105,6 +113,14 @@ struct ifs {
 	unsigned scan_done;       /* scan_requested value last finished */
 	bool scan_stop;
 	int ready_fd;             /* daemon: pipe to the waiting parent */
+
+	/* Open guest filesystems (files.c). fsviews_lock guards fsviews
+	 * and nb_fsviews (nb_fsviews is also read atomically without it);
+	 * fsviews_open_lock serialises opening. */
+	pthread_mutex_t fsviews_lock;
+	pthread_mutex_t fsviews_open_lock;
+	struct ifs_fsview **fsviews;
+	size_t nb_fsviews;
 };
 
 /* options.c */
@@ -164,6 +180,38 @@ void ifs_scan_stop(struct ifs *ifs);
 
 /* info.c: the text of MOUNTPOINT/info; malloc'ed, *len_r bytes. */
 char *ifs_info_text(struct ifs *ifs, size_t *len_r);
+
+/* files.c: the files/ folders. Requests for inodes with IFS_FILES_BIT
+ * come here; each handler sends exactly one reply. */
+bool ifs_files_ino(fuse_ino_t ino);
+/* True for the filesystem types (blkid names) files/ can show. */
+bool ifs_fs_type_readable(const char *fs_type);
+void ifs_files_lookup_root(fuse_req_t req, struct ifs_view *view,
+			   const char *name);
+void ifs_files_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void ifs_files_getattr(fuse_req_t req, fuse_ino_t ino);
+void ifs_files_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void ifs_files_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
+void ifs_files_readlink(fuse_req_t req, fuse_ino_t ino);
+void ifs_files_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi);
+void ifs_files_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+		       off_t off);
+void ifs_files_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence);
+void ifs_files_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size);
+void ifs_files_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void ifs_files_statfs(fuse_req_t req, fuse_ino_t ino);
+/* Calls add(ctx, name) for each block file of view that files/ shows;
+ * stops at the first non-zero return and returns it. */
+int ifs_files_list_root(struct ifs_view *view,
+			int (*add)(void *ctx, const char *name), void *ctx);
+/* A write reached [disk_off, disk_off + len) of view's disk (or, with
+ * all, the table changed): open filesystems there turn stale and their
+ * files/ entries are dropped from the kernel's caches. */
+void ifs_files_invalidate(struct ifs *ifs, struct ifs_view *view,
+			  uint64_t disk_off, uint64_t len, bool all);
+void ifs_files_free(struct ifs *ifs);
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops ifs_ops;

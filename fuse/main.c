@@ -177,6 +177,7 @@ static int open_image(struct ifs *ifs)
 		.read_only = opts->read_only,
 		.backing = opts->backing,
 		.cache_bytes = opts->cache_bytes,
+		.disk_index = opts->disk_index,
 	};
 	struct img_err err;
 	int ret;
@@ -246,6 +247,10 @@ static struct fuse_session *new_session(struct ifs *ifs)
 		strncat(mount_opts, opts->kernel_opts,
 			sizeof(mount_opts) - strlen(mount_opts) - 1);
 	}
+	/* Guest set-user-ID bits and device nodes under files/ are never
+	 * honoured, whatever the options said. */
+	strncat(mount_opts, ",nosuid,nodev",
+		sizeof(mount_opts) - strlen(mount_opts) - 1);
 	argv[argc++] = "imgfs";
 	argv[argc++] = "-o";
 	argv[argc++] = mount_opts;

@@ -73,6 +73,22 @@ static struct ifs *ifs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* A files/ folder or anything inside one: read-only whatever the mount. */
+static bool in_files(fuse_ino_t ino)
+{
+	return ifs_files_ino(ino) ||
+	       (ino & ((1u << IFS_SLOT_SHIFT) - 1)) == IFS_NODE_FILESDIR;
+}
+
+/* Valid replies: fuse_reply_readlink, fuse_reply_err. */
+static void ifs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	if (ifs_files_ino(ino))
+		ifs_files_readlink(req, ino);
+	else
+		fuse_reply_err(req, EINVAL);
+}
+
 /* Resolves ino, or replies with the error and returns false. */
 static bool resolve_or_reply(fuse_req_t req, fuse_ino_t ino,
 			     struct ifs_node *node)
@@ -144,8 +160,16 @@ static void ifs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	unsigned slot = (unsigned)(parent >> IFS_SLOT_SHIFT);
 	unsigned number;
 
+	if (ifs_files_ino(parent)) {
+		ifs_files_lookup(req, parent, name);
+		return;
+	}
 	if (ifs_resolve(ifs, parent, &dir) < 0) {
 		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (dir.node == IFS_NODE_FILESDIR) {
+		ifs_files_lookup_root(req, dir.view, name);
 		return;
 	}
 	if (dir.node == IFS_NODE_SNAPDIR) {
@@ -166,6 +190,8 @@ static void ifs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_entry(req, ifs, ifs_ino(0, IFS_NODE_INFO));
 	else if (slot == 0 && strcmp(name, "snapshots") == 0)
 		reply_entry(req, ifs, ifs_ino(0, IFS_NODE_SNAPDIR));
+	else if (strcmp(name, "files") == 0)
+		reply_entry(req, ifs, ifs_ino(slot, IFS_NODE_FILESDIR));
 	else if ((number = parse_part_name(name)) != 0)
 		reply_entry(req, ifs,
 			    ifs_ino(slot, IFS_NODE_PART_BASE + number));
@@ -180,9 +206,14 @@ static void ifs_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_node node;
 	struct stat st;
-	int ret = ifs_resolve(ifs, ino, &node);
+	int ret;
 
 	(void)fi;
+	if (ifs_files_ino(ino)) {
+		ifs_files_getattr(req, ino);
+		return;
+	}
+	ret = ifs_resolve(ifs, ino, &node);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -202,11 +233,20 @@ static void ifs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 {
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_node node;
-	int ret = ifs_resolve(ifs, ino, &node);
+	int ret;
 
 	(void)fi;
+	if (ifs_files_ino(ino)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	ret = ifs_resolve(ifs, ino, &node);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (node.node == IFS_NODE_FILESDIR) {
+		fuse_reply_err(req, EROFS);
 		return;
 	}
 	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
@@ -252,6 +292,22 @@ static int add_entry(fuse_req_t req, struct dir_listing *l, const char *name,
 	return 0;
 }
 
+struct add_ctx {
+	fuse_req_t req;
+	struct dir_listing *l;
+	unsigned slot;
+};
+
+/* files/ lists each block file's filesystem as a folder; the inode in
+ * the listing is only a hint (lookup gives the real one). */
+static int add_files_entry(void *opaque, const char *name)
+{
+	struct add_ctx *c = opaque;
+
+	return add_entry(c->req, c->l, name,
+			 ifs_ino(c->slot, IFS_NODE_FILESDIR), S_IFDIR);
+}
+
 static int list_parts(fuse_req_t req, struct dir_listing *l,
 		      struct ifs_view *view)
 {
@@ -285,9 +341,14 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct ifs_node node;
 	int ret;
 
+	if (ifs_files_ino(ino)) {
+		ifs_files_opendir(req, ino, fi);
+		return;
+	}
 	if (!resolve_or_reply(req, ino, &node))
 		return;
-	if (node.node != IFS_NODE_DIR && node.node != IFS_NODE_SNAPDIR) {
+	if (node.node != IFS_NODE_DIR && node.node != IFS_NODE_SNAPDIR &&
+	    node.node != IFS_NODE_FILESDIR) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
@@ -300,11 +361,16 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 	/* A snapshot's folder lies in snapshots/; the rest in the root. */
 	if (!ret)
 		ret = add_entry(req, l, "..",
+				node.node == IFS_NODE_FILESDIR ?
+					ifs_ino(node.view->slot, IFS_NODE_DIR) :
 				node.node == IFS_NODE_DIR && node.view->slot ?
 					ifs_ino(0, IFS_NODE_SNAPDIR) :
 					FUSE_ROOT_ID,
 				S_IFDIR);
-	if (!ret && node.node == IFS_NODE_SNAPDIR) {
+	if (!ret && node.node == IFS_NODE_FILESDIR) {
+		struct add_ctx ac = { req, l, node.view->slot };
+		ret = ifs_files_list_root(node.view, add_files_entry, &ac);
+	} else if (!ret && node.node == IFS_NODE_SNAPDIR) {
 		pthread_mutex_lock(&ifs->views_lock);
 		for (size_t i = 1; i < ifs->nb_views && !ret; i++) {
 			struct ifs_view *v = ifs->views[i];
@@ -326,6 +392,10 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 		if (!ret && slot == 0)
 			ret = add_entry(req, l, "snapshots",
 					ifs_ino(0, IFS_NODE_SNAPDIR), S_IFDIR);
+		if (!ret)
+			ret = add_entry(req, l, "files",
+					ifs_ino(slot, IFS_NODE_FILESDIR),
+					S_IFDIR);
 	}
 	if (ret) {
 		free(l->buf);
@@ -345,7 +415,10 @@ static void ifs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 	struct dir_listing *l = (struct dir_listing *)(uintptr_t)fi->fh;
 	size_t start = (size_t)off, end;
 
-	(void)ino;
+	if (ifs_files_ino(ino)) {
+		ifs_files_readdir(req, ino, size, off);
+		return;
+	}
 	if (off < 0 || start >= l->len) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -370,9 +443,10 @@ static void ifs_releasedir(fuse_req_t req, fuse_ino_t ino,
 {
 	struct dir_listing *l = (struct dir_listing *)(uintptr_t)fi->fh;
 
-	(void)ino;
-	free(l->buf);
-	free(l);
+	if (!ifs_files_ino(ino) && l) {
+		free(l->buf);
+		free(l);
+	}
 	fuse_reply_err(req, 0);
 }
 
@@ -414,9 +488,14 @@ static void ifs_open(fuse_req_t req, fuse_ino_t ino,
 	struct ifs_fh *fh;
 	bool wants_write = (fi->flags & O_ACCMODE) != O_RDONLY;
 
+	if (ifs_files_ino(ino)) {
+		ifs_files_open(req, ino, fi);
+		return;
+	}
 	if (!resolve_or_reply(req, ino, &node))
 		return;
-	if (node.node == IFS_NODE_DIR || node.node == IFS_NODE_SNAPDIR) {
+	if (node.node == IFS_NODE_DIR || node.node == IFS_NODE_SNAPDIR ||
+	    node.node == IFS_NODE_FILESDIR) {
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
@@ -516,6 +595,10 @@ static void ifs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct ifs_fh *fh = (struct ifs_fh *)(uintptr_t)fi->fh;
 	struct ifs_node node;
 
+	if (ifs_files_ino(ino)) {
+		ifs_files_read(req, ino, size, off);
+		return;
+	}
 	if (!resolve_or_reply(req, ino, &node))
 		return;
 	if (off < 0) {
@@ -550,6 +633,10 @@ static void ifs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	struct ifs_node node;
 	int ret;
 
+	if (ifs_files_ino(ino)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
 	if (!resolve_or_reply(req, ino, &node))
 		return;
 	if (off < 0) {
@@ -582,6 +669,8 @@ static void ifs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	 * pages (DESIGN.md: 821 stale reads in 2000 after the reply). */
 	ifs_invalidate_aliases(ifs, node.view, ino, node.start + (uint64_t)off,
 			       size);
+	ifs_files_invalidate(ifs, node.view, node.start + (uint64_t)off, size,
+			     false);
 	fuse_reply_write(req, size);
 }
 
@@ -609,7 +698,7 @@ static void ifs_flush(fuse_req_t req, fuse_ino_t ino,
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_fh *fh = (struct ifs_fh *)(uintptr_t)fi->fh;
 	struct ifs_node node;
-	int ret = ifs_resolve(ifs, ino, &node);
+	int ret = ifs_files_ino(ino) ? -ENOENT : ifs_resolve(ifs, ino, &node);
 
 	if (ret < 0 || !fh || !fh->wrote) {
 		fuse_reply_err(req, 0);
@@ -629,6 +718,10 @@ static void ifs_release(fuse_req_t req, fuse_ino_t ino,
 	struct ifs_fh *fh = (struct ifs_fh *)(uintptr_t)fi->fh;
 	unsigned slot = (unsigned)(ino >> IFS_SLOT_SHIFT);
 
+	if (ifs_files_ino(ino)) {
+		fuse_reply_err(req, 0);
+		return;
+	}
 	/* The view may be marked deleted, but it still exists. */
 	pthread_mutex_lock(&ifs->views_lock);
 	for (size_t i = 0; i < ifs->nb_views; i++)
@@ -649,11 +742,11 @@ static void ifs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_node node;
-	int ret = ifs_resolve(ifs, ino, &node);
+	int ret = ifs_files_ino(ino) ? 0 : ifs_resolve(ifs, ino, &node);
 
 	(void)datasync;
 	(void)fi;
-	if (ret == 0)
+	if (ret == 0 && !ifs_files_ino(ino))
 		ret = flush_image(ifs, &node);
 	fuse_reply_err(req, -ret);
 }
@@ -665,7 +758,7 @@ static void ifs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_node node;
 	uint64_t disk_off;
-	int ret = ifs_resolve(ifs, ino, &node);
+	int ret = ifs_files_ino(ino) ? -EROFS : ifs_resolve(ifs, ino, &node);
 
 	(void)fi;
 	if (ret < 0) {
@@ -701,6 +794,8 @@ static void ifs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 		ifs_view_changed(node.view);
 		ifs_invalidate_aliases(ifs, node.view, 0, disk_off,
 				       (uint64_t)len);
+		ifs_files_invalidate(ifs, node.view, disk_off, (uint64_t)len,
+				     false);
 	}
 	fuse_reply_err(req, -ret);
 }
@@ -714,9 +809,14 @@ static void ifs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_node node;
 	uint64_t pos;
-	int ret = ifs_resolve(ifs, ino, &node);
+	int ret;
 
 	(void)fi;
+	if (ifs_files_ino(ino)) {
+		ifs_files_lseek(req, ino, off, whence);
+		return;
+	}
+	ret = ifs_resolve(ifs, ino, &node);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -775,6 +875,10 @@ static void ifs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	char *value;
 	size_t len;
 
+	if (ifs_files_ino(ino)) {
+		ifs_files_getxattr(req, ino, name, size);
+		return;
+	}
 	if (!resolve_or_reply(req, ino, &node))
 		return;
 	if (xattr_number(&node) < 0 ||
@@ -806,6 +910,10 @@ static void ifs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	char list[256];
 	size_t len = 0;
 
+	if (ifs_files_ino(ino)) {
+		ifs_files_listxattr(req, ino, size);
+		return;
+	}
 	if (!resolve_or_reply(req, ino, &node))
 		return;
 	for (size_t i = 0; xattr_number(&node) >= 0 &&
@@ -833,12 +941,11 @@ static void ifs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 static void ifs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 const char *value, size_t size, int flags)
 {
-	(void)ino;
 	(void)name;
 	(void)value;
 	(void)size;
 	(void)flags;
-	fuse_reply_err(req, ENOTSUP);
+	fuse_reply_err(req, in_files(ino) ? EROFS : ENOTSUP);
 }
 
 /* Valid replies: fuse_reply_statfs. */
@@ -848,7 +955,10 @@ static void ifs_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs sv;
 	uint64_t alloc;
 
-	(void)ino;
+	if (ifs_files_ino(ino)) {
+		ifs_files_statfs(req, ino);
+		return;
+	}
 	memset(&sv, 0, sizeof(sv));
 	alloc = ifs_view_allocated(ifs_view_by_slot(ifs, 0), 0,
 				   img_size(ifs->img));
@@ -877,7 +987,8 @@ static void ifs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	(void)mode;
 	if (parent != ifs_ino(0, IFS_NODE_SNAPDIR)) {
-		fuse_reply_err(req, (parent >> IFS_SLOT_SHIFT) ? EROFS : EPERM);
+		fuse_reply_err(req, (parent >> IFS_SLOT_SHIFT) ||
+					    in_files(parent) ? EROFS : EPERM);
 		return;
 	}
 	if (ifs->opts->read_only || img_is_read_only(ifs->img)) {
@@ -938,7 +1049,8 @@ static void ifs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int ret;
 
 	if (parent != ifs_ino(0, IFS_NODE_SNAPDIR)) {
-		fuse_reply_err(req, (parent >> IFS_SLOT_SHIFT) ? EROFS : EPERM);
+		fuse_reply_err(req, (parent >> IFS_SLOT_SHIFT) ||
+					    in_files(parent) ? EROFS : EPERM);
 		return;
 	}
 	if (!caller_may_write(req, ifs)) {
@@ -982,7 +1094,8 @@ static void ifs_deny_create(fuse_req_t req, fuse_ino_t parent,
 	(void)mode;
 	(void)fi;
 	/* Snapshot folders are read-only; the root has a fixed set of names. */
-	fuse_reply_err(req, ifs->opts->read_only || (parent >> IFS_SLOT_SHIFT)
+	fuse_reply_err(req, ifs->opts->read_only ||
+				    (parent >> IFS_SLOT_SHIFT) || in_files(parent)
 				    ? EROFS : EPERM);
 }
 
@@ -1012,6 +1125,7 @@ static void ifs_deny_rename(fuse_req_t req, fuse_ino_t parent,
 const struct fuse_lowlevel_ops ifs_ops = {
 	.init        = ifs_init,
 	.lookup      = ifs_lookup,
+	.readlink    = ifs_readlink,
 	.getattr     = ifs_getattr,
 	.setattr     = ifs_setattr,
 	.opendir     = ifs_opendir,

@@ -39,6 +39,7 @@ static void usage(FILE *out)
 		"                          local (default) only inside the image's\n"
 		"                          folder, follow any path, deny none\n"
 		"  -o cache_size=BYTES     metadata cache size (default 1M)\n"
+		"  -o disk=N               the Nth disk of an OVA archive (default 1)\n"
 		"  -h, --help              show this help\n"
 		"  -V, --version           show the version\n"
 		"\n"
@@ -134,6 +135,16 @@ static int parse_one_option(struct ifs_options *opts, char *opt)
 		}
 	} else if (strcmp(opt, "format") == 0 && value) {
 		return parse_format(value, &opts->format);
+	} else if (strcmp(opt, "disk") == 0 && value) {
+		char *end;
+		unsigned long n = strtoul(value, &end, 10);
+
+		if (*end || n < 1 || n > 4096) {
+			fprintf(stderr, "imgfs: bad disk '%s' (the number of a "
+				"disk in an OVA, from 1)\n", value);
+			return -EINVAL;
+		}
+		opts->disk_index = (unsigned)n - 1;
 	} else if (strcmp(opt, "cache_size") == 0 && value) {
 		if (parse_size(value, &opts->cache_bytes) < 0) {
 			fprintf(stderr, "imgfs: bad cache_size '%s' (bytes, "

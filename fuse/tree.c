@@ -278,6 +278,8 @@ int ifs_views_init(struct ifs *ifs)
 	int ret;
 
 	pthread_mutex_init(&ifs->views_lock, NULL);
+	pthread_mutex_init(&ifs->fsviews_lock, NULL);
+	pthread_mutex_init(&ifs->fsviews_open_lock, NULL);
 	active = view_new(ifs->img, 0);
 	if (!active || views_append_locked(ifs, active) < 0) {
 		free(active);
@@ -322,6 +324,10 @@ int ifs_views_init(struct ifs *ifs)
 
 void ifs_views_free(struct ifs *ifs)
 {
+	/* Filesystems read through windows on the views' images. */
+	ifs_files_free(ifs);
+	pthread_mutex_destroy(&ifs->fsviews_lock);
+	pthread_mutex_destroy(&ifs->fsviews_open_lock);
 	/* views[0] shares the image with ifs->img, closed by the caller
 	 * after the snapshot handles. */
 	for (size_t i = ifs->nb_views; i-- > 0;)
@@ -398,6 +404,8 @@ int ifs_resolve(struct ifs *ifs, fuse_ino_t ino, struct ifs_node *node_r)
 	case IFS_NODE_INFO:
 	case IFS_NODE_SNAPDIR:
 		return slot == 0 ? 0 : -ENOENT;
+	case IFS_NODE_FILESDIR:
+		return 0;
 	}
 	if (node < IFS_NODE_PART_BASE)
 		return -ENOENT;
@@ -471,6 +479,21 @@ uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
 	return bytes;
 }
 
+static int count_one(void *ctx, const char *name)
+{
+	(void)name;
+	(*(size_t *)ctx)++;
+	return 0;
+}
+
+static size_t count_files_dirs(struct ifs_view *view)
+{
+	size_t n = 0;
+
+	ifs_files_list_root(view, count_one, &n);
+	return n;
+}
+
 void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 		   struct stat *st)
 {
@@ -489,8 +512,14 @@ void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 		 * fts take a count of 2 to mean "no subfolders"): the root
 		 * holds snapshots/, a snapshot's folder none. */
 		st->st_mode = S_IFDIR | (ro ? 0555 : 0755);
-		st->st_nlink = node->view->slot == 0 ? 3 : 2;
+		st->st_nlink = node->view->slot == 0 ? 4 : 3;
 		break;
+	case IFS_NODE_FILESDIR: {
+		/* 2 plus one folder per filesystem shown. */
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2 + (nlink_t)count_files_dirs(node->view);
+		break;
+	}
 	case IFS_NODE_SNAPDIR: {
 		nlink_t nlink = 2;
 		pthread_mutex_lock(&ifs->views_lock);
@@ -595,6 +624,8 @@ void ifs_view_publish_table(struct ifs *ifs, struct ifs_view *view,
 
 		if (same_window(table, e))
 			continue;
+		ifs_files_invalidate(ifs, view, e->start_bytes, e->size_bytes,
+				     false);
 		snprintf(name, sizeof(name), "p%u", e->number);
 		fuse_lowlevel_notify_inval_entry(ifs->se, parent, name,
 						 strlen(name));
@@ -610,27 +641,39 @@ void ifs_invalidate_aliases(struct ifs *ifs, struct ifs_view *view,
 			    fuse_ino_t written_ino, uint64_t disk_off,
 			    uint64_t len)
 {
-	struct {
+	struct alias {
 		fuse_ino_t ino;
 		uint64_t start, size;
-	} files[64];
-	size_t nb = 0;
+	} *files;
+	size_t nb = 0, cap;
 	uint64_t end = disk_off + len;
 
-	files[nb].ino = ifs_ino(view->slot, IFS_NODE_DISK);
-	files[nb].start = 0;
-	files[nb++].size = img_size(view->img);
+	/* Copy the windows out (every partition, however many the table
+	 * has) so that no lock is held across the notifications. */
 	pthread_rwlock_rdlock(&view->table_lock);
-	for (size_t i = 0; view->table && i < view->table->nb_parts &&
-			   nb < sizeof(files) / sizeof(files[0]);
-	     i++) {
-		const struct part_entry *e = &view->table->parts[i];
-		files[nb].ino = ifs_ino(view->slot,
-					IFS_NODE_PART_BASE + e->number);
-		files[nb].start = e->start_bytes;
-		files[nb++].size = e->size_bytes;
+	cap = 1 + (view->table ? view->table->nb_parts : 0);
+	files = malloc(cap * sizeof(*files));
+	if (files) {
+		files[nb].ino = ifs_ino(view->slot, IFS_NODE_DISK);
+		files[nb].start = 0;
+		files[nb++].size = img_size(view->img);
+		for (size_t i = 0; view->table && i < view->table->nb_parts;
+		     i++) {
+			const struct part_entry *e = &view->table->parts[i];
+			files[nb].ino = ifs_ino(view->slot,
+						IFS_NODE_PART_BASE + e->number);
+			files[nb].start = e->start_bytes;
+			files[nb++].size = e->size_bytes;
+		}
 	}
 	pthread_rwlock_unlock(&view->table_lock);
+	if (!files) {
+		/* No memory for the list: drop every cached page of the
+		 * disk rather than serve a stale one. */
+		fuse_lowlevel_notify_inval_inode(
+			ifs->se, ifs_ino(view->slot, IFS_NODE_DISK), 0, 0);
+		return;
+	}
 
 	for (size_t i = 0; i < nb; i++) {
 		uint64_t a = MAX(disk_off, files[i].start);
@@ -641,4 +684,5 @@ void ifs_invalidate_aliases(struct ifs *ifs, struct ifs_view *view,
 						 (off_t)(a - files[i].start),
 						 (off_t)(b - a));
 	}
+	free(files);
 }

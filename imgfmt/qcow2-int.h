@@ -16,6 +16,8 @@
 
 #include "imgfmt-int.h"
 
+#include <errno.h>
+
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -373,6 +375,24 @@ int qcow2_defer_unref_locked(struct img *img, uint64_t host_off,
 int qcow2_apply_deferred_locked(struct img *img);
 /* Marks the image corrupt (header bit, as QEMU), turns the handle
  * read-only and returns -EIO. */
+/* The one verdict on a plain (not compressed) L2 entry and, with extended
+ * L2, its subcluster bitmap, shared by the read and write paths so that a
+ * damaged entry is damaged on both: -EIO when a subcluster is both
+ * allocated and zero (spec: "the allocation status bit must be unset"),
+ * allocated without a host cluster, or when a v2 image uses the zero
+ * flag. Reads answer -EIO; writes also mark the image corrupt. */
+static inline int qcow2_entry_verdict(const struct qcow2_state *s,
+				      uint64_t entry, uint64_t bitmap,
+				      bool has_host)
+{
+	if (!s->extended_l2)
+		return (entry & QCOW2_L2E_ZERO) && s->version < 3 ? -EIO : 0;
+	uint32_t alloc = (uint32_t)bitmap, zero = (uint32_t)(bitmap >> 32);
+	if ((alloc & zero) || (alloc && !has_host))
+		return -EIO;
+	return 0;
+}
+
 int qcow2_signal_corruption(struct img *img, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

@@ -135,11 +135,13 @@ static int unit_kind(const struct qcow2_state *s, uint64_t entry,
 		     uint64_t bitmap, unsigned sc, bool has_host,
 		     enum qcow2_run_kind *kind_r)
 {
+	int ret = qcow2_entry_verdict(s, entry, bitmap, has_host);
+
+	if (ret < 0)
+		return ret;
 	if (!s->extended_l2) {
 		/* The zero flag is v3 only; QEMU calls it corruption in a
 		 * v2 image ("Zero cluster entry found in pre-v3 image"). */
-		if ((entry & QCOW2_L2E_ZERO) && s->version < 3)
-			return -EIO;
 		if (entry & QCOW2_L2E_ZERO)
 			*kind_r = QCOW2_RUN_ZERO;
 		else
@@ -150,10 +152,6 @@ static int unit_kind(const struct qcow2_state *s, uint64_t entry,
 	bool alloc = (bitmap >> sc) & 1;
 	bool zero = (bitmap >> (32 + sc)) & 1;
 
-	/* "the allocation status bit must be unset" when zero is set, and
-	 * an allocated subcluster needs a host cluster. */
-	if ((alloc && zero) || (alloc && !has_host))
-		return -EIO;
 	if (alloc)
 		*kind_r = QCOW2_RUN_DATA;
 	else if (zero)

@@ -363,6 +363,12 @@ static int plan_locked(struct img *img, size_t n, uint64_t off,
 	ret = entry_host(img, p->entry, &p->old_host, &p->has_host);
 	if (ret < 0)
 		return ret;
+	if (!(p->entry & QCOW2_L2E_COMPRESSED) &&
+	    qcow2_entry_verdict(s, p->entry, p->bitmap, p->has_host) < 0)
+		return qcow2_signal_corruption(img, "L2 entry 0x%" PRIx64
+					       " with subcluster bitmap 0x%"
+					       PRIx64 " is inconsistent",
+					       p->entry, p->bitmap);
 	if (external(img, s)) {
 		/* Identity mapping, no refcounts (spec). */
 		p->new_host = p->cs;
@@ -588,6 +594,14 @@ static int write_piece(struct img *img, const uint8_t *buf, size_t n,
 	ret = entry_host(img, plan.entry, &host, &has_host);
 	if (ret < 0)
 		goto out_unlock;
+	if (!(plan.entry & QCOW2_L2E_COMPRESSED) &&
+	    qcow2_entry_verdict(s, plan.entry, plan.bitmap, has_host) < 0) {
+		ret = qcow2_signal_corruption(img, "L2 entry 0x%" PRIx64
+					      " with subcluster bitmap 0x%"
+					      PRIx64 " is inconsistent",
+					      plan.entry, plan.bitmap);
+		goto out_unlock;
+	}
 	if (has_host && (plan.entry & QCOW2_L2E_COPIED) &&
 	    (s->extended_l2 ? (plan.bitmap & touched) == touched
 			    : !(plan.entry & QCOW2_L2E_ZERO))) {

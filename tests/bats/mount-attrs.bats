@@ -169,7 +169,7 @@ user.imgfs.partuuid=\"1234abcd-06\""
 	qemu-img convert -f raw -O qcow2 bare.raw "$IMG"
 	mount_image
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\nsnapshots'
 	run -0 as_user getfattr --absolute-names -d -m - "$MNT/disk"
 	assert_eq "$output" "# file: $MNT/disk
 user.imgfs.fstype=\"ext4\"

@@ -48,10 +48,10 @@ load helpers
 	qemu-img convert -O raw "$IMG" active.raw
 	mount_image
 	run -0 as_user ls "$MNT/snapshots/mbr-layout"
-	assert_eq "$output" $'disk\np1\np2\np5\np6'
+	assert_eq "$output" $'disk\nfiles\np1\np2\np5\np6'
 	assert_same_bytes "$MNT/snapshots/mbr-layout" mbr.raw
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\np1\np2\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\np1\np2\nsnapshots'
 	assert_same_bytes "$MNT" active.raw
 }
 

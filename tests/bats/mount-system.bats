@@ -29,7 +29,7 @@ setup() {
 root 444 $MNT/p1"
 	in_ns cmp "$MNT/disk" expected.raw
 	run -0 in_ns ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\np1\np2\np3\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\np1\np2\np3\nsnapshots'
 	pid=$(daemon_pid)
 	run -0 in_ns umount "$MNT"
 	wait_until "$IMGFS_EXIT_DEADLINE" pids_gone "$pid"

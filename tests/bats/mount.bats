@@ -37,7 +37,7 @@ load helpers
 	qemu-img convert -O raw "$IMG" expected.raw
 	mount_image
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\np1\np2\np3\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\np1\np2\np3\nsnapshots'
 	assert_same_bytes "$MNT" expected.raw
 }
 
@@ -46,7 +46,7 @@ load helpers
 	qemu-img convert -O raw "$IMG" expected.raw
 	mount_image
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\np1\np2\np5\np6\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\np1\np2\np5\np6\nsnapshots'
 	assert_same_bytes "$MNT" expected.raw
 	run -0 as_user head -c 16 "$MNT/p5"
 	assert_eq "$output" "imgfs logical p5"
@@ -85,7 +85,7 @@ load helpers
 	qemu-io -c "write -P 0x5a 0 64k" "$IMG" >/dev/null
 	mount_image
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\nsnapshots'
 	run -0 as_user ls "$MNT/snapshots"
 	assert_eq "$output" ""
 }
@@ -96,9 +96,9 @@ load helpers
 	for round in 1 2 3 4 5; do
 		mount_image
 		run -0 as_user ls "$MNT" "$MNT/snapshots" "$MNT/snapshots/installed"
-		assert_eq "$output" "$(printf '%s\n' "$MNT:" disk info p1 p2 p3 \
+		assert_eq "$output" "$(printf '%s\n' "$MNT:" disk files info p1 p2 p3 \
 			snapshots "" "$MNT/snapshots:" installed "" \
-			"$MNT/snapshots/installed:" disk p1 p2 p3)"
+			"$MNT/snapshots/installed:" disk files p1 p2 p3)"
 		run -0 as_user head -c 16 "$MNT/p3"
 		assert_eq "$output" "imgfs p3 pattern"
 		unmount_image
@@ -146,7 +146,7 @@ load helpers
 @test "--help prints the usage on stdout and exits 0; --version prints the version" {
 	run -0 --separate-stderr "$IMGFS" --help
 	[[ ${lines[0]} == "Usage: imgfs [OPTIONS] IMAGE MOUNTPOINT" ]]
-	[[ $output == *"--format raw|qcow2"* && $output == *"-o backing=local|follow|deny"* ]]
+	[[ $output == *"--format FORMAT"* && $output == *"-o backing=local|follow|deny"* ]]
 	assert_eq "$stderr" ""
 	run -0 --separate-stderr "$IMGFS" --version
 	assert_eq "$output" "imgfs 0.1.0"
@@ -184,7 +184,7 @@ load helpers
 	qemu-img convert -O raw "$IMG" expected.raw
 	mount_image
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\nsnapshots'
 	as_user cmp "$MNT/disk" expected.raw
 	run -0 info_line partition-error
 	assert_eq "$output" "protective MBR of a GPT disk, but no valid GPT header: the primary (LBA 1) and the backup (last LBA) are corrupt, or the image was truncated"

@@ -417,7 +417,7 @@ make_mbr_session_disk() {
 	make_mbr_session_disk "$IMG"
 	mount_image -o ro
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\np1\np2\np5\np6\np7\np8\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\np1\np2\np5\np6\np7\np8\nsnapshots'
 	assert_same_bytes "$MNT" build/mbr.raw
 	run -0 as_user awk '$1 == "FILE", 0' "$MNT/info"
 	assert_eq "$output" "FILE START SIZE TYPE FSTYPE LABEL UUID PARTUUID NAME NOTE
@@ -555,7 +555,7 @@ p2: Software caused connection abort"
 	qemu-img convert -f raw -O qcow2 build.raw "$IMG"
 	mount_image -o ro
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\np1\np2\np5\np6\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\np1\np2\np5\np6\nsnapshots'
 	run -0 info_line partition-warning
 	assert_eq "$output" "Omitting partitions after #60. They will be deleted if you save this partition table.; the EBR chain loops: 54 repeated logical partitions ignored"
 	run -0 as_user head -c 16 "$MNT/p6"

@@ -17,7 +17,7 @@ load images
 	run -0 as_user mkdir "$MNT/snapshots/installed"
 	run -0 as_user ls "$MNT/snapshots" "$MNT/snapshots/installed"
 	assert_eq "$output" "$(printf '%s\n' "$MNT/snapshots:" installed "" \
-		"$MNT/snapshots/installed:" disk p1 p2 p3)"
+		"$MNT/snapshots/installed:" disk files p1 p2 p3)"
 	make_workload workload.sh "$GPT_DISK_BYTES" 99 200
 	run -0 as_user bash workload.sh "$MNT/disk"
 	pattern_bytes "after the snapshot" 4M | as_user dd of="$MNT/p3" conv=notrunc,fsync status=none

@@ -167,7 +167,7 @@ write_suite_on() {
 	qemu-img create -q -f "$FMT" "$IMG" "$DISK_BYTES"
 	mount_image
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\nsnapshots'
 	as_user sfdisk -q "$MNT/disk" <<-EOF
 		label: gpt
 		unit: sectors
@@ -176,20 +176,20 @@ write_suite_on() {
 		start=26624, size=20480
 	EOF
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\np1\np2\np3\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\np1\np2\np3\nsnapshots'
 	run -0 as_user stat -c %s "$MNT/p1" "$MNT/p2" "$MNT/p3"
 	assert_eq "$output" $'4194304\n8388608\n10485760'
 	pattern_bytes "written via p2" 8M | as_user dd of="$MNT/p2" conv=notrunc status=none
 	as_user sfdisk -q --delete "$MNT/disk" 3
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\np1\np2\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\np1\np2\nsnapshots'
 	as_user sfdisk -q "$MNT/disk" <<-EOF
 		label: dos
 		unit: sectors
 		start=2048, size=4096, type=83
 	EOF
 	run -0 as_user ls "$MNT"
-	assert_eq "$output" $'disk\ninfo\np1\nsnapshots'
+	assert_eq "$output" $'disk\nfiles\ninfo\np1\nsnapshots'
 	assert_eq "$(as_user stat -c %s "$MNT/p1")" 2097152
 	unmount_image
 	image_check

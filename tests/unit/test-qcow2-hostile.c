@@ -656,6 +656,22 @@ static void check_corrupt_ro(struct img *img, const struct hcase *hc)
 	check_reads(img, hc);
 }
 
+/* A write into a cluster whose damaged entry reads as EIO fails with EIO
+ * too, marks the image corrupt (the handle turns read-only), and reads
+ * of the range still fail: the write path gives the read path's verdict
+ * and never fills the cluster from the image file's first bytes. */
+static void check_write_eio(struct img *img, const struct hcase *hc)
+{
+	uint8_t buf[512];
+
+	memset(buf, 0x5a, sizeof(buf));
+	assert(img_pwrite(img, buf, sizeof(buf), hc->bad_off + 512) == -EIO);
+	assert(img_corrupt_reason(img) != NULL);
+	assert(img_pwrite(img, buf, sizeof(buf), 0) == -EROFS);
+	assert(img_pread(img, buf, sizeof(buf), hc->bad_off) == -EIO);
+	assert(img_pread(img, buf, sizeof(buf), hc->bad_off + 512) == -EIO);
+}
+
 static void check_dirty(struct img *img, const struct hcase *hc)
 {
 	struct img_info info;
@@ -946,6 +962,12 @@ static const struct hcase cases[] = {
 	{ "extended L2: allocated subclusters without a cluster", "el2",
 	  .make = set_l2_bitmap, .a = 1 * MiB, .w = 1, .b = 0xffffffff,
 	  .fmt = Q, EIO_AT(1 * MiB, CLUSTER) },
+	{ "extended L2: a write into allocated subclusters without a cluster",
+	  "el2", .make = set_l2_bitmap, .a = 1 * MiB, .w = 1, .b = 0xffffffff,
+	  .fmt = Q, .rw = true, .after = check_write_eio, .bad_off = 1 * MiB },
+	{ "extended L2: a write into a subcluster both allocated and zero",
+	  "el2", .make = set_l2_bitmap, .a = 1 * MiB, .b = UINT64_MAX,
+	  .fmt = Q, .rw = true, .after = check_write_eio, .bad_off = 1 * MiB },
 	{ "garbage zstd data", "zstd", .make = break_compressed, .a = 2 * MiB,
 	  .fmt = Q, EIO_AT(2 * MiB, CLUSTER) },
 	/* The file itself. */

@@ -1,0 +1,799 @@
+/* files.c: the files/ folders: the guest filesystems inside block files.
+ *
+ * MOUNTPOINT/files/X/ (and snapshots/NAME/files/X/) shows the filesystem
+ * inside the block file X of that view (pN, or disk when the disk has no
+ * partition table), read-only, through the fsys layer. This file owns
+ * the open filesystems ("fsviews") and answers every request for a node
+ * inside one; ops.c hands such requests over by inode number.
+ *
+ * Inode numbers: a node inside a filesystem is
+ *   IFS_FILES_BIT | fsid << IFS_FILES_FSID_SHIFT | guest inode number
+ * where fsid names one opening of one filesystem. fsids are never reused
+ * during a mount: when a write reaches the range of an open filesystem,
+ * that fsview turns stale (its inodes answer ESTALE, its dentry under
+ * files/ is dropped from the kernel's cache) and the next lookup opens
+ * the filesystem afresh under a new fsid, so no reader ever mixes old
+ * and new metadata.
+ *
+ * Filesystems are opened at the first lookup of files/X, not at mount
+ * time, and stay open until they turn stale or the mount ends (a handle
+ * costs little: libext2fs keeps the group descriptors, FAT a small
+ * cache).
+ *
+ * Permissions: the mounting user (and root) may read everything; with
+ * allow_other every other caller is checked against the guest's owners
+ * and mode bits here (the mount has no default_permissions, see ops.c).
+ * Device nodes are never opened: the mount is nodev and nosuid.
+ *
+ * Locking: fsviews_lock guards the table of fsviews (fsviews,
+ * nb_fsviews). Each fsview's rwlock is held shared by every request
+ * that uses its fsys handle and exclusively while it is closed, so a
+ * handle is never freed under a reader. fsview structs themselves live
+ * until unmount (handlers keep pointers to them).
+ */
+#include "ifs.h"
+
+#include "checked.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FILES_TIMEOUT 60.0
+#define FILES_GUEST_MASK ((UINT64_C(1) << IFS_FILES_FSID_SHIFT) - 1)
+#define FILES_MAX_FSID ((1u << (63 - IFS_FILES_FSID_SHIFT)) - 1)
+/* The largest read answered at once (the kernel asks for at most 1 MiB
+ * with direct I/O, 128 KiB through the page cache). */
+#define FILES_MAX_READ (1u << 20)
+
+struct ifs_fsview {
+	unsigned fsid;
+	struct ifs_view *view;
+	unsigned number;        /* partition number; 0: the whole disk */
+	uint64_t start, size;   /* its range of the view's disk */
+	pthread_rwlock_t lock;  /* shared: using fs; exclusive: closing */
+	bool stale;             /* guarded by lock (written exclusively) */
+	struct img *win;
+	struct fsys *fs;
+};
+
+struct files_dir_handle {
+	bool is_guest;          /* a directory inside a filesystem */
+};
+
+bool ifs_files_ino(fuse_ino_t ino)
+{
+	return (ino & IFS_FILES_BIT) != 0;
+}
+
+static fuse_ino_t files_ino(unsigned fsid, uint64_t guest_ino)
+{
+	return IFS_FILES_BIT | ((fuse_ino_t)fsid << IFS_FILES_FSID_SHIFT) |
+	       guest_ino;
+}
+
+static struct ifs *ifs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+bool ifs_fs_type_readable(const char *fs_type)
+{
+	static const char *const readable[] = {
+		"ext2", "ext3", "ext4", "ext4dev", "vfat", "msdos",
+	};
+
+	for (size_t i = 0; fs_type && i < sizeof(readable) / sizeof(*readable);
+	     i++)
+		if (strcmp(fs_type, readable[i]) == 0)
+			return true;
+	return false;
+}
+
+/* The block file of view that files/name shows: its range of the disk.
+ * -ENOENT when name is not a block file holding a filesystem we read. */
+static int find_block_file(struct ifs_view *view, const char *name,
+			   unsigned *number_r, uint64_t *start_r,
+			   uint64_t *size_r)
+{
+	int ret = -ENOENT;
+
+	pthread_rwlock_rdlock(&view->table_lock);
+	if (!view->table) {
+		ret = -ENOENT;
+	} else if (strcmp(name, "disk") == 0) {
+		if (view->table->nb_parts == 0 &&
+		    ifs_fs_type_readable(view->table->disk_fs_type)) {
+			*number_r = 0;
+			*start_r = 0;
+			*size_r = img_size(view->img);
+			ret = 0;
+		}
+	} else if (name[0] == 'p' && name[1] >= '1' && name[1] <= '9') {
+		char *end;
+		unsigned long n = strtoul(name + 1, &end, 10);
+
+		for (size_t i = 0; !*end && i < view->table->nb_parts; i++) {
+			const struct part_entry *e = &view->table->parts[i];
+			if (e->number != n || e->container ||
+			    !ifs_fs_type_readable(e->fs_type))
+				continue;
+			*number_r = e->number;
+			*start_r = e->start_bytes;
+			*size_r = e->size_bytes;
+			ret = 0;
+		}
+	}
+	pthread_rwlock_unlock(&view->table_lock);
+	return ret;
+}
+
+static void fsview_close_locked(struct ifs_fsview *fv)
+{
+	fsys_close(fv->fs);
+	fv->fs = NULL;
+	img_close(fv->win);
+	fv->win = NULL;
+}
+
+/* The open fsview for this block file, opening it when there is none.
+ * Returns it with its lock held shared, or NULL with *err_r set. */
+static struct ifs_fsview *fsview_get(struct ifs *ifs, struct ifs_view *view,
+				     const char *name, int *err_r)
+{
+	struct ifs_fsview *fv = NULL, **grown;
+	struct img_err err = { 0 };
+	unsigned number;
+	uint64_t start, size;
+	int ret;
+
+	ret = find_block_file(view, name, &number, &start, &size);
+	if (ret < 0) {
+		*err_r = ret;
+		return NULL;
+	}
+	/* One open at a time (open_lock), so two lookups do not open the
+	 * same filesystem twice; requests for open filesystems go on
+	 * meanwhile (fsviews_lock is not held across the open). */
+	pthread_mutex_lock(&ifs->fsviews_open_lock);
+	pthread_mutex_lock(&ifs->fsviews_lock);
+	for (size_t i = ifs->nb_fsviews; i-- > 0;) {
+		struct ifs_fsview *c = ifs->fsviews[i];
+		if (c->view == view && c->number == number &&
+		    c->start == start && c->size == size) {
+			pthread_rwlock_rdlock(&c->lock);
+			if (!c->stale) {
+				fv = c;
+				break;
+			}
+			pthread_rwlock_unlock(&c->lock);
+		}
+	}
+	pthread_mutex_unlock(&ifs->fsviews_lock);
+	if (fv) {
+		pthread_mutex_unlock(&ifs->fsviews_open_lock);
+		return fv;
+	}
+	if (ifs->nb_fsviews >= FILES_MAX_FSID) {
+		pthread_mutex_unlock(&ifs->fsviews_open_lock);
+		*err_r = -EMFILE;
+		return NULL;
+	}
+	fv = calloc(1, sizeof(*fv));
+	if (!fv) {
+		pthread_mutex_unlock(&ifs->fsviews_open_lock);
+		*err_r = -ENOMEM;
+		return NULL;
+	}
+	fv->view = view;
+	fv->number = number;
+	fv->start = start;
+	fv->size = size;
+	pthread_rwlock_init(&fv->lock, NULL);
+	ret = img_window_open(view->img, start, size, true, &fv->win);
+	if (ret == 0)
+		ret = fsys_open(fv->win, &fv->fs, &err);
+	pthread_mutex_lock(&ifs->fsviews_lock);
+	grown = ret == 0 ? realloc(ifs->fsviews, (ifs->nb_fsviews + 1) *
+							 sizeof(*grown)) :
+			   NULL;
+	if (ret == 0 && !grown)
+		ret = -ENOMEM;
+	if (ret < 0) {
+		pthread_mutex_unlock(&ifs->fsviews_lock);
+		pthread_mutex_unlock(&ifs->fsviews_open_lock);
+		if (err.msg[0])
+			log_warn("%s: files/%s: %s", img_path(view->img), name,
+				 err.msg);
+		fsview_close_locked(fv);
+		pthread_rwlock_destroy(&fv->lock);
+		free(fv);
+		*err_r = ret == -EMEDIUMTYPE ? -ENOENT :
+			 ret == -ENOMEM ? -ENOMEM : -EIO;
+		return NULL;
+	}
+	ifs->fsviews = grown;
+	/* fsid 0 is never used, so that a files inode never has fsid 0. */
+	fv->fsid = (unsigned)ifs->nb_fsviews + 1;
+	pthread_rwlock_rdlock(&fv->lock);
+	ifs->fsviews[ifs->nb_fsviews] = fv;
+	__atomic_store_n(&ifs->nb_fsviews, ifs->nb_fsviews + 1,
+			 __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&ifs->fsviews_lock);
+	pthread_mutex_unlock(&ifs->fsviews_open_lock);
+	return fv;
+}
+
+/* The fsview an inode belongs to, lock held shared; NULL (and the
+ * errno) when it is gone or stale. */
+static struct ifs_fsview *fsview_of_ino(struct ifs *ifs, fuse_ino_t ino,
+					uint64_t *guest_r, int *err_r)
+{
+	unsigned fsid = (unsigned)((ino & ~IFS_FILES_BIT) >>
+				   IFS_FILES_FSID_SHIFT);
+	struct ifs_fsview *fv = NULL;
+
+	pthread_mutex_lock(&ifs->fsviews_lock);
+	if (fsid >= 1 && fsid <= ifs->nb_fsviews)
+		fv = ifs->fsviews[fsid - 1];
+	pthread_mutex_unlock(&ifs->fsviews_lock);
+	if (!fv) {
+		*err_r = -ENOENT;
+		return NULL;
+	}
+	pthread_rwlock_rdlock(&fv->lock);
+	if (fv->stale || fv->view->deleted) {
+		pthread_rwlock_unlock(&fv->lock);
+		*err_r = -ESTALE;
+		return NULL;
+	}
+	*guest_r = ino & FILES_GUEST_MASK;
+	return fv;
+}
+
+static void fsview_put(struct ifs_fsview *fv)
+{
+	pthread_rwlock_unlock(&fv->lock);
+}
+
+static void fill_stat(const struct ifs_fsview *fv, const struct fsys_stat *fs,
+		      struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = files_ino(fv->fsid, fs->ino);
+	/* Never honour setuid/setgid from a guest (the mount is nosuid
+	 * too; this keeps a copy made with cp -a from carrying them
+	 * unexpectedly only where the kernel would). The bits are shown
+	 * as the guest has them. */
+	st->st_mode = fs->mode;
+	st->st_nlink = fs->nlink;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_rdev = fs->rdev;
+	st->st_size = (off_t)fs->size;
+	st->st_blocks = (blkcnt_t)fs->blocks;
+	st->st_blksize = 4096;
+	st->st_atim = fs->atime;
+	st->st_mtim = fs->mtime;
+	st->st_ctim = fs->ctime;
+}
+
+/* May the caller do mask (R_OK/W_OK/X_OK) on an object with these
+ * owners and mode? The mounting user and root may read everything. */
+static bool caller_may(fuse_req_t req, struct ifs *ifs,
+		       const struct fsys_stat *st, int mask)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	unsigned bits;
+
+	if (ctx->uid == 0 || ctx->uid == ifs->uid)
+		return true;
+	if (ctx->uid == st->uid) {
+		bits = (st->mode >> 6) & 7;
+	} else {
+		bool in_group = ctx->gid == st->gid;
+		gid_t groups[64];
+		int n = in_group ? 0 : fuse_req_getgroups(req, 64, groups);
+
+		for (int i = 0; i < n && i < 64 && !in_group; i++)
+			in_group = groups[i] == st->gid;
+		bits = in_group ? (st->mode >> 3) & 7 : st->mode & 7;
+	}
+	return (bits & (unsigned)mask) == (unsigned)mask;
+}
+
+static void reply_fs_entry(fuse_req_t req, struct ifs_fsview *fv,
+			   const struct fsys_stat *fs)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = files_ino(fv->fsid, fs->ino);
+	e.attr_timeout = FILES_TIMEOUT;
+	e.entry_timeout = FILES_TIMEOUT;
+	fill_stat(fv, fs, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+static bool guest_ino_fits(uint64_t guest)
+{
+	return guest != 0 && guest <= FILES_GUEST_MASK;
+}
+
+/* Lookup of name in a files/ folder (dir names the folder). */
+void ifs_files_lookup_root(fuse_req_t req, struct ifs_view *view,
+			   const char *name)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fsview *fv;
+	struct fsys_stat st;
+	int ret;
+
+	fv = fsview_get(ifs, view, name, &ret);
+	if (!fv) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	ret = fsys_getattr(fv->fs, fsys_root_ino(fv->fs), &st);
+	if (ret == 0 && !guest_ino_fits(st.ino))
+		ret = -EOVERFLOW;
+	if (ret < 0) {
+		log_err("%s: files/%s: cannot read the root folder: %s",
+			img_path(view->img), name, strerror(-ret));
+		fuse_reply_err(req, -ret);
+	} else {
+		reply_fs_entry(req, fv, &st);
+	}
+	fsview_put(fv);
+}
+
+void ifs_files_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fsview *fv;
+	struct fsys_stat dir, st;
+	uint64_t guest;
+	int ret;
+
+	fv = fsview_of_ino(ifs, parent, &guest, &ret);
+	if (!fv) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	ret = fsys_getattr(fv->fs, guest, &dir);
+	if (ret == 0 && !S_ISDIR(dir.mode))
+		ret = -ENOTDIR;
+	if (ret == 0 && !caller_may(req, ifs, &dir, X_OK))
+		ret = -EACCES;
+	if (ret == 0)
+		ret = fsys_lookup(fv->fs, guest, name, &st);
+	if (ret == 0 && !guest_ino_fits(st.ino))
+		ret = -EOVERFLOW;
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		reply_fs_entry(req, fv, &st);
+	fsview_put(fv);
+}
+
+void ifs_files_getattr(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fsview *fv;
+	struct fsys_stat fs;
+	struct stat st;
+	uint64_t guest;
+	int ret;
+
+	fv = fsview_of_ino(ifs, ino, &guest, &ret);
+	if (!fv) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	ret = fsys_getattr(fv->fs, guest, &fs);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+	} else {
+		fill_stat(fv, &fs, &st);
+		fuse_reply_attr(req, &st, FILES_TIMEOUT);
+	}
+	fsview_put(fv);
+}
+
+/* Checks that ino is an object of the kind want (S_IFDIR, S_IFREG) the
+ * caller may read; 0 or -errno. */
+static int check_open(fuse_req_t req, struct ifs *ifs, fuse_ino_t ino,
+		      mode_t want, int flags)
+{
+	struct ifs_fsview *fv;
+	struct fsys_stat st;
+	uint64_t guest;
+	int ret;
+
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+		return -EROFS;
+	fv = fsview_of_ino(ifs, ino, &guest, &ret);
+	if (!fv)
+		return ret;
+	ret = fsys_getattr(fv->fs, guest, &st);
+	if (ret == 0) {
+		if (want == S_IFDIR && !S_ISDIR(st.mode))
+			ret = -ENOTDIR;
+		else if (want == S_IFREG && S_ISDIR(st.mode))
+			ret = -EISDIR;
+		else if (want == S_IFREG && !S_ISREG(st.mode))
+			ret = -EACCES; /* devices, FIFOs, sockets: listed only */
+		else if (!caller_may(req, ifs, &st, R_OK))
+			ret = -EACCES;
+	}
+	fsview_put(fv);
+	return ret;
+}
+
+void ifs_files_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	int ret = check_open(req, ifs_of(req), ino, S_IFREG, fi->flags);
+
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	/* The filesystem does not change while this fsid lives. */
+	fi->keep_cache = 1;
+	fi->noflush = 1;
+	fi->fh = 0;
+	fuse_reply_open(req, fi);
+}
+
+void ifs_files_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fsview *fv;
+	uint64_t guest;
+	char *buf;
+	ssize_t n;
+	int ret;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fv = fsview_of_ino(ifs, ino, &guest, &ret);
+	if (!fv) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	size = MIN(size, (size_t)FILES_MAX_READ);
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fsview_put(fv);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = fsys_read(fv->fs, guest, buf, size, (uint64_t)off);
+	fsview_put(fv);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+void ifs_files_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fsview *fv;
+	uint64_t guest;
+	char target[4097];
+	ssize_t n;
+	int ret;
+
+	fv = fsview_of_ino(ifs, ino, &guest, &ret);
+	if (!fv) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	n = fsys_readlink(fv->fs, guest, target, sizeof(target));
+	fsview_put(fv);
+	if (n < 0)
+		fuse_reply_err(req, n == -ERANGE ? ENAMETOOLONG : (int)-n);
+	else
+		fuse_reply_readlink(req, target);
+}
+
+void ifs_files_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	int ret = check_open(req, ifs_of(req), ino, S_IFDIR, O_RDONLY);
+
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fi->fh = 0;
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+/* Directory offsets: 0 starts the listing with ".", 1 continues with
+ * "..", and every offset n >= 2 continues the filesystem's own listing
+ * at its cookie n - 2. */
+#define DOT_ENTRIES 2
+
+struct fill_ctx {
+	fuse_req_t req;
+	char *buf;
+	size_t size, len;
+	unsigned fsid;
+	bool overflow;
+};
+
+static int fill_one(void *opaque, const char *name, uint64_t guest,
+		    uint32_t type, uint64_t next_cookie)
+{
+	struct fill_ctx *c = opaque;
+	struct stat st = { .st_mode = type };
+	size_t need;
+
+	if (!guest_ino_fits(guest) || next_cookie > INT64_MAX - DOT_ENTRIES)
+		return 0; /* cannot be named in our inode space: skip */
+	st.st_ino = files_ino(c->fsid, guest);
+	need = fuse_add_direntry(c->req, c->buf + c->len, c->size - c->len,
+				 name, &st,
+				 (off_t)(next_cookie + DOT_ENTRIES));
+	if (need > c->size - c->len) {
+		c->overflow = true;
+		return 1;
+	}
+	c->len += need;
+	return 0;
+}
+
+void ifs_files_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+		       off_t off)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct fill_ctx c = { .req = req, .size = size };
+	struct ifs_fsview *fv;
+	uint64_t guest;
+	int ret = 0;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fv = fsview_of_ino(ifs, ino, &guest, &ret);
+	if (!fv) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	c.fsid = fv->fsid;
+	c.buf = malloc(size ? size : 1);
+	if (!c.buf) {
+		fsview_put(fv);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (; off < DOT_ENTRIES && !c.overflow; off++) {
+		struct stat st = { .st_ino = ino, .st_mode = S_IFDIR };
+		size_t need = fuse_add_direntry(req, c.buf + c.len,
+						size - c.len,
+						off == 0 ? "." : "..", &st,
+						off + 1);
+		if (need > size - c.len) {
+			c.overflow = true;
+			break;
+		}
+		c.len += need;
+	}
+	if (!c.overflow)
+		ret = fsys_readdir(fv->fs, guest, (uint64_t)off - DOT_ENTRIES,
+				   fill_one, &c);
+	fsview_put(fv);
+	/* An error after some entries: send those, the next call fails. */
+	if (ret < 0 && c.len == 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_buf(req, c.buf, c.len);
+	free(c.buf);
+}
+
+void ifs_files_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fsview *fv;
+	uint64_t guest, pos = 0;
+	int ret;
+
+	if (off < 0 || (whence != SEEK_DATA && whence != SEEK_HOLE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fv = fsview_of_ino(ifs, ino, &guest, &ret);
+	if (!fv) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	ret = fsys_seek(fv->fs, guest, (uint64_t)off, whence, &pos);
+	fsview_put(fv);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_lseek(req, (off_t)pos);
+}
+
+static void reply_xattr_result(fuse_req_t req, ssize_t n, const char *buf,
+			       size_t size)
+{
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+}
+
+void ifs_files_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fsview *fv;
+	uint64_t guest;
+	char *buf = NULL;
+	ssize_t n;
+	int ret;
+
+	fv = fsview_of_ino(ifs, ino, &guest, &ret);
+	if (!fv) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (size) {
+		size = MIN(size, (size_t)65536);
+		buf = malloc(size);
+	}
+	if (size && !buf)
+		n = -ENOMEM;
+	else
+		n = fsys_getxattr(fv->fs, guest, name, buf, size);
+	fsview_put(fv);
+	reply_xattr_result(req, n, buf, size);
+	free(buf);
+}
+
+void ifs_files_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fsview *fv;
+	uint64_t guest;
+	char *buf = NULL;
+	ssize_t n;
+	int ret;
+
+	fv = fsview_of_ino(ifs, ino, &guest, &ret);
+	if (!fv) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (size) {
+		size = MIN(size, (size_t)65536);
+		buf = malloc(size);
+	}
+	if (size && !buf)
+		n = -ENOMEM;
+	else
+		n = fsys_listxattr(fv->fs, guest, buf, size);
+	fsview_put(fv);
+	reply_xattr_result(req, n, buf, size);
+	free(buf);
+}
+
+void ifs_files_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct ifs_fsview *fv;
+	struct statvfs sv;
+	uint64_t guest;
+	int ret;
+
+	fv = fsview_of_ino(ifs, ino, &guest, &ret);
+	if (!fv) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	memset(&sv, 0, sizeof(sv));
+	ret = fsys_statfs(fv->fs, &sv);
+	fsview_put(fv);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+/* Lists the block files of view whose filesystems files/ shows. */
+int ifs_files_list_root(struct ifs_view *view,
+			int (*add)(void *ctx, const char *name), void *ctx)
+{
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&view->table_lock);
+	if (view->table && view->table->nb_parts == 0 &&
+	    ifs_fs_type_readable(view->table->disk_fs_type))
+		ret = add(ctx, "disk");
+	for (size_t i = 0; view->table && i < view->table->nb_parts && !ret;
+	     i++) {
+		const struct part_entry *e = &view->table->parts[i];
+		char name[32];
+
+		if (e->container || !ifs_fs_type_readable(e->fs_type) ||
+		    e->number == 0 || e->number > IFS_MAX_PART_NUMBER)
+			continue;
+		snprintf(name, sizeof(name), "p%u", e->number);
+		ret = add(ctx, name);
+	}
+	pthread_rwlock_unlock(&view->table_lock);
+	return ret;
+}
+
+void ifs_files_invalidate(struct ifs *ifs, struct ifs_view *view,
+			  uint64_t disk_off, uint64_t len, bool all)
+{
+	fuse_ino_t dir = ifs_ino(view->slot, IFS_NODE_FILESDIR);
+	struct ifs_fsview **hit = NULL;
+	size_t nb_hit = 0;
+
+	if (!__atomic_load_n(&ifs->nb_fsviews, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&ifs->fsviews_lock);
+	hit = calloc(ifs->nb_fsviews ? ifs->nb_fsviews : 1, sizeof(*hit));
+	for (size_t i = 0; hit && i < ifs->nb_fsviews; i++) {
+		struct ifs_fsview *fv = ifs->fsviews[i];
+		uint64_t a = MAX(disk_off, fv->start);
+		uint64_t b = MIN(disk_off + len, fv->start + fv->size);
+
+		if (fv->view != view || (!all && a >= b))
+			continue;
+		pthread_rwlock_wrlock(&fv->lock);
+		if (!fv->stale) {
+			fv->stale = true;
+			fsview_close_locked(fv);
+			hit[nb_hit++] = fv;
+		}
+		pthread_rwlock_unlock(&fv->lock);
+	}
+	pthread_mutex_unlock(&ifs->fsviews_lock);
+	/* After the locks: a notification may wait for requests that need
+	 * them. */
+	for (size_t i = 0; i < nb_hit; i++) {
+		char name[32];
+
+		if (hit[i]->number == 0)
+			snprintf(name, sizeof(name), "disk");
+		else
+			snprintf(name, sizeof(name), "p%u", hit[i]->number);
+		fuse_lowlevel_notify_inval_entry(ifs->se, dir, name,
+						 strlen(name));
+	}
+	free(hit);
+}
+
+void ifs_files_free(struct ifs *ifs)
+{
+	for (size_t i = 0; i < ifs->nb_fsviews; i++) {
+		struct ifs_fsview *fv = ifs->fsviews[i];
+
+		fsview_close_locked(fv);
+		pthread_rwlock_destroy(&fv->lock);
+		free(fv);
+	}
+	free(ifs->fsviews);
+	ifs->fsviews = NULL;
+	ifs->nb_fsviews = 0;
+}
