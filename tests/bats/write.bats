@@ -239,6 +239,30 @@ alias_rounds() {
 	image_check
 }
 
+@test "on a GPT disk with 128 partitions, writes through disk show at once in p5, p70 and p128, and writes through p90 in disk" {
+	# 128 partitions of 256 KiB from sector 2048 (the table's own 128
+	# entries fill sectors 2..33).
+	IMG=$PWD/many.qcow2
+	truncate -s 40M many.raw
+	{
+		echo "label: gpt"
+		for i in $(seq 1 128); do
+			echo "start=$((2048 + (i - 1) * 512)), size=512"
+		done
+	} | sfdisk -q many.raw
+	qemu-img convert -f raw -O qcow2 many.raw "$IMG"
+	mount_image
+	run -0 as_user ls "$MNT/p128"
+	for n in 5 70 128; do
+		base=$(( (2048 + (n - 1) * 512) * 512 ))
+		run -0 alias_rounds "$MNT/disk:$base" "$MNT/p$n:0" $((256 << 10)) 20
+	done
+	base=$(( (2048 + 89 * 512) * 512 ))
+	run -0 alias_rounds "$MNT/p90:0" "$MNT/disk:$base" $((256 << 10)) 20
+	unmount_image
+	image_check
+}
+
 @test "a write past the end of p3 fails with 'No space left on device' and changes nothing after it" {
 	gpt_disk
 	qemu-img convert -O raw "$IMG" before.raw
