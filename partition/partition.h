@@ -49,6 +49,25 @@ struct part_table {
  * descriptor no other thread uses meanwhile. fd stays open. */
 int part_scan(int fd, uint64_t size, struct part_table **table_r);
 void part_table_free(struct part_table *table);
+
+/* Where a disk's bytes come from when there is no descriptor for them
+ * (an image read through imgfmt). read is all-or-nothing: 0 or -errno.
+ * is_zero_or_hole (may be NULL) answers 1 when [off, off + *run_len_r)
+ * reads as zeroes, 0 when it holds data, with *run_len_r <= len the length
+ * of that run, or -errno. */
+struct part_reader {
+	void *ctx;
+	int (*read)(void *ctx, void *buf, size_t len, uint64_t off);
+	int (*is_zero_or_hole)(void *ctx, uint64_t off, uint64_t len,
+			       uint64_t *run_len_r);
+};
+
+/* part_scan of the disk rd reads (size bytes), through a sparse memory
+ * file holding only the regions the scan needs (scan-reader.c). The same
+ * table as part_scan on a descriptor of the whole disk; -ENOMEM, or
+ * -errno when no memory file can be made. */
+int part_scan_reader(const struct part_reader *rd, uint64_t size,
+		     struct part_table **table_r);
 /* A deep copy of table, or NULL on ENOMEM (or when table is NULL). */
 struct part_table *part_table_dup(const struct part_table *table);
 
