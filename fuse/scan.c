@@ -1,4 +1,4 @@
-/* scan.c: the thread that reads partition tables through the mount.
+/* scan.c: the scanner thread and the child processes that read partition tables through the mount.
  *
  * partition/ reads from a file descriptor. For a qcow2 image the only
  * descriptor whose bytes are the disk is our own MOUNTPOINT/disk, so the

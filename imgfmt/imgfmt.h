@@ -79,7 +79,11 @@ int img_err(struct img_err *err, int errnum, const char *fmt, ...)
  * -EACCES / -ENOENT / -EISDIR for the file, -EINVAL for corrupt or
  * unsupported images, -EPERM for a backing file the policy refuses,
  * -ELOOP for a backing chain that loops, -EROFS when read-write was asked
- * of an image marked corrupt. */
+ * of an image marked corrupt, -EMEDIUMTYPE for a probed file that carries
+ * a format imgfs does not read, -EBUSY when another process holds the
+ * image's locks, -ENOTSUP for a feature the driver cannot read. A driver
+ * that only reads (VMDK, VHD, VHDX, VDI, OVA) opens read-only whatever
+ * was asked. */
 int img_open(const char *path, const struct img_open_opts *opts,
 	     struct img **img_r, struct img_err *err);
 

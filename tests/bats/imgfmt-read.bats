@@ -1,8 +1,8 @@
 #!/usr/bin/env bats
-# imgfmt-read.bats: the differential suite of issue 2.
+# imgfmt-read.bats: the differential suite of the image-format layer.
 #
 # Builds a matrix of images with qemu-img and qemu-io covering the reading
-# list of the issue, then compares what imgfmt reads (through the imgread
+# list of the format (cluster sizes, compression, L2 kinds...), then compares what imgfmt reads (through the imgread
 # tool) with what qemu-img reads: the bytes of the whole disk and of every
 # snapshot (qemu-img convert -O raw), the same bytes read by 4 threads,
 # and block status (qemu-img map --output=json, normalised: see

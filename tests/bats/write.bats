@@ -10,7 +10,7 @@ load images
 
 DISK_BYTES=$((64 << 20))
 
-# The tests that start from a partitioned disk use qcow2, as the issue asks;
+# The tests that start from a partitioned disk use qcow2, as most users have;
 # IMGFS_TEST_WRITE_FORMAT=raw runs them on raw images instead.
 FMT=${IMGFS_TEST_WRITE_FORMAT:-qcow2}
 

@@ -1,6 +1,6 @@
 #!/bin/bash
-# imgfmt.sh: the imgfmt layer's speed figures (issue 2, "Concurrency and
-# speed"), measured with imgfmt-bench. A benchmark, not a test: it prints
+# imgfmt.sh: the imgfmt layer's speed figures (concurrency and
+# speed), measured with imgfmt-bench. A benchmark, not a test: it prints
 # medians and ratios against the targets and exits 0 whether or not they
 # are met; it fails only when something cannot be built, opened or read.
 #
@@ -120,7 +120,7 @@ row "zlib qcow2 -> raw file, imgfmt-bench read (s)" "$(bench_median "${comp_ours
 row "zlib qcow2 -> raw file, same, 2 threads (s)" "$(bench_median "${comp_ours2[@]}")"
 row "zlib qcow2 -> raw file, qemu-img convert (s)" "$(bench_median "${comp_qemu[@]}")"
 echo
-printf '%-50s %7s %9s  %s\n' "ratio (issue 2)" "value" "target" "verdict"
+printf '%-50s %7s %9s  %s\n' "ratio" "value" "target" "verdict"
 printf '%-50s %7s %9s  %s\n' "seq img_pread / pread" "$seq_ratio_med" ">= 0.85" \
 	"$(bench_verdict "$seq_ratio_med" ge 0.85)"
 printf '%-50s %7s %9s  %s\n' "rand 2 threads / 1 thread" "$scaling" ">= 1.6" \

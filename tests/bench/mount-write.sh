@@ -1,6 +1,6 @@
 #!/bin/bash
 # mount-write.sh: writing through imgfs side by side with its peers, in one
-# run (issue 4, "Speed"). A benchmark, not a test: it prints medians and
+# run. A benchmark, not a test: it prints medians and
 # ratios against the targets and exits 0 whether or not they are met; it
 # fails only when the images or the peers cannot be set up.
 #
@@ -275,7 +275,7 @@ row "image / data after rand" "${M[imgfs rand over]}" "${M[qsd rand over]}" n/a
 row "qemu-img check clean (runs)" "$(checks imgfs)" "$(checks qsd)" n/a
 
 echo
-vrow "ratio (issue 4)" value target verdict
+vrow "ratio" value target verdict
 target_line() { vrow "$1" "$2" "$5" "$(bench_verdict "$2" "$3" "$4")"; }
 r=$(bench_ratio "${M[imgfs seq]}" "${M[qsd seq]}")
 target_line "seq write: imgfs / qsd" "$r" ge 1.2 ">= 1.2"

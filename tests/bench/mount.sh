@@ -1,5 +1,5 @@
 #!/bin/bash
-# mount.sh: imgfs side by side with its peers, in one run (issue 3, "Speed").
+# mount.sh: imgfs side by side with its peers, in one run.
 # A benchmark, not a test: it prints medians and ratios against the
 # targets and exits 0 whether or not they are met; it fails only when
 # the images or the peers cannot be set up.
@@ -276,7 +276,7 @@ for row in "seq 1 MiB read (MB/s):seq" "rand 4 KiB, 4 jobs (IOPS):rand" \
 done
 
 echo
-vrow "ratio (issue 3)" value target verdict
+vrow "ratio" value target verdict
 target_line() { # label value op threshold shown-target
 	vrow "$1" "$2" "$5" "$(bench_verdict "$2" "$3" "$4")"
 }

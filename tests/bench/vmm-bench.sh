@@ -1,5 +1,5 @@
 #!/bin/bash
-# vmm-bench.sh [--quick]: the device model's own cost (issue 5, "Speed").
+# vmm-bench.sh [--quick]: the device model's own cost.
 #
 # 4 KiB random reads and 1 MiB sequential reads of a 512 MiB raw image
 # (64 MiB with --quick) and of its qcow2 twin, once through the virtio-blk

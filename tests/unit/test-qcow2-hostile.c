@@ -1,5 +1,5 @@
 /* test-qcow2-hostile.c: hostile and corrupt images against img_open and
- * img_pread (issue 2, "Bad input").
+ * img_pread.
  *
  * Design: qemu-img and qemu-io build a few valid base images once (a 1 GiB
  * v3 image with 64 KiB clusters holding plain, compressed and far-away
