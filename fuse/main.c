@@ -94,9 +94,15 @@ void ifs_signal_ready(struct ifs *ifs)
 		dup2(null_fd, STDERR_FILENO);
 		close(null_fd);
 	}
-	if (write(ifs->ready_fd, "ok\n", 3) < 0)
-		log_warn("cannot tell the parent we are ready: %s",
-			 strerror(errno));
+	/* A launcher that died before the tree was ready (killed by
+	 * timeout(1), say) told its caller nothing was mounted, or nothing
+	 * at all: do not stay mounted behind its back. SIGPIPE is ignored
+	 * (fuse_set_signal_handlers), so the write fails with EPIPE. */
+	if (write(ifs->ready_fd, "ok\n", 3) < 0) {
+		log_warn("the launcher is gone before the mount was ready "
+			 "(%s): unmounting", strerror(errno));
+		fuse_session_exit(ifs->se);
+	}
 	close(ifs->ready_fd);
 	ifs->ready_fd = -1;
 }
