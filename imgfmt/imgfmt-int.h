@@ -129,5 +129,8 @@ bool img_probes_as_other(const uint8_t *head, size_t head_len,
 /* The name of the format other than qcow2 and raw whose signature starts
  * head, or NULL (foreign.c). */
 const char *img_foreign_format(const uint8_t *head, size_t len);
+/* The same for a signature in the last sector of a file (DMG's trailer),
+ * or NULL. */
+const char *img_foreign_format_tail(const uint8_t *tail, size_t len);
 
 #endif

@@ -65,6 +65,8 @@ int img_probe_format(int fd, const char *path, enum img_format *fmt_r,
 	if (*fmt_r == IMG_FORMAT_RAW) {
 		const char *foreign = img_foreign_format(head, (size_t)n);
 
+		if (!foreign && tail_n == TAIL_BYTES)
+			foreign = img_foreign_format_tail(tail, TAIL_BYTES);
 		if (foreign)
 			return img_err(err, -EMEDIUMTYPE,
 				       "%s: %s images are not supported; imgfs "
@@ -88,5 +90,7 @@ bool img_probes_as_other(const uint8_t *head, size_t head_len,
 		    ops->probe_tail(tail, tail_len) > 1)
 			return true;
 	}
+	if (tail && img_foreign_format_tail(tail, tail_len))
+		return true;
 	return head && img_foreign_format(head, head_len) != NULL;
 }
