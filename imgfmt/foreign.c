@@ -26,9 +26,6 @@ struct foreign_magic {
 #define MAGIC(n, o, m) { n, o, m, sizeof(m) - 1 }
 
 static const struct foreign_magic foreign_magics[] = {
-	MAGIC("VMDK", 0, "KDMV"),                  /* hosted sparse extent */
-	MAGIC("VMDK", 0, "COWD"),                  /* ESX sparse extent */
-	MAGIC("VMDK", 0, "# Disk DescriptorFile"), /* text descriptor */
 	MAGIC("VHDX", 0, "vhdxfile"),
 	MAGIC("QED", 0, "QED\0"),
 	MAGIC("LUKS", 0, "LUKS\xba\xbe"),
