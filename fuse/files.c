@@ -55,8 +55,12 @@
 struct ifs_fsview {
 	unsigned fsid;
 	struct ifs_view *view;
-	unsigned number;        /* partition number; 0: the whole disk */
-	uint64_t start, size;   /* its range of the view's disk */
+	char name[160];         /* the block file: "p2", "disk", "lvm/VG/LV" */
+	struct img *base;       /* what the window is on: the view's disk, or
+	                         * a volume's handle */
+	uint64_t base_start, base_size; /* the window on base */
+	uint64_t start, size;   /* the range of the view's disk whose change
+	                         * makes this view stale */
 	pthread_rwlock_t lock;  /* shared: using fs; exclusive: closing */
 	bool stale;             /* guarded by lock (written exclusively) */
 	struct img *win;
@@ -96,11 +100,20 @@ bool ifs_fs_type_readable(const char *fs_type)
 	return false;
 }
 
-/* The block file of view that files/name shows: its range of the disk.
- * -ENOENT when name is not a block file holding a filesystem we read. */
+/* What a files/ folder shows: a window [start, start + size) of base,
+ * and the range of the view's disk it depends on. */
+struct fs_target {
+	char name[160];
+	struct img *base;
+	uint64_t start, size;
+	uint64_t disk_start, disk_size;
+};
+
+/* The block file of view that files/name shows (a partition or the whole
+ * disk). -ENOENT when name is not a block file holding a filesystem we
+ * read. */
 static int find_block_file(struct ifs_view *view, const char *name,
-			   unsigned *number_r, uint64_t *start_r,
-			   uint64_t *size_r)
+			   struct fs_target *t)
 {
 	int ret = -ENOENT;
 
@@ -110,9 +123,8 @@ static int find_block_file(struct ifs_view *view, const char *name,
 	} else if (strcmp(name, "disk") == 0) {
 		if (view->table->nb_parts == 0 &&
 		    ifs_fs_type_readable(view->table->disk_fs_type)) {
-			*number_r = 0;
-			*start_r = 0;
-			*size_r = img_size(view->img);
+			t->start = 0;
+			t->size = img_size(view->img);
 			ret = 0;
 		}
 	} else if (name[0] == 'p' && name[1] >= '1' && name[1] <= '9') {
@@ -124,13 +136,16 @@ static int find_block_file(struct ifs_view *view, const char *name,
 			if (e->number != n || e->container ||
 			    !ifs_fs_type_readable(e->fs_type))
 				continue;
-			*number_r = e->number;
-			*start_r = e->start_bytes;
-			*size_r = e->size_bytes;
+			t->start = e->start_bytes;
+			t->size = e->size_bytes;
 			ret = 0;
 		}
 	}
 	pthread_rwlock_unlock(&view->table_lock);
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	t->base = view->img;
+	t->disk_start = t->start;
+	t->disk_size = t->size;
 	return ret;
 }
 
@@ -145,19 +160,13 @@ static void fsview_close_locked(struct ifs_fsview *fv)
 /* The open fsview for this block file, opening it when there is none.
  * Returns it with its lock held shared, or NULL with *err_r set. */
 static struct ifs_fsview *fsview_get(struct ifs *ifs, struct ifs_view *view,
-				     const char *name, int *err_r)
+				     const struct fs_target *t, int *err_r)
 {
 	struct ifs_fsview *fv = NULL, **grown;
 	struct img_err err = { 0 };
-	unsigned number;
-	uint64_t start, size;
+	const char *name = t->name;
 	int ret;
 
-	ret = find_block_file(view, name, &number, &start, &size);
-	if (ret < 0) {
-		*err_r = ret;
-		return NULL;
-	}
 	/* One open at a time (open_lock), so two lookups do not open the
 	 * same filesystem twice; requests for open filesystems go on
 	 * meanwhile (fsviews_lock is not held across the open). */
@@ -165,8 +174,9 @@ static struct ifs_fsview *fsview_get(struct ifs *ifs, struct ifs_view *view,
 	pthread_mutex_lock(&ifs->fsviews_lock);
 	for (size_t i = ifs->nb_fsviews; i-- > 0;) {
 		struct ifs_fsview *c = ifs->fsviews[i];
-		if (c->view == view && c->number == number &&
-		    c->start == start && c->size == size) {
+		if (c->view == view && c->base == t->base &&
+		    strcmp(c->name, t->name) == 0 &&
+		    c->base_start == t->start && c->base_size == t->size) {
 			pthread_rwlock_rdlock(&c->lock);
 			if (!c->stale) {
 				fv = c;
@@ -192,11 +202,14 @@ static struct ifs_fsview *fsview_get(struct ifs *ifs, struct ifs_view *view,
 		return NULL;
 	}
 	fv->view = view;
-	fv->number = number;
-	fv->start = start;
-	fv->size = size;
+	snprintf(fv->name, sizeof(fv->name), "%s", t->name);
+	fv->base = t->base;
+	fv->base_start = t->start;
+	fv->base_size = t->size;
+	fv->start = t->disk_start;
+	fv->size = t->disk_size;
 	pthread_rwlock_init(&fv->lock, NULL);
-	ret = img_window_open(view->img, start, size, true, &fv->win);
+	ret = img_window_open(t->base, t->start, t->size, true, &fv->win);
 	if (ret == 0)
 		ret = fsys_open(fv->win, &fv->fs, &err);
 	pthread_mutex_lock(&ifs->fsviews_lock);
@@ -326,16 +339,62 @@ static bool guest_ino_fits(uint64_t guest)
 	return guest != 0 && guest <= FILES_GUEST_MASK;
 }
 
+static void lookup_target(fuse_req_t req, struct ifs_view *view,
+			  const struct fs_target *t);
+
 /* Lookup of name in a files/ folder (dir names the folder). */
 void ifs_files_lookup_root(fuse_req_t req, struct ifs_view *view,
 			   const char *name)
 {
+	struct fs_target t = { 0 };
+	int ret = find_block_file(view, name, &t);
+
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		lookup_target(req, view, &t);
+}
+
+void ifs_files_lookup_lv(fuse_req_t req, struct ifs_view *view, int vg,
+			 const char *name)
+{
+	struct fs_target t = { 0 };
+	int lv = ifs_lvm_lv_index(view, vg, name);
+	char *vg_name;
+
+	if (lv < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	t.base = ifs_lvm_lv_img(view, (unsigned)lv, &t.disk_start,
+				&t.disk_size);
+	vg_name = ifs_lvm_lv_attr(view, (unsigned)lv, "vg");
+	if (!t.base || !vg_name) {
+		free(vg_name);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	snprintf(t.name, sizeof(t.name), "lvm/%s/%s", vg_name, name);
+	free(vg_name);
+	t.start = 0;
+	t.size = img_size(t.base);
+	if (!fsys_probe(t.base)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	lookup_target(req, view, &t);
+}
+
+static void lookup_target(fuse_req_t req, struct ifs_view *view,
+			  const struct fs_target *t)
+{
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_fsview *fv;
 	struct fsys_stat st;
+	const char *name = t->name;
 	int ret;
 
-	fv = fsview_get(ifs, view, name, &ret);
+	fv = fsview_get(ifs, view, t, &ret);
 	if (!fv) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -774,10 +833,9 @@ void ifs_files_invalidate(struct ifs *ifs, struct ifs_view *view,
 	for (size_t i = 0; i < nb_hit; i++) {
 		char name[32];
 
-		if (hit[i]->number == 0)
-			snprintf(name, sizeof(name), "disk");
-		else
-			snprintf(name, sizeof(name), "p%u", hit[i]->number);
+		/* files/lvm/VG/LV is dropped with files/lvm. */
+		snprintf(name, sizeof(name), "%s", hit[i]->name);
+		name[strcspn(name, "/")] = '\0';
 		fuse_lowlevel_notify_inval_entry(ifs->se, dir, name,
 						 strlen(name));
 	}

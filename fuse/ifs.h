@@ -22,6 +22,7 @@
 #include "imgfmt.h"
 #include "partition.h"
 #include "fsys.h"
+#include "lvm.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -34,6 +35,14 @@
 #define IFS_NODE_INFO 3
 #define IFS_NODE_SNAPDIR 4
 #define IFS_NODE_FILESDIR 5   /* files/ of a view */
+#define IFS_NODE_LVMDIR 6     /* lvm/ of a view */
+#define IFS_NODE_FILES_LVMDIR 7 /* files/lvm/ of a view */
+/* lvm/VG (by the VG's index in the view's LVM scan), lvm/VG/LV (by the
+ * LV's index) and files/lvm/VG. Partitions stay below IFS_NODE_VG_BASE. */
+#define IFS_NODE_VG_BASE 0x80000
+#define IFS_NODE_LV_BASE 0xa0000
+#define IFS_NODE_FILES_VG_BASE 0xc0000
+#define IFS_NODE_RANGE 0x20000
 #define IFS_NODE_PART_BASE 0x100
 /* Nodes inside a guest filesystem (files.c) have this bit set, an
  * fsid (one opening of one filesystem) above IFS_FILES_FSID_SHIFT and the
@@ -41,7 +50,7 @@
 #define IFS_FILES_BIT (UINT64_C(1) << 63)
 #define IFS_FILES_FSID_SHIFT 40
 /* Partition numbers above this are not shown (no real table has them). */
-#define IFS_MAX_PART_NUMBER 0xfff00
+#define IFS_MAX_PART_NUMBER (IFS_NODE_VG_BASE - IFS_NODE_PART_BASE - 1)
 
 struct ifs_options {
 	const char *image;      /* as given */
@@ -78,6 +87,8 @@ struct ifs_view {
 	unsigned nb_open;       /* open files, for rmdir's EBUSY */
 	pthread_rwlock_t table_lock;
 	struct part_table *table; /* NULL until the first scan */
+	struct ifs_lvm *lvm;      /* LVM volumes (lvm-tree.c), or NULL;
+	                           * guarded by table_lock */
 	bool needs_scan;          /* table is provisional: rescan it */
 	/* st_blocks needs a walk of the image's metadata; remember the
 	 * answer per window until the next change (write_gen). */
@@ -121,6 +132,9 @@ struct ifs {
 	pthread_mutex_t fsviews_open_lock;
 	struct ifs_fsview **fsviews;
 	size_t nb_fsviews;
+	/* LVM scan results replaced by a rescan, freed at unmount
+	 * (lvm-tree.c); guarded by views_lock. */
+	struct ifs_lvm *lvm_retired;
 };
 
 /* options.c */
@@ -132,7 +146,11 @@ struct ifs_node {
 	struct ifs_view *view;
 	unsigned node;          /* IFS_NODE_* */
 	unsigned part_number;   /* for partitions */
-	/* Byte window of the disk this file shows (disk and pN). */
+	unsigned index;         /* VG or LV index for lvm/ nodes */
+	/* The image this block file reads, and the byte window of it that
+	 * it shows: the view's disk for disk and pN, the volume's own
+	 * handle (from 0) for lvm/VG/LV. */
+	struct img *img;
 	uint64_t start;
 	uint64_t size;
 };
@@ -212,6 +230,29 @@ int ifs_files_list_root(struct ifs_view *view,
 void ifs_files_invalidate(struct ifs *ifs, struct ifs_view *view,
 			  uint64_t disk_off, uint64_t len, bool all);
 void ifs_files_free(struct ifs *ifs);
+
+/* lvm-tree.c: lvm/VG/LV. */
+/* Rereads the LVM volumes of view from its current table. */
+void ifs_lvm_rescan(struct ifs *ifs, struct ifs_view *view);
+void ifs_lvm_free(struct ifs *ifs);
+bool ifs_lvm_present(struct ifs_view *view);
+int ifs_lvm_vg_index(struct ifs_view *view, const char *name);
+int ifs_lvm_lv_index(struct ifs_view *view, int vg, const char *name);
+int ifs_lvm_list_vgs(struct ifs_view *view,
+		     int (*add)(void *ctx, const char *name, unsigned idx),
+		     void *ctx);
+int ifs_lvm_list_lvs(struct ifs_view *view, int vg,
+		     int (*add)(void *ctx, const char *name, unsigned idx),
+		     void *ctx);
+/* The handle of LV idx (owned by the view; valid until unmount) and the
+ * range of the disk its PVs lie in; NULL when there is none. */
+struct img *ifs_lvm_lv_img(struct ifs_view *view, unsigned idx,
+			   uint64_t *pv_start_r, uint64_t *pv_size_r);
+/* vguuid, lvuuid, segtype, vg of LV idx: malloc'ed, or NULL. */
+char *ifs_lvm_lv_attr(struct ifs_view *view, unsigned idx, const char *key);
+/* files/lvm/VG/name: the filesystem of that volume. */
+void ifs_files_lookup_lv(fuse_req_t req, struct ifs_view *view, int vg,
+			 const char *name);
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops ifs_ops;

@@ -49,6 +49,22 @@ static const char *xattr_keys[] = {
 	"fstype", "label", "uuid", "parttype", "partuuid", "partname",
 };
 
+static const char *lv_xattr_keys[] = {
+	"vg", "vguuid", "lvuuid", "segtype",
+};
+
+/* The value of user.imgfs.KEY of a node, malloc'ed, or NULL. */
+static char *node_attr(const struct ifs_node *node, const char *key)
+{
+	if (node->node == IFS_NODE_LV_BASE)
+		return ifs_lvm_lv_attr(node->view, node->index, key);
+	if (node->node == IFS_NODE_PART_BASE)
+		return ifs_part_attr(node->view, node->part_number, key);
+	if (node->node == IFS_NODE_DISK)
+		return ifs_part_attr(node->view, 0, key);
+	return NULL;
+}
+
 static const void *zero_buf;
 
 /* Replies with a copy of buf. The kernel can finish the request, let the
@@ -168,8 +184,37 @@ static void ifs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
+	if (dir.node == IFS_NODE_FILESDIR && strcmp(name, "lvm") == 0) {
+		reply_entry(req, ifs, ifs_ino(slot, IFS_NODE_FILES_LVMDIR));
+		return;
+	}
 	if (dir.node == IFS_NODE_FILESDIR) {
 		ifs_files_lookup_root(req, dir.view, name);
+		return;
+	}
+	if (dir.node == IFS_NODE_LVMDIR || dir.node == IFS_NODE_FILES_LVMDIR) {
+		int vg = ifs_lvm_vg_index(dir.view, name);
+		if (vg < 0)
+			fuse_reply_err(req, ENOENT);
+		else
+			reply_entry(req, ifs,
+				    ifs_ino(slot, (dir.node == IFS_NODE_LVMDIR
+							   ? IFS_NODE_VG_BASE
+							   : IFS_NODE_FILES_VG_BASE) +
+							  (unsigned)vg));
+		return;
+	}
+	if (dir.node == IFS_NODE_VG_BASE) {
+		int lv = ifs_lvm_lv_index(dir.view, (int)dir.index, name);
+		if (lv < 0 || lv >= IFS_NODE_RANGE)
+			fuse_reply_err(req, ENOENT);
+		else
+			reply_entry(req, ifs,
+				    ifs_ino(slot, IFS_NODE_LV_BASE + (unsigned)lv));
+		return;
+	}
+	if (dir.node == IFS_NODE_FILES_VG_BASE) {
+		ifs_files_lookup_lv(req, dir.view, (int)dir.index, name);
 		return;
 	}
 	if (dir.node == IFS_NODE_SNAPDIR) {
@@ -192,6 +237,8 @@ static void ifs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_entry(req, ifs, ifs_ino(0, IFS_NODE_SNAPDIR));
 	else if (strcmp(name, "files") == 0)
 		reply_entry(req, ifs, ifs_ino(slot, IFS_NODE_FILESDIR));
+	else if (strcmp(name, "lvm") == 0 && ifs_lvm_present(dir.view))
+		reply_entry(req, ifs, ifs_ino(slot, IFS_NODE_LVMDIR));
 	else if ((number = parse_part_name(name)) != 0)
 		reply_entry(req, ifs,
 			    ifs_ino(slot, IFS_NODE_PART_BASE + number));
@@ -259,7 +306,9 @@ static void ifs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			fuse_reply_err(req, EROFS);
 			return;
 		}
-		if (node.node == IFS_NODE_DIR || node.node == IFS_NODE_SNAPDIR) {
+		if (node.node != IFS_NODE_DISK && node.node != IFS_NODE_INFO &&
+		    node.node != IFS_NODE_PART_BASE &&
+		    node.node != IFS_NODE_LV_BASE) {
 			fuse_reply_err(req, EISDIR);
 			return;
 		}
@@ -296,7 +345,19 @@ struct add_ctx {
 	fuse_req_t req;
 	struct dir_listing *l;
 	unsigned slot;
+	unsigned node_base; /* add_indexed_entry: node of index 0 */
+	mode_t mode;
 };
+
+static int add_indexed_entry(void *opaque, const char *name, unsigned idx)
+{
+	struct add_ctx *c = opaque;
+
+	if (idx >= IFS_NODE_RANGE)
+		return 0;
+	return add_entry(c->req, c->l, name,
+			 ifs_ino(c->slot, c->node_base + idx), c->mode);
+}
 
 /* files/ lists each block file's filesystem as a folder; the inode in
  * the listing is only a hint (lookup gives the real one). */
@@ -348,7 +409,10 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 	if (!resolve_or_reply(req, ino, &node))
 		return;
 	if (node.node != IFS_NODE_DIR && node.node != IFS_NODE_SNAPDIR &&
-	    node.node != IFS_NODE_FILESDIR) {
+	    node.node != IFS_NODE_FILESDIR && node.node != IFS_NODE_LVMDIR &&
+	    node.node != IFS_NODE_FILES_LVMDIR &&
+	    node.node != IFS_NODE_VG_BASE &&
+	    node.node != IFS_NODE_FILES_VG_BASE) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
@@ -361,7 +425,8 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 	/* A snapshot's folder lies in snapshots/; the rest in the root. */
 	if (!ret)
 		ret = add_entry(req, l, "..",
-				node.node == IFS_NODE_FILESDIR ?
+				node.node != IFS_NODE_DIR &&
+						node.node != IFS_NODE_SNAPDIR ?
 					ifs_ino(node.view->slot, IFS_NODE_DIR) :
 				node.node == IFS_NODE_DIR && node.view->slot ?
 					ifs_ino(0, IFS_NODE_SNAPDIR) :
@@ -370,6 +435,30 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 	if (!ret && node.node == IFS_NODE_FILESDIR) {
 		struct add_ctx ac = { req, l, node.view->slot };
 		ret = ifs_files_list_root(node.view, add_files_entry, &ac);
+		if (!ret && ifs_lvm_present(node.view))
+			ret = add_entry(req, l, "lvm",
+					ifs_ino(node.view->slot,
+						IFS_NODE_FILES_LVMDIR),
+					S_IFDIR);
+	} else if (!ret && (node.node == IFS_NODE_LVMDIR ||
+			    node.node == IFS_NODE_FILES_LVMDIR)) {
+		struct add_ctx ac = { req, l, node.view->slot,
+				      node.node == IFS_NODE_LVMDIR
+					      ? IFS_NODE_VG_BASE
+					      : IFS_NODE_FILES_VG_BASE, S_IFDIR };
+		ret = ifs_lvm_list_vgs(node.view, add_indexed_entry, &ac);
+	} else if (!ret && (node.node == IFS_NODE_VG_BASE ||
+			    node.node == IFS_NODE_FILES_VG_BASE)) {
+		/* files/lvm/VG lists every readable volume; a lookup of one
+		 * without a filesystem imgfs reads fails with ENOENT. */
+		struct add_ctx ac = { req, l, node.view->slot,
+				      node.node == IFS_NODE_VG_BASE
+					      ? IFS_NODE_LV_BASE
+					      : IFS_NODE_FILES_VG_BASE,
+				      node.node == IFS_NODE_VG_BASE ? S_IFREG
+								    : S_IFDIR };
+		ret = ifs_lvm_list_lvs(node.view, (int)node.index,
+				       add_indexed_entry, &ac);
 	} else if (!ret && node.node == IFS_NODE_SNAPDIR) {
 		pthread_mutex_lock(&ifs->views_lock);
 		for (size_t i = 1; i < ifs->nb_views && !ret; i++) {
@@ -395,6 +484,10 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 		if (!ret)
 			ret = add_entry(req, l, "files",
 					ifs_ino(slot, IFS_NODE_FILESDIR),
+					S_IFDIR);
+		if (!ret && ifs_lvm_present(node.view))
+			ret = add_entry(req, l, "lvm",
+					ifs_ino(slot, IFS_NODE_LVMDIR),
 					S_IFDIR);
 	}
 	if (ret) {
@@ -473,10 +566,28 @@ static void log_corruption(struct img *img)
 			why);
 }
 
+/* After a change of [off, off + len) of a block file: every other file
+ * that shows those bytes loses its cached pages, and open filesystems
+ * there turn stale, before the change is acknowledged. A volume's
+ * extents may lie anywhere on its PVs: its write drops the caches of the
+ * PVs' whole range. */
+static void invalidate_after_write(struct ifs *ifs, const struct ifs_node *node,
+				   fuse_ino_t written, uint64_t off,
+				   uint64_t len)
+{
+	uint64_t start = node->start + off, span = len;
+
+	if (node->node == IFS_NODE_LV_BASE &&
+	    !ifs_lvm_lv_img(node->view, node->index, &start, &span))
+		return;
+	ifs_invalidate_aliases(ifs, node->view, written, start, span);
+	ifs_files_invalidate(ifs, node->view, start, span, false);
+}
+
 static bool node_is_writable(struct ifs *ifs, const struct ifs_node *node)
 {
 	return !ifs->opts->read_only && !node->view->read_only &&
-	       img_writable(node->view->img);
+	       img_writable(node->img);
 }
 
 /* Valid replies: fuse_reply_open, fuse_reply_err. */
@@ -494,8 +605,8 @@ static void ifs_open(fuse_req_t req, fuse_ino_t ino,
 	}
 	if (!resolve_or_reply(req, ino, &node))
 		return;
-	if (node.node == IFS_NODE_DIR || node.node == IFS_NODE_SNAPDIR ||
-	    node.node == IFS_NODE_FILESDIR) {
+	if (node.node != IFS_NODE_DISK && node.node != IFS_NODE_INFO &&
+	    node.node != IFS_NODE_PART_BASE && node.node != IFS_NODE_LV_BASE) {
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
@@ -524,6 +635,10 @@ static void ifs_open(fuse_req_t req, fuse_ino_t ino,
 			return;
 		}
 		/* Its size changes; never serve a stale cached copy. */
+		fi->direct_io = 1;
+	} else if (node.node == IFS_NODE_LV_BASE) {
+		/* Not cached: a write through disk or pN is seen at once
+		 * without knowing where the volume's extents lie. */
 		fi->direct_io = 1;
 	} else {
 		fi->keep_cache = 1;
@@ -618,7 +733,7 @@ static void ifs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	size = (size_t)MIN((uint64_t)size, node.size - (uint64_t)off);
-	reply_disk_read(req, node.view->img, size, node.start + (uint64_t)off);
+	reply_disk_read(req, node.img, size, node.start + (uint64_t)off);
 }
 
 /* A write that starts inside the file and runs past its end writes what
@@ -652,11 +767,11 @@ static void ifs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		return;
 	}
 	size = (size_t)MIN((uint64_t)size, node.size - (uint64_t)off);
-	ret = img_pwrite(node.view->img, buf, size, node.start + (uint64_t)off);
+	ret = img_pwrite(node.img, buf, size, node.start + (uint64_t)off);
 	if (ret < 0) {
 		if (ret != -ENOSPC && ret != -EROFS && ret != -EPERM)
 			log_err("%s: write of %zu bytes at disk offset %" PRIu64
-				" failed: %s", img_path(node.view->img), size,
+				" failed: %s", img_path(node.img), size,
 				node.start + (uint64_t)off, strerror(-ret));
 		log_corruption(node.view->img);
 		fuse_reply_err(req, ret == -ENOTSUP ? EROFS : -ret);
@@ -667,10 +782,7 @@ static void ifs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	ifs_view_changed(node.view);
 	/* Before the reply, or a reader of an alias may still see old
 	 * pages (DESIGN.md: 821 stale reads in 2000 after the reply). */
-	ifs_invalidate_aliases(ifs, node.view, ino, node.start + (uint64_t)off,
-			       size);
-	ifs_files_invalidate(ifs, node.view, node.start + (uint64_t)off, size,
-			     false);
+	invalidate_after_write(ifs, &node, ino, (uint64_t)off, size);
 	fuse_reply_write(req, size);
 }
 
@@ -680,9 +792,9 @@ static int flush_image(struct ifs *ifs, struct ifs_node *node)
 
 	if (!node_is_writable(ifs, node))
 		return 0;
-	ret = img_flush(node->view->img);
+	ret = img_flush(node->img);
 	if (ret < 0) {
-		log_err("%s: flush failed: %s", img_path(node->view->img),
+		log_err("%s: flush failed: %s", img_path(node->img),
 			strerror(-ret));
 		log_corruption(node->view->img);
 	}
@@ -779,10 +891,10 @@ static void ifs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 	}
 	disk_off = node.start + (uint64_t)off;
 	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
-		ret = img_discard(node.view->img, disk_off, (uint64_t)len);
+		ret = img_discard(node.img, disk_off, (uint64_t)len);
 	else if (mode == FALLOC_FL_ZERO_RANGE ||
 		 mode == (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE))
-		ret = img_write_zeroes(node.view->img, disk_off,
+		ret = img_write_zeroes(node.img, disk_off,
 				       (uint64_t)len);
 	else if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE)
 		ret = 0; /* inside the file: already "allocated" */
@@ -792,10 +904,8 @@ static void ifs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 		log_corruption(node.view->img);
 	if (ret == 0) {
 		ifs_view_changed(node.view);
-		ifs_invalidate_aliases(ifs, node.view, 0, disk_off,
+		invalidate_after_write(ifs, &node, 0, (uint64_t)off,
 				       (uint64_t)len);
-		ifs_files_invalidate(ifs, node.view, disk_off, (uint64_t)len,
-				     false);
 	}
 	fuse_reply_err(req, -ret);
 }
@@ -838,7 +948,7 @@ static void ifs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	pos = (uint64_t)off;
 	while (pos < node.size) {
 		struct img_extent ext;
-		ret = img_block_status(node.view->img, node.start + pos,
+		ret = img_block_status(node.img, node.start + pos,
 				       node.size - pos, &ext);
 		if (ret < 0) {
 			fuse_reply_err(req, -ret);
@@ -856,17 +966,6 @@ static void ifs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, ENXIO);
 }
 
-/* The partition number a node's xattrs describe: N for pN, 0 for disk
- * (its whole-disk filesystem), -1 for nodes without xattrs. */
-static int xattr_number(const struct ifs_node *node)
-{
-	if (node->node == IFS_NODE_PART_BASE)
-		return (int)node->part_number;
-	if (node->node == IFS_NODE_DISK)
-		return 0;
-	return -1;
-}
-
 /* Valid replies: fuse_reply_buf, fuse_reply_xattr, fuse_reply_err. */
 static void ifs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 size_t size)
@@ -881,13 +980,11 @@ static void ifs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	}
 	if (!resolve_or_reply(req, ino, &node))
 		return;
-	if (xattr_number(&node) < 0 ||
-	    strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0) {
+	if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
-	value = ifs_part_attr(node.view, (unsigned)xattr_number(&node),
-			      name + strlen(XATTR_PREFIX));
+	value = node_attr(&node, name + strlen(XATTR_PREFIX));
 	if (!value) {
 		fuse_reply_err(req, ENODATA);
 		return;
@@ -916,17 +1013,19 @@ static void ifs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	}
 	if (!resolve_or_reply(req, ino, &node))
 		return;
-	for (size_t i = 0; xattr_number(&node) >= 0 &&
-			   i < sizeof(xattr_keys) / sizeof(xattr_keys[0]);
-	     i++) {
-		char *value = ifs_part_attr(node.view,
-					    (unsigned)xattr_number(&node),
-					    xattr_keys[i]);
+	const char *const *keys = node.node == IFS_NODE_LV_BASE ? lv_xattr_keys
+								: xattr_keys;
+	size_t nb_keys = node.node == IFS_NODE_LV_BASE
+				 ? sizeof(lv_xattr_keys) / sizeof(*keys)
+				 : sizeof(xattr_keys) / sizeof(*keys);
+
+	for (size_t i = 0; i < nb_keys; i++) {
+		char *value = node_attr(&node, keys[i]);
 		if (!value)
 			continue;
 		free(value);
 		len += (size_t)snprintf(list + len, sizeof(list) - len,
-					"%s%s", XATTR_PREFIX, xattr_keys[i]) +
+					"%s%s", XATTR_PREFIX, keys[i]) +
 		       1;
 	}
 	if (size == 0)

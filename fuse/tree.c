@@ -324,8 +324,10 @@ int ifs_views_init(struct ifs *ifs)
 
 void ifs_views_free(struct ifs *ifs)
 {
-	/* Filesystems read through windows on the views' images. */
+	/* Filesystems read through windows on the views' images and on
+	 * volumes, and volumes through windows on the images. */
 	ifs_files_free(ifs);
+	ifs_lvm_free(ifs);
 	pthread_mutex_destroy(&ifs->fsviews_lock);
 	pthread_mutex_destroy(&ifs->fsviews_open_lock);
 	/* views[0] shares the image with ifs->img, closed by the caller
@@ -395,6 +397,7 @@ int ifs_resolve(struct ifs *ifs, fuse_ino_t ino, struct ifs_node *node_r)
 	memset(node_r, 0, sizeof(*node_r));
 	node_r->view = view;
 	node_r->node = node;
+	node_r->img = view->img;
 	switch (node) {
 	case IFS_NODE_DIR:
 		return 0;
@@ -406,6 +409,31 @@ int ifs_resolve(struct ifs *ifs, fuse_ino_t ino, struct ifs_node *node_r)
 		return slot == 0 ? 0 : -ENOENT;
 	case IFS_NODE_FILESDIR:
 		return 0;
+	case IFS_NODE_LVMDIR:
+	case IFS_NODE_FILES_LVMDIR:
+		return ifs_lvm_present(view) ? 0 : -ENOENT;
+	}
+	if (node >= IFS_NODE_VG_BASE) {
+		unsigned base = node >= IFS_NODE_FILES_VG_BASE ?
+					IFS_NODE_FILES_VG_BASE :
+				node >= IFS_NODE_LV_BASE ? IFS_NODE_LV_BASE :
+							   IFS_NODE_VG_BASE;
+
+		if (node - base >= IFS_NODE_RANGE)
+			return -ENOENT;
+		node_r->node = base;
+		node_r->index = node - base;
+		if (base == IFS_NODE_LV_BASE) {
+			node_r->img = ifs_lvm_lv_img(view, node_r->index, NULL,
+						     NULL);
+			if (!node_r->img)
+				return -ENOENT;
+			node_r->size = img_size(node_r->img);
+			return 0;
+		}
+		/* A VG folder exists while the scan lists that many VGs. */
+		return node_r->index < IFS_NODE_RANGE && ifs_lvm_present(view)
+			       ? 0 : -ENOENT;
 	}
 	if (node < IFS_NODE_PART_BASE)
 		return -ENOENT;
@@ -512,12 +540,32 @@ void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 		 * fts take a count of 2 to mean "no subfolders"): the root
 		 * holds snapshots/, a snapshot's folder none. */
 		st->st_mode = S_IFDIR | (ro ? 0555 : 0755);
-		st->st_nlink = node->view->slot == 0 ? 4 : 3;
+		st->st_nlink = (node->view->slot == 0 ? 4 : 3) +
+			       ifs_lvm_present(node->view);
 		break;
+	case IFS_NODE_LVMDIR:
+	case IFS_NODE_FILES_LVMDIR:
+	case IFS_NODE_VG_BASE:
+	case IFS_NODE_FILES_VG_BASE:
+		st->st_mode = S_IFDIR | (node->node == IFS_NODE_LVMDIR ||
+						 node->node == IFS_NODE_VG_BASE
+					 ? (ro ? 0555 : 0755) : 0555);
+		st->st_nlink = 2;
+		break;
+	case IFS_NODE_LV_BASE: {
+		uint64_t alloc = 0;
+		img_allocated_bytes(node->img, &alloc);
+		st->st_mode = S_IFREG | (ro ? 0444 : 0644);
+		st->st_nlink = 1;
+		st->st_size = (off_t)node->size;
+		st->st_blocks = (blkcnt_t)div_round_up(alloc, 512);
+		break;
+	}
 	case IFS_NODE_FILESDIR: {
 		/* 2 plus one folder per filesystem shown. */
 		st->st_mode = S_IFDIR | 0555;
-		st->st_nlink = 2 + (nlink_t)count_files_dirs(node->view);
+		st->st_nlink = 2 + (nlink_t)count_files_dirs(node->view) +
+			       ifs_lvm_present(node->view);
 		break;
 	}
 	case IFS_NODE_SNAPDIR: {
@@ -635,6 +683,7 @@ void ifs_view_publish_table(struct ifs *ifs, struct ifs_view *view,
 			0, 0);
 	}
 	part_table_free(old);
+	ifs_lvm_rescan(ifs, view);
 }
 
 void ifs_invalidate_aliases(struct ifs *ifs, struct ifs_view *view,
