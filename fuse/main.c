@@ -451,6 +451,12 @@ int main(int argc, char **argv)
 		}
 		close(pipe_fds[0]);
 		ifs.ready_fd = pipe_fds[1];
+		/* The launcher's stderr gets one line: the error that stops
+		 * the mount (report_error, through the pipe) or nothing.
+		 * Warnings on the way (a snapshot that cannot be shown, a
+		 * filesystem that cannot be read) go to the log. */
+		if (!opts.debug)
+			log_use_syslog(true, "imgfs");
 		setsid();
 		if (chdir("/") < 0)
 			log_warn("chdir /: %s", strerror(errno));
