@@ -1436,6 +1436,9 @@ static int fat_open(struct img *img, void **priv_r, struct img_err *err)
 	fs->data_off = first_data * bps;
 	fs->fat_off = (uint64_t)reserved * bps;
 
+	if (fs->bits != 32 && root_entries == 0)
+		return img_err(err, -EINVAL, "FAT%u: no root directory entries",
+			       fs->bits);
 	fat_entries = (uint64_t)fatsz * bps * 8 / fs->bits;
 	if (fat_entries < nb_clusters + 2)
 		return img_err(err, -EINVAL,
@@ -1463,10 +1466,6 @@ static int fat_open(struct img *img, void **priv_r, struct img_err *err)
 				       fs->root_cluster, fs->max_cluster);
 		ext_at = 66;
 	} else {
-		if (root_entries == 0)
-			return img_err(err, -EINVAL,
-				       "FAT%u: no root directory entries",
-				       fs->bits);
 		ext_at = 38;
 	}
 	if (fs->data_off >= img_bytes)
