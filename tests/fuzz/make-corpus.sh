@@ -25,9 +25,16 @@
 #
 # KIND vhost-user (fuzz-vhost-user): the message sequences a front end
 # sends to bring a vhost-user-blk device up, written by seed-tool.py.
+#
+# KIND vpc (fuzz-vpc) and vdi (fuzz-vdi): small VHD and VDI images from
+# qemu-img and qemu-io (fixed, dynamic, force_size; dynamic and static
+# VDI), and, since qemu-img's 2 MiB VHD and 1 MiB VDI blocks make files
+# too large for libFuzzer, the same images with their block size cut to
+# 4 KiB (tables rewritten to match), plus differencing VHDs with W2ru,
+# W2ku and MacX locators (vpc-vdi-seeds.py).
 set -eu
 
-out=${1:?usage: make-corpus.sh OUTDIR [qcow2|qcow2-write|partition|vhost-user]}
+out=${1:?usage: make-corpus.sh OUTDIR [qcow2|qcow2-write|partition|vhost-user|vpc|vdi]}
 kind=${2:-qcow2}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 tool="python3 $src/tests/fuzz/seed-tool.py"
@@ -43,6 +50,11 @@ qcow2-write)
 	[ $rc = 0 ] || exit $rc
 	find "$tmp/qcow2" -type f -size +512k -delete
 	$tool write-ops "$tmp/qcow2" "$out"
+	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
+	exit 0 ;;
+vpc|vdi)
+	command -v qemu-img >/dev/null || { echo "make-corpus.sh: qemu-img missing" >&2; exit 77; }
+	python3 "$src/tests/fuzz/vpc-vdi-seeds.py" "$kind" "$tmp" "$out"
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
 	exit 0 ;;
 vhost-user)
