@@ -26,6 +26,12 @@
 # KIND vhost-user (fuzz-vhost-user): the message sequences a front end
 # sends to bring a vhost-user-blk device up, written by seed-tool.py.
 #
+# KIND fat (fuzz-fsys-fat): FAT12, FAT16 and FAT32 filesystems from
+# mkfs.fat with a few files (long, unicode and 8.3 lowercase names, a
+# subdirectory, a multi-cluster file) copied in by mcopy; FAT16 and FAT32
+# need thousands of clusters, so those images are cut after their first
+# files (the driver reads what lies inside and gives EIO past the end).
+#
 # KIND vpc (fuzz-vpc) and vdi (fuzz-vdi): small VHD and VDI images from
 # qemu-img and qemu-io (fixed, dynamic, force_size; dynamic and static
 # VDI), and, since qemu-img's 2 MiB VHD and 1 MiB VDI blocks make files
@@ -55,6 +61,34 @@ qcow2-write)
 vpc|vdi)
 	command -v qemu-img >/dev/null || { echo "make-corpus.sh: qemu-img missing" >&2; exit 77; }
 	python3 "$src/tests/fuzz/vpc-vdi-seeds.py" "$kind" "$tmp" "$out"
+	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
+	exit 0 ;;
+fat)
+	PATH=$PATH:/sbin:/usr/sbin
+	command -v mkfs.fat >/dev/null && command -v mcopy >/dev/null ||
+		{ echo "make-corpus.sh: mkfs.fat or mtools missing" >&2; exit 77; }
+	mkdir -p "$tmp/src/Sub dir/deeper"
+	echo readme >"$tmp/src/readme.txt"
+	echo long >"$tmp/src/A long name with spaces.text"
+	printf 'x' >"$tmp/src/Ünïcødé.txt"
+	head -c 5000 /dev/zero | tr '\0' z >"$tmp/src/Sub dir/multi.bin"
+	echo deep >"$tmp/src/Sub dir/deeper/LEAF.TXT"
+	: >"$tmp/src/empty"
+	# fatseed NAME KIB CUT_KIB MKFS_OPTIONS...
+	fatseed() {
+		name=$1 kib=$2 cut=$3
+		shift 3
+		mkfs.fat -C "$@" "$tmp/$name" "$kib" >/dev/null
+		(cd "$tmp/src" && MTOOLS_SKIP_CHECK=1 mcopy -s -m -i "$tmp/$name" ./* ::/ </dev/null)
+		MTOOLS_SKIP_CHECK=1 mattrib -i "$tmp/$name" +h +r ::/readme.txt
+		truncate -s "${cut}K" "$tmp/$name"
+		cp "$tmp/$name" "$out/$name"
+	}
+	fatseed fat12 160 160 -F 12 -n SEED12
+	fatseed fat12-s4k 256 256 -F 12 -S 4096 -s 1
+	fatseed fat12-c4k 360 360 -F 12 -s 8 -f 1
+	fatseed fat16 2200 200 -F 16 -s 1 -r 16 -f 1
+	fatseed fat32 33300 300 -F 32 -s 1 -f 1 -R 2
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
 	exit 0 ;;
 vhost-user)
