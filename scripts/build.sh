@@ -7,13 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build}
 shift || true
-if [ ! -f "$dir/build.ninja" ]; then
-	meson setup "$dir" "$@" >/dev/null
-elif (($#)); then
-	meson configure "$dir" "$@" >/dev/null
-fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+if [ ! -f "$dir/build.ninja" ]; then
+	meson setup "$dir" "$@" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+elif (($#)); then
+	meson configure "$dir" "$@" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+fi
 if ! ninja -C "$dir" >"$log" 2>&1; then
 	grep -v '^\[' "$log" >&2 || cat "$log" >&2
 	exit 1
