@@ -267,7 +267,8 @@ static int parse_key_line(const char *path, unsigned line_no, const char *p,
 }
 
 int vmdk_desc_parse(const char *path, const char *text, size_t len,
-		    struct vmdk_desc *desc, struct img_err *err)
+		    bool want_extents, struct vmdk_desc *desc,
+		    struct img_err *err)
 {
 	const char *p = text, *end;
 	unsigned line_no = 0;
@@ -298,7 +299,9 @@ int vmdk_desc_parse(const char *path, const char *text, size_t len,
 		p = skip_spaces(p, le);
 		n = (size_t)(le - p);
 		if (n > 0 && *p != '#') {
-			if (is_extent_line(p, n))
+			if (is_extent_line(p, n) && !want_extents)
+				ret = 0;
+			else if (is_extent_line(p, n))
 				ret = parse_extent_line(path, line_no, p, n,
 							desc, err);
 			else

@@ -64,9 +64,12 @@ struct vmdk_desc {
 
 /* Parses descriptor text (not NUL-terminated; len bytes). Fills desc,
  * which the caller frees with vmdk_desc_free even on failure. -EINVAL
- * with a message naming path and the line for bad text. */
+ * with a message naming path and the line for bad text. Without
+ * want_extents (the descriptor embedded in a sparse extent, whose extent
+ * lines QEMU and VMware ignore) extent lines are skipped unread. */
 int vmdk_desc_parse(const char *path, const char *text, size_t len,
-		    struct vmdk_desc *desc, struct img_err *err);
+		    bool want_extents, struct vmdk_desc *desc,
+		    struct img_err *err);
 void vmdk_desc_free(struct vmdk_desc *desc);
 /* True when text looks like a descriptor: comments and blank lines, then
  * "version=1|2|3" (the probe). */

@@ -527,7 +527,8 @@ static int open_single_sparse(struct vmdk_state *s, const char *path,
 	if (ret < 0)
 		return ret;
 	if (text) {
-		ret = vmdk_desc_parse(path, text, text_len, &s->desc, err);
+		ret = vmdk_desc_parse(path, text, text_len, false, &s->desc,
+				      err);
 		if (ret < 0)
 			return ret;
 	}
@@ -754,7 +755,7 @@ static int vmdk_open(struct img *img, struct img_err *err)
 			if (ret < 0)
 				return ret;
 			ret = vmdk_desc_parse(img->path, text ? text : "",
-					      len, &s->desc, err);
+					      len, true, &s->desc, err);
 			if (ret < 0)
 				return ret;
 			ret = open_desc_extents(img, s, err);
@@ -773,7 +774,7 @@ static int vmdk_open(struct img *img, struct img_err *err)
 			return img_err(err, -EINVAL, "%s: not a VMDK: neither "
 				       "sparse magic nor a descriptor", img->path);
 		ret = vmdk_desc_parse(img->path, text, (size_t)file_bytes,
-				      &s->desc, err);
+				      true, &s->desc, err);
 		if (ret < 0)
 			return ret;
 		ret = open_desc_extents(img, s, err);
@@ -1134,6 +1135,32 @@ int vmdk_state_pread(struct img *img, struct vmdk_state *s, void *buf,
 	return 0;
 }
 
+/* A hole in a flat extent's file reads as zeroes: say so (as the raw
+ * driver does), so SEEK_HOLE and st_blocks see it. QEMU reports such
+ * ranges as data and zero both. */
+static void flat_holes(struct img_extent *ext_r)
+{
+	off_t at = (off_t)ext_r->host_off;
+	off_t data = lseek(ext_r->host_fd, at, SEEK_DATA), hole;
+
+	if (data < 0) {
+		if (errno == ENXIO) { /* only a hole up to the end */
+			ext_r->kind = IMG_EXTENT_ZERO;
+			ext_r->host_fd = -1;
+		}
+		return; /* no SEEK_DATA here: all data */
+	}
+	if (data > at) {
+		ext_r->kind = IMG_EXTENT_ZERO;
+		ext_r->host_fd = -1;
+		ext_r->len = MIN(ext_r->len, (uint64_t)(data - at));
+		return;
+	}
+	hole = lseek(ext_r->host_fd, at, SEEK_HOLE);
+	if (hole > at)
+		ext_r->len = MIN(ext_r->len, (uint64_t)(hole - at));
+}
+
 int vmdk_state_block_status(struct vmdk_state *s, uint64_t off,
 			    uint64_t len, struct img_extent *ext_r)
 {
@@ -1158,6 +1185,8 @@ int vmdk_state_block_status(struct vmdk_state *s, uint64_t off,
 		} else if (r.host_off + r.len > e->file_bytes) {
 			ext_r->len = e->file_bytes - r.host_off;
 		}
+		if (e->type == VMDK_EXTENT_FLAT && ext_r->host_fd >= 0)
+			flat_holes(ext_r);
 		break;
 	case RUN_COMPRESSED:
 	case RUN_BAD: /* reads fail; callers find out there */
