@@ -307,8 +307,11 @@ static void test_qemu_images(void)
 				   "grep -o '[0-9]*$' > %s.size", name, name);
 				{
 					size_t n;
-					uint8_t *t = slurp(strcat(strcpy(
-						malloc(80), name), ".size"), &n);
+					char sz[80];
+					uint8_t *t;
+
+					snprintf(sz, sizeof(sz), "%s.size", name);
+					t = slurp(sz, &n);
 					t[n] = 0;
 					vsize = strtoull((char *)t, NULL, 10);
 					free(t);
