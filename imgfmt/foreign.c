@@ -1,14 +1,15 @@
 /* foreign.c: recognises image formats imgfs does not read.
  *
- * Without an explicit format, a VMDK, VHDX, QED, LUKS, Parallels, Bochs,
+ * Without an explicit format, a VMDK, QED, LUKS, Parallels, Bochs,
  * cloop or DMG image would otherwise fall through to raw and show its
  * container bytes as the disk: partitions would be missing and a write
  * would corrupt the container. Refusing it with its name tells the user
  * what to do instead. The signatures are the ones each format's
  * documentation fixes at the start of the file, and for DMG (Apple's
  * UDIF) the 512-byte "koly" trailer at its end (img_foreign_format_tail).
- * VHD and VDI are read by vpc.c and vdi.c, which probe them; a VDI of a
- * version vdi.c does not read (1.0) is still refused here by name.
+ * VHD, VHDX and VDI are read by vpc.c, vhdx.c and vdi.c, which probe
+ * them; a VDI of a version vdi.c does not read (1.0) is still refused
+ * here by name.
  */
 #include "imgfmt-int.h"
 
@@ -26,7 +27,6 @@ struct foreign_magic {
 #define MAGIC(n, o, m) { n, o, m, sizeof(m) - 1 }
 
 static const struct foreign_magic foreign_magics[] = {
-	MAGIC("VHDX", 0, "vhdxfile"),
 	MAGIC("QED", 0, "QED\0"),
 	MAGIC("LUKS", 0, "LUKS\xba\xbe"),
 	MAGIC("Parallels", 0, "WithoutFreeSpace"),
