@@ -338,6 +338,53 @@ static void test_qemu_images(void)
 			}
 }
 
+static uint64_t qemu_virtual_size(const char *name)
+{
+	char sz[80];
+	size_t n;
+	uint8_t *t;
+	uint64_t v;
+
+	snprintf(sz, sizeof(sz), "%s.size", name);
+	sh("qemu-img info -f vpc --output=json %s | grep -o "
+	   "'\"virtual-size\": [0-9]*' | grep -o '[0-9]*$' > %s", name, sz);
+	t = slurp(sz, &n);
+	t[n] = 0;
+	v = strtoull((char *)t, NULL, 10);
+	free(t);
+	return v;
+}
+
+/* QEMU's size rule: current_size for the creators that size by it and
+ * for the maximum geometry, CHS otherwise. Each creator app, with a
+ * current_size that differs from the geometry, against qemu-img info. */
+static void test_size_rule(void)
+{
+	static const char *const apps[] = { "win ", "d2v ", "CTXS", "qem2",
+					    "vpc ", "qemu", "vbox" };
+	static const uint8_t max_geo[4] = { 0xff, 0xff, 16, 255 };
+
+	for (size_t i = 0; i < sizeof(apps) / sizeof(apps[0]) + 2; i++) {
+		char name[32];
+		struct img *img;
+
+		snprintf(name, sizeof(name), "size-%zu.vhd", i);
+		sh("cp q-dynamic-off-0.vhd %s", name);
+		patch_be64(name, 48, 9999872); /* CHS says 10027008 */
+		if (i < sizeof(apps) / sizeof(apps[0]))
+			patch(name, 28, apps[i], 4);
+		else if (i == sizeof(apps) / sizeof(apps[0]))
+			patch(name, 28, "tap\0", 4);
+		else
+			patch(name, 56, max_geo, 4);
+		fix_footers(name);
+		img = open_ok(name, IMG_FORMAT_VPC);
+		assert(img_size(img) == qemu_virtual_size(name));
+		assert(img_size(img) == (i < 4 || i >= 7 ? 9999872u : 10027008u));
+		img_close(img);
+	}
+}
+
 /* An image opened read-write still refuses writes: the driver reads. */
 static void test_read_only(void)
 {
@@ -793,6 +840,7 @@ int main(void)
 	assert(mkdtemp(dir));
 	test_qemu_images();
 	test_read_only();
+	test_size_rule();
 	test_differencing();
 	test_corruptions();
 	test_threads();
