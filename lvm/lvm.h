@@ -33,6 +33,7 @@ struct lvm_lv {
 	/* NULL when the volume can be read; else why not, in one line
 	 * ("thin volumes are not supported", "PV ... is missing"). */
 	const char *unreadable;
+	size_t nb_segments;        /* as the metadata lists them */
 };
 
 struct lvm_pv {
@@ -47,7 +48,8 @@ struct lvm_vg {
 	uint64_t seqno;
 	uint64_t extent_bytes;
 	/* NULL when the metadata was usable; else why not (checksum, parse
-	 * error, ...): the VG then has no LVs. */
+	 * error, ...): the VG then has no LVs. name and uuid are "" when no
+	 * copy of the metadata could be parsed at all. */
 	const char *error;
 };
 

@@ -8,9 +8,9 @@ packages=(
 	libfuse3-dev fuse3 zlib1g-dev libzstd-dev libdeflate-dev libblkid-dev libfdisk-dev
 	libext2fs-dev comerr-dev
 	qemu-utils qemu-system-x86 qemu-block-extra
-	bats fdisk fuse2fs e2fsprogs dosfstools mtools attr bindfs fio
+	bats fdisk fuse2fs e2fsprogs dosfstools mtools attr acl bindfs fio
 	clang libclang-rt-14-dev util-linux python3 procps psmisc
-	busybox-static cpio kmod
+	busybox-static cpio kmod lvm2
 )
 
 missing=()
