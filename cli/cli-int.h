@@ -189,6 +189,16 @@ struct cli_walk {
 	void *ctx;
 };
 int cli_walk(struct cli_walk *w, uint64_t ino, const struct fsys_stat *st);
+/* Inodes seen with nlink > 1 -> the first name they had (hard links). */
+struct cli_links {
+	uint64_t *ino;
+	char **name;
+	size_t nb, cap; /* cap: a power of two */
+};
+const char *cli_links_find(const struct cli_links *m, uint64_t ino);
+int cli_links_add(struct cli_links *m, uint64_t ino, const char *name);
+void cli_links_free(struct cli_links *m);
+
 /* Parses arg, opens its block file and filesystem and looks the path up
  * (not following a final symlink). Prints what went wrong. */
 int cli_open_place_fs(struct cli_session *s, const char *arg,

@@ -467,7 +467,7 @@ static int ls_place(struct cli_session *s, const char *arg,
 		return CLI_EXIT_FAIL;
 	}
 	if (!p.path) {
-		struct vctx v = { s };
+		struct vctx v = { .s = s };
 		struct ls_list l = { 0 };
 		const char *base = strrchr(p.blockfile, '/');
 
@@ -528,6 +528,7 @@ int cli_cmd_ls(int argc, char **argv)
 		return ret == 1 ? CLI_EXIT_OK : ret;
 	if (cli_session_open(&s, pos[0], &o) < 0)
 		return CLI_EXIT_FAIL;
+	memset(&v, 0, sizeof(v));
 	v.s = &s;
 	fstat(img_fd(s.img), &v.img_st);
 	place = nb == 2 ? pos[1] : "";

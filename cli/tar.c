@@ -45,73 +45,6 @@
 #define TAR_RECORD 10240
 #define TAR_MAX_SPARSE_SEGMENTS 65536
 
-/* Hard links seen so far: inode -> member name. */
-struct link_map {
-	uint64_t *ino;
-	char **name;
-	size_t nb, cap; /* cap: a power of two */
-};
-
-static const char *link_find(const struct link_map *m, uint64_t ino)
-{
-	if (!m->cap)
-		return NULL;
-	for (size_t i = (ino * 0x9e3779b97f4a7c15ULL) & (m->cap - 1);;
-	     i = (i + 1) & (m->cap - 1)) {
-		if (!m->name[i])
-			return NULL;
-		if (m->ino[i] == ino)
-			return m->name[i];
-	}
-}
-
-static int link_add(struct link_map *m, uint64_t ino, const char *name)
-{
-	if ((m->nb + 1) * 2 > m->cap) {
-		struct link_map g = { 0 };
-
-		g.cap = m->cap ? m->cap * 2 : 256;
-		g.ino = calloc(g.cap, sizeof(*g.ino));
-		g.name = calloc(g.cap, sizeof(*g.name));
-		if (!g.ino || !g.name) {
-			free(g.ino);
-			free(g.name);
-			return -ENOMEM;
-		}
-		for (size_t i = 0; i < m->cap; i++) {
-			if (!m->name[i])
-				continue;
-			size_t j = (m->ino[i] * 0x9e3779b97f4a7c15ULL) &
-				   (g.cap - 1);
-			while (g.name[j])
-				j = (j + 1) & (g.cap - 1);
-			g.ino[j] = m->ino[i];
-			g.name[j] = m->name[i];
-		}
-		g.nb = m->nb;
-		free(m->ino);
-		free(m->name);
-		*m = g;
-	}
-	size_t i = (ino * 0x9e3779b97f4a7c15ULL) & (m->cap - 1);
-	while (m->name[i])
-		i = (i + 1) & (m->cap - 1);
-	m->name[i] = strdup(name);
-	if (!m->name[i])
-		return -ENOMEM;
-	m->ino[i] = ino;
-	m->nb++;
-	return 0;
-}
-
-static void link_map_free(struct link_map *m)
-{
-	for (size_t i = 0; i < m->cap; i++)
-		free(m->name[i]);
-	free(m->name);
-	free(m->ino);
-}
-
 /* pax records */
 struct pax {
 	char *buf;
@@ -158,8 +91,11 @@ static void pax_adds(struct pax *p, const char *key, const char *val)
 
 static void put_octal(char *field, size_t width, uint64_t v)
 {
+	char tmp[32];
+
 	/* width - 1 digits and a NUL; the caller checked that v fits. */
-	snprintf(field, width, "%0*" PRIo64, (int)(width - 1), v);
+	snprintf(tmp, sizeof(tmp), "%0*" PRIo64, (int)(width - 1), v);
+	memcpy(field, tmp, width);
 }
 
 static bool fits_octal(uint64_t v, size_t width)
@@ -169,7 +105,7 @@ static bool fits_octal(uint64_t v, size_t width)
 
 struct tar_state {
 	struct cli_out out;
-	struct link_map links;
+	struct cli_links links;
 	const char *base;     /* "." or the place's own name */
 	uint64_t pax_seq;
 	struct cli_progress progress;
@@ -407,7 +343,7 @@ static int tar_entry(struct cli_walk *w, const struct cli_walk_entry *e,
 	if (asprintf(&name, "%s%s%s", t->base, e->rel, is_dir ? "/" : "") < 0)
 		return -ENOMEM;
 
-	if (!is_dir && st->nlink > 1 && (linkname = link_find(&t->links,
+	if (!is_dir && st->nlink > 1 && (linkname = cli_links_find(&t->links,
 							      st->ino))) {
 		type = '1';
 	} else if (S_ISREG(st->mode)) {
@@ -514,7 +450,7 @@ static int tar_entry(struct cli_walk *w, const struct cli_walk_entry *e,
 	if (ret < 0)
 		return ret;
 	if (type == '0' && st->nlink > 1) {
-		ret = link_add(&t->links, st->ino, name);
+		ret = cli_links_add(&t->links, st->ino, name);
 		if (ret < 0)
 			return ret;
 	}
@@ -620,7 +556,7 @@ int cli_cmd_tar(int argc, char **argv)
 		status = CLI_EXIT_FAIL;
 	}
 out:
-	link_map_free(&t.links);
+	cli_links_free(&t.links);
 	free(t.buf);
 	cli_out_free(&t.out);
 	cli_blockfile_close(&bf);

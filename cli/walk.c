@@ -163,6 +163,67 @@ int cli_walk(struct cli_walk *w, uint64_t ino, const struct fsys_stat *st)
 	return 0;
 }
 
+/* Hard links seen so far: inode -> member name. */
+const char *cli_links_find(const struct cli_links *m, uint64_t ino)
+{
+	if (!m->cap)
+		return NULL;
+	for (size_t i = (ino * 0x9e3779b97f4a7c15ULL) & (m->cap - 1);;
+	     i = (i + 1) & (m->cap - 1)) {
+		if (!m->name[i])
+			return NULL;
+		if (m->ino[i] == ino)
+			return m->name[i];
+	}
+}
+
+int cli_links_add(struct cli_links *m, uint64_t ino, const char *name)
+{
+	if ((m->nb + 1) * 2 > m->cap) {
+		struct cli_links g = { 0 };
+
+		g.cap = m->cap ? m->cap * 2 : 256;
+		g.ino = calloc(g.cap, sizeof(*g.ino));
+		g.name = calloc(g.cap, sizeof(*g.name));
+		if (!g.ino || !g.name) {
+			free(g.ino);
+			free(g.name);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < m->cap; i++) {
+			if (!m->name[i])
+				continue;
+			size_t j = (m->ino[i] * 0x9e3779b97f4a7c15ULL) &
+				   (g.cap - 1);
+			while (g.name[j])
+				j = (j + 1) & (g.cap - 1);
+			g.ino[j] = m->ino[i];
+			g.name[j] = m->name[i];
+		}
+		g.nb = m->nb;
+		free(m->ino);
+		free(m->name);
+		*m = g;
+	}
+	size_t i = (ino * 0x9e3779b97f4a7c15ULL) & (m->cap - 1);
+	while (m->name[i])
+		i = (i + 1) & (m->cap - 1);
+	m->name[i] = strdup(name);
+	if (!m->name[i])
+		return -ENOMEM;
+	m->ino[i] = ino;
+	m->nb++;
+	return 0;
+}
+
+void cli_links_free(struct cli_links *m)
+{
+	for (size_t i = 0; i < m->cap; i++)
+		free(m->name[i]);
+	free(m->name);
+	free(m->ino);
+}
+
 int cli_open_place_fs(struct cli_session *s, const char *arg,
 		      struct cli_place *p, struct cli_blockfile *bf,
 		      uint64_t *ino_r, struct fsys_stat *st_r)
