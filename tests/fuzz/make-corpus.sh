@@ -26,6 +26,12 @@
 # KIND vhost-user (fuzz-vhost-user): the message sequences a front end
 # sends to bring a vhost-user-blk device up, written by seed-tool.py.
 #
+# KIND vhdx (fuzz-vhdx): small qemu-img VHDX images (dynamic with 1, 8
+# and 32 MiB blocks, log sizes, block_state_zero off, fixed, an odd
+# size), a few sectors of data each; packed by seed-tool.py into the
+# target's sparse-file form (a VHDX is MiBs of mostly zeroes), once with
+# the target's CRC-fixing flag and once without.
+#
 # KIND fat (fuzz-fsys-fat): FAT12, FAT16 and FAT32 filesystems from
 # mkfs.fat with a few files (long, unicode and 8.3 lowercase names, a
 # subdirectory, a multi-cluster file) copied in by mcopy; FAT16 and FAT32
@@ -38,9 +44,14 @@
 # too large for libFuzzer, the same images with their block size cut to
 # 4 KiB (tables rewritten to match), plus differencing VHDs with W2ru,
 # W2ku and MacX locators (vpc-vdi-seeds.py).
+#
+# KIND vmdk (fuzz-vmdk, fuzz-ova): small qemu-img VMDKs (sparse, zeroed
+# grains, compat6, a child naming a parent, descriptors of flat and 2 GB
+# extent sets, streamOptimized with the directory in the header or in a
+# footer) and OVA archives holding a stream disk.
 set -eu
 
-out=${1:?usage: make-corpus.sh OUTDIR [qcow2|qcow2-write|partition|vhost-user|vpc|vdi]}
+out=${1:?usage: make-corpus.sh OUTDIR [qcow2|qcow2-write|partition|vhost-user|vpc|vdi|vmdk]}
 kind=${2:-qcow2}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 tool="python3 $src/tests/fuzz/seed-tool.py"
@@ -56,6 +67,57 @@ qcow2-write)
 	[ $rc = 0 ] || exit $rc
 	find "$tmp/qcow2" -type f -size +512k -delete
 	$tool write-ops "$tmp/qcow2" "$out"
+	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
+	exit 0 ;;
+vmdk)
+	command -v qemu-img >/dev/null || { echo "make-corpus.sh: qemu-img missing" >&2; exit 77; }
+	# vseed NAME SIZE OPTIONS [QEMU_IO_COMMANDS...]: a qemu-img vmdk.
+	vseed() {
+		n=$1 sz=$2 o=$3
+		shift 3
+		qemu-img create -q -f vmdk ${o:+-o "$o"} "$tmp/$n.vmdk" "$sz"
+		for c in "$@"; do
+			qemu-io -f vmdk -c "$c" "$tmp/$n.vmdk" >/dev/null
+		done
+		cp "$tmp/$n.vmdk" "$out/$n"
+	}
+	w1='write -P 0x5a 0 3k'
+	w2='write -P 0xa5 1M 64k'
+	vseed sparse 2M "" "$w1" "$w2"
+	vseed sparse-zero 2M zeroed_grain=on "$w1" 'write -z 512k 128k'
+	vseed sparse-compat6 1M compat6=on,adapter_type=lsilogic "$w1"
+	vseed sparse-parent 1M "" "$w1"
+	qemu-img create -q -f vmdk -b sparse.vmdk -F vmdk "$tmp/child.vmdk" 2M
+	cp "$tmp/child.vmdk" "$out/child"
+	# Descriptors (their extent files are refused by backing=deny).
+	qemu-img create -q -f vmdk -o subformat=monolithicFlat "$tmp/flat.vmdk" 1M
+	cp "$tmp/flat.vmdk" "$out/desc-flat"
+	qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse "$tmp/two.vmdk" 5G
+	cp "$tmp/two.vmdk" "$out/desc-two-gb"
+	printf '# Disk DescriptorFile\r\nversion=1\r\nRW 8 ZERO\r\nRDONLY 8 FLAT "a" 2\r\nNOACCESS 1 ZERO\r\n' >"$out/desc-mixed"
+	# streamOptimized from mixed content; the same with the grain
+	# directory moved to a footer as VMware writes it.
+	seq 1 30000 >"$tmp/mix.raw"
+	head -c 20k /dev/urandom >>"$tmp/mix.raw"
+	truncate -s 1M "$tmp/mix.raw"
+	qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized \
+		"$tmp/mix.raw" "$tmp/so.vmdk"
+	cp "$tmp/so.vmdk" "$out/stream"
+	python3 - "$tmp/so.vmdk" "$out/stream-footer" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], 'rb').read())
+b += bytes(-len(b) % 512)
+hdr = bytearray(b[:512])
+b[56:64] = struct.pack('<Q', 0xffffffffffffffff)
+b += struct.pack('<QII', 1, 0, 3) + bytes(496) + hdr + bytes(512)
+open(sys.argv[2], 'wb').write(b)
+PY
+	# An OVA holding the stream disk twice.
+	printf '<Envelope><References><File ovf:href="d.vmdk"/></References></Envelope>' >"$tmp/a.ovf"
+	cp "$tmp/so.vmdk" "$tmp/d.vmdk"
+	cp "$tmp/so.vmdk" "$tmp/e.vmdk"
+	(cd "$tmp" && tar --format=ustar -cf "$out/ova-ustar" a.ovf d.vmdk e.vmdk)
+	(cd "$tmp" && tar --format=pax -cf "$out/ova-pax" a.ovf e.vmdk)
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
 	exit 0 ;;
 vpc|vdi)
@@ -93,6 +155,26 @@ fat)
 	exit 0 ;;
 vhost-user)
 	$tool vhost-user "$out"
+	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
+	exit 0 ;;
+vhdx)
+	command -v qemu-img >/dev/null || { echo "make-corpus.sh: qemu-img missing" >&2; exit 77; }
+	# xseed NAME SIZE OPTIONS [QEMU_IO_COMMANDS...]: a qemu-img VHDX.
+	xseed() {
+		n=$1 sz=$2 o=$3
+		shift 3
+		qemu-img create -q -f vhdx ${o:+-o "$o"} "$tmp/$n.vhdx" "$sz"
+		for c in "$@"; do
+			qemu-io -f vhdx -c "$c" "$tmp/$n.vhdx" >/dev/null
+		done
+		$tool pack 1 "$tmp/$n.vhdx" "$out/$n"
+		$tool pack 0 "$tmp/$n.vhdx" "$out/$n-nofix"
+	}
+	xseed dyn-1m 8M block_size=1M 'write -P 0x5a 0 3k' 'write -P 0xa5 1M 64k'
+	xseed dyn-8m 20M block_size=8M,log_size=2M 'write -P 0x11 9M 4k'
+	xseed dyn-32m 70M block_size=32M,block_state_zero=off 'write -P 0x22 33M 512'
+	xseed fixed 3M subformat=fixed 'write -P 0x33 1M 4k'
+	xseed odd 5000k block_size=1M 'write -P 0x44 4999k 1k'
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
 	exit 0 ;;
 partition)
