@@ -1,4 +1,3 @@
 /* fuzz-vdi.c: fuzz-vpc.c's target with the VDI driver (see there). */
-#define FUZZ_FMT IMG_FORMAT_VDI
-#define FUZZ_NAME "fuzz-vdi"
+#define FUZZ_VDI 1
 #include "fuzz-vpc.c"

@@ -130,8 +130,10 @@ def vpc_seeds(tmp, out):
     with open(img, "rb") as f:
         write(out, "q-dynamic-written-cut", f.read(64 << 10))
 
-    data, parent_uuid = vhd_build(64 << 10, 4096, {0: 0x11, 3: 0x22, 15: 0x33})
+    data, _ = vhd_build(64 << 10, 4096, {0: 0x11, 3: 0x22, 15: 0x33})
     write(out, "b4k-dynamic", data)
+    # fuzz-vpc writes a parent.vhd next to each input, with this UUID.
+    parent_uuid = b"\x11" * 16
     locs = [(b"W2ru", utf16le(".\\parent.vhd")),
             (b"W2ku", utf16le("C:\\vms\\parent.vhd")),
             (b"W2ku", utf16le("/var/lib/parent.vhd")),
