@@ -62,8 +62,8 @@
  * by the kernel): a tree walker sees them as an ever deeper tree.
  *
  * Concurrency and memory. One mutex guards the FAT cache (FAT_NB_CHUNKS
- * chunks of FAT_CHUNK_BYTES, read on demand, least recently used one
- * replaced) and the chain cache (FAT_NB_SLOTS checked chains with the
+ * chunks of FAT_CHUNK_BYTES, read on demand, direct-mapped: 2 MiB at
+ * most) and the chain cache (FAT_NB_SLOTS checked chains with the
  * last position reached, so sequential reads do not re-walk from the
  * start). File data is read with img_pread outside the lock, one call
  * per run of contiguous clusters. readdir streams: its cookie is the
@@ -91,8 +91,8 @@
 #define FAT_ROOT_INO 1
 #define FAT_INO_BASE 16
 
-#define FAT_CHUNK_BYTES (64u << 10)
-#define FAT_NB_CHUNKS 16
+#define FAT_CHUNK_BYTES 4096u
+#define FAT_NB_CHUNKS 512
 #define FAT_NB_SLOTS 64
 /* The format's limit: 65536 entries of 32 bytes. */
 #define FAT_MAX_DIR_BYTES (2u << 20)
@@ -122,9 +122,8 @@
 
 struct fat_chunk {
 	uint8_t *data;
-	size_t len;
 	uint64_t index; /* chunk number in the FAT */
-	uint64_t stamp; /* 0: empty */
+	bool valid;
 };
 
 /* A checked chain: its first `valid` clusters are usable; `complete`
@@ -161,7 +160,6 @@ struct fat {
 	pthread_mutex_t lock;
 	uint64_t tick;
 	struct fat_chunk chunks[FAT_NB_CHUNKS];
-	unsigned last_chunk;
 	struct fat_chain chains[FAT_NB_SLOTS];
 	bool free_known;
 	uint64_t free_clusters;
@@ -181,44 +179,29 @@ struct fat_dir {
 static int fat_chunk_locked(struct fat *fs, uint64_t index,
 			    struct fat_chunk **c_r)
 {
-	struct fat_chunk *victim = NULL, *c;
+	/* Direct-mapped: a chain that jumps all over the FAT costs one
+	 * small read per step, never a scan of the cache. */
+	struct fat_chunk *c = &fs->chunks[index % FAT_NB_CHUNKS];
 	uint64_t off;
 	size_t len;
-	int ret;
 
-	c = &fs->chunks[fs->last_chunk];
-	if (c->stamp && c->index == index) {
+	if (c->valid && c->index == index) {
 		*c_r = c;
 		return 0;
 	}
-	for (unsigned i = 0; i < FAT_NB_CHUNKS; i++) {
-		c = &fs->chunks[i];
-		if (c->stamp && c->index == index) {
-			c->stamp = ++fs->tick;
-			fs->last_chunk = i;
-			*c_r = c;
-			return 0;
-		}
-		if (!victim || c->stamp < victim->stamp) {
-			victim = c;
-			fs->last_chunk = i;
-		}
-	}
 	off = index * FAT_CHUNK_BYTES;
 	len = MIN((uint64_t)FAT_CHUNK_BYTES, fs->fat_bytes - off);
-	if (!victim->data) {
-		victim->data = malloc(FAT_CHUNK_BYTES);
-		if (!victim->data)
+	if (!c->data) {
+		c->data = malloc(FAT_CHUNK_BYTES);
+		if (!c->data)
 			return -ENOMEM;
 	}
-	victim->stamp = 0;
-	ret = img_pread(fs->img, victim->data, len, fs->fat_off + off);
-	if (ret < 0)
+	c->valid = false;
+	if (img_pread(fs->img, c->data, len, fs->fat_off + off) < 0)
 		return -EIO;
-	victim->index = index;
-	victim->len = len;
-	victim->stamp = ++fs->tick;
-	*c_r = victim;
+	c->index = index;
+	c->valid = true;
+	*c_r = c;
 	return 0;
 }
 
