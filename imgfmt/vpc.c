@@ -152,10 +152,12 @@ static int vpc_probe(const uint8_t *head, size_t len)
 
 /* The footer of a fixed disk is only at the end. Any "conectix" there
  * counts, so that a probed raw image is never written to look like one
- * (raw.c's rule). */
+ * (raw.c's rule), but less than a signature at the start: a qcow2 or VDI
+ * whose last sector happens to hold a VHD footer (guest data) stays what
+ * its head says. */
 static int vpc_probe_tail(const uint8_t *tail, size_t len)
 {
-	return len >= 8 && memcmp(tail, "conectix", 8) == 0 ? 100 : 0;
+	return len >= 8 && memcmp(tail, "conectix", 8) == 0 ? 50 : 0;
 }
 
 /* QEMU's rule for the virtual size (see the top of the file). */

@@ -119,6 +119,35 @@ static void test_fixed_vhd_probe(void)
 	free(p);
 }
 
+/* A VDI whose last sector (guest data) holds a VHD footer is still a VDI:
+ * a signature at the start outranks one at the end. */
+static void test_head_beats_tail(void)
+{
+	char *cmd;
+	struct img *img;
+	struct img_err err;
+	struct img_info info;
+	struct img_open_opts ro = { .read_only = true };
+	uint8_t sec[512] = { 'c', 'o', 'n', 'e', 'c', 't', 'i', 'x' };
+	char *p = make_file("sec.bin", sec, sizeof(sec), NULL, 0, 512);
+
+	free(p);
+	if (system("qemu-io --version >/dev/null 2>&1") != 0)
+		return;
+	assert(asprintf(&cmd, "cd %s && qemu-img create -q -f vdi x.vdi 4M && "
+			"qemu-io -f vdi -c 'write -s sec.bin 4193792 512' x.vdi "
+			">/dev/null && tail -c 512 x.vdi | head -c 8 | "
+			"grep -q conectix", dir) > 0);
+	assert(system(cmd) == 0);
+	free(cmd);
+	assert(asprintf(&p, "%s/x.vdi", dir) > 0);
+	assert(img_open(p, &ro, &img, &err) == 0);
+	assert(img_get_info(img, &info) == 0);
+	assert(strcmp(info.format, "vdi") == 0);
+	img_close(img);
+	free(p);
+}
+
 /* A probed raw image refuses writes that would make it probe as VHD (its
  * last sector), DMG (its last sector) or cloop (its first). */
 static void test_raw_write_rule(void)
@@ -150,6 +179,7 @@ int main(void)
 	test_dmg();
 	test_cloop();
 	test_fixed_vhd_probe();
+	test_head_beats_tail();
 	test_raw_write_rule();
 	{
 		char *cmd;
