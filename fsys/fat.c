@@ -94,6 +94,7 @@
 #define FAT_CHUNK_BYTES 4096u
 #define FAT_NB_CHUNKS 512
 #define FAT_NB_SLOTS 64
+#define FAT_NB_HINTS 16
 /* The format's limit: 65536 entries of 32 bytes. */
 #define FAT_MAX_DIR_BYTES (2u << 20)
 #define FAT_DIR_BLOCK 8192
@@ -163,6 +164,11 @@ struct fat {
 	struct fat_chain chains[FAT_NB_SLOTS];
 	bool free_known;
 	uint64_t free_clusters;
+	/* Where the last lookup in a directory matched. */
+	struct {
+		uint64_t dir, index;
+	} hints[FAT_NB_HINTS];
+	unsigned next_hint;
 };
 
 /* A directory to list: the fixed root region, or a cluster chain. */
@@ -667,11 +673,13 @@ static bool lfn_name(const struct lfn_state *l, const uint8_t *de, char *out,
 	return len > 0 && strcmp(out, ".") != 0 && strcmp(out, "..") != 0;
 }
 
-/* Calls fn for each entry of dir from entry index on. Returns 1 when fn
- * stopped, 0 at the end, -EIO when the directory is damaged (after the
- * entries before the damage were given). */
+/* Calls fn for each entry of dir from entry index on, up to entry
+ * index end (exclusive). names: fill the names (else d->name and
+ * d->short_name are ""). Returns 1 when fn stopped, 0 at the end, -EIO
+ * when the directory is damaged (after the entries before the damage
+ * were given). */
 static int dir_walk(struct fat *fs, const struct fat_dir *dir, uint64_t index,
-		    fat_dir_fn fn, void *ctx)
+		    uint64_t end, bool names, fat_dir_fn fn, void *ctx)
 {
 	CLEANUP_FREE struct lfn_state *lfn = NULL;
 	CLEANUP_FREE uint8_t *blk = NULL;
@@ -693,6 +701,10 @@ static int dir_walk(struct fat *fs, const struct fat_dir *dir, uint64_t index,
 			return ret;
 		nb_entries = (uint64_t)ch->valid * per_cluster;
 		complete = ch->complete;
+	}
+	if (end < nb_entries) {
+		nb_entries = end;
+		complete = true;
 	}
 	lfn = calloc(1, sizeof(*lfn));
 	blk = malloc(FAT_DIR_BLOCK);
@@ -741,12 +753,16 @@ static int dir_walk(struct fat *fs, const struct fat_dir *dir, uint64_t index,
 				lfn->total = 0;
 				continue;
 			}
-			short_name(de, true, short_buf, sizeof(short_buf));
+			short_buf[0] = '\0';
+			if (names)
+				short_name(de, true, short_buf,
+					   sizeof(short_buf));
 			d.de = de;
 			d.pos = off + i * 32;
 			d.next_index = index + 1;
 			d.short_name = short_buf;
-			d.name = lfn_name(lfn, de, long_buf, sizeof(long_buf))
+			d.name = names && lfn_name(lfn, de, long_buf,
+						   sizeof(long_buf))
 					 ? long_buf
 					 : short_buf;
 			lfn->total = 0;
@@ -839,7 +855,7 @@ static void dir_stats(struct fat *fs, const struct fat_dir *dir,
 				     &ch) == 0)
 			*size_r = (uint64_t)ch->valid * fs->cluster_bytes;
 	}
-	(void)dir_walk(fs, dir, 0, count_subdirs, &cc);
+	(void)dir_walk(fs, dir, 0, UINT64_MAX, false, count_subdirs, &cc);
 	*nlink_r = 2 + cc.subdirs;
 }
 
@@ -1015,8 +1031,29 @@ struct lookup_ctx {
 	const char *name;
 	bool found, exact;
 	uint8_t de[32];
-	uint64_t pos;
+	uint64_t pos, next_index;
 };
+
+/* The entry index to start a lookup in dir at (set: remember index). */
+static uint64_t lookup_hint(struct fat *fs, uint64_t dir, uint64_t index,
+			    bool set)
+{
+	LOCK_FOR_SCOPE(&fs->lock);
+
+	for (unsigned i = 0; i < FAT_NB_HINTS; i++) {
+		if (fs->hints[i].dir != dir)
+			continue;
+		if (set)
+			fs->hints[i].index = index;
+		return fs->hints[i].index;
+	}
+	if (set) {
+		fs->hints[fs->next_hint].dir = dir;
+		fs->hints[fs->next_hint].index = index;
+		fs->next_hint = (fs->next_hint + 1) % FAT_NB_HINTS;
+	}
+	return 0;
+}
 
 static int lookup_fn(void *ctx, const struct fat_dirent *d)
 {
@@ -1033,6 +1070,7 @@ static int lookup_fn(void *ctx, const struct fat_dirent *d)
 	}
 	memcpy(lc->de, d->de, 32);
 	lc->pos = d->pos;
+	lc->next_index = d->next_index;
 	return lc->exact;
 }
 
@@ -1042,6 +1080,7 @@ static int fat_lookup(void *priv, uint64_t dir_ino, const char *name,
 	struct lookup_ctx lc = { .name = name };
 	struct fat *fs = priv;
 	struct fat_dir dir;
+	uint64_t start;
 	int ret;
 
 	ret = ino_dir(fs, dir_ino, &dir);
@@ -1049,9 +1088,18 @@ static int fat_lookup(void *priv, uint64_t dir_ino, const char *name,
 		return ret;
 	if (!*name || strlen(name) >= FAT_NAME_MAX)
 		return -ENOENT;
-	ret = dir_walk(fs, &dir, 0, lookup_fn, &lc);
+	/* From where the last lookup in this directory matched (ls -l
+	 * looks every name up in readdir order), then the part before. */
+	start = lookup_hint(fs, dir_ino, 0, false);
+	ret = dir_walk(fs, &dir, start, UINT64_MAX, true, lookup_fn, &lc);
+	if (!lc.exact && start > 0) {
+		int ret2 = dir_walk(fs, &dir, 0, start, true, lookup_fn, &lc);
+
+		ret = ret < 0 ? ret : ret2;
+	}
 	if (!lc.found)
 		return ret < 0 ? ret : -ENOENT;
+	lookup_hint(fs, dir_ino, lc.next_index, true);
 	return entry_stat(fs, lc.de, lc.pos, dir.start, dir.parent, st_r);
 }
 
@@ -1083,7 +1131,7 @@ static int fat_readdir(void *priv, uint64_t dir_ino, uint64_t cookie,
 	ret = ino_dir(fs, dir_ino, &dir);
 	if (ret < 0)
 		return ret;
-	ret = dir_walk(fs, &dir, cookie, readdir_fn, &rc);
+	ret = dir_walk(fs, &dir, cookie, UINT64_MAX, true, readdir_fn, &rc);
 	/* Damage after some entries: give those now; the next call, which
 	 * starts after them, reports it. */
 	if (ret < 0 && !rc.emitted)
