@@ -245,7 +245,6 @@ static int open_sparse(const char *path, struct vmdk_extent *e,
 {
 	uint64_t gd_bytes, gd_off_bytes, span, overhead_bytes;
 	uint64_t max_grain;
-	CLEANUP_FREE uint8_t *raw = NULL;
 	int ret;
 
 	if (h->version < 1 || h->version > 3)
@@ -316,18 +315,18 @@ static int open_sparse(const char *path, struct vmdk_extent *e,
 				       e->gd_entries, e->file_bytes);
 		}
 	}
-	raw = malloc(gd_bytes);
-	e->gd = malloc(gd_bytes * sizeof(uint32_t) / 4);
-	if (!raw || !e->gd)
+	/* gd_bytes <= 128 MiB and no larger than the file. */
+	e->gd = malloc(gd_bytes);
+	if (!e->gd)
 		return img_err(err, -ENOMEM, "%s: out of memory for a grain "
 			       "directory of %" PRIu64 " entries", path,
 			       e->gd_entries);
-	ret = ext_pread(e, raw, gd_bytes, gd_off_bytes);
+	ret = ext_pread(e, e->gd, gd_bytes, gd_off_bytes);
 	if (ret < 0)
 		return img_err(err, ret, "%s: cannot read the grain directory: "
 			       "%s", path, strerror(-ret));
 	for (uint64_t i = 0; i < e->gd_entries; i++)
-		e->gd[i] = get_le32(raw + 4 * i);
+		e->gd[i] = le32toh(e->gd[i]);
 	return 0;
 }
 

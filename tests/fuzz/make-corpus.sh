@@ -116,8 +116,9 @@ PY
 	printf '<Envelope><References><File ovf:href="d.vmdk"/></References></Envelope>' >"$tmp/a.ovf"
 	cp "$tmp/so.vmdk" "$tmp/d.vmdk"
 	cp "$tmp/so.vmdk" "$tmp/e.vmdk"
-	(cd "$tmp" && tar --format=ustar -cf "$out/ova-ustar" a.ovf d.vmdk e.vmdk)
-	(cd "$tmp" && tar --format=pax -cf "$out/ova-pax" a.ovf e.vmdk)
+	abs_out=$(cd "$out" && pwd)
+	(cd "$tmp" && tar --format=ustar -cf "$abs_out/ova-ustar" a.ovf d.vmdk e.vmdk)
+	(cd "$tmp" && tar --format=pax -cf "$abs_out/ova-pax" a.ovf e.vmdk)
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
 	exit 0 ;;
 vpc|vdi)
