@@ -1086,10 +1086,10 @@ static int vhdx_get_info(struct img *img, struct img_info *info)
 	info->backing_file = s->parent_name;
 	info->backing_format = s->parent_name ? "vhdx" : NULL;
 	img_info_add(info, "subformat", "%s", s->subformat);
-	img_info_add(info, "block size", "%" PRIu32, s->block_bytes);
-	img_info_add(info, "logical sector size", "%" PRIu32,
+	img_info_add(info, "block-size", "%" PRIu32, s->block_bytes);
+	img_info_add(info, "logical-sector-size", "%" PRIu32,
 		     s->logical_sector_bytes);
-	img_info_add(info, "physical sector size", "%" PRIu32,
+	img_info_add(info, "physical-sector-size", "%" PRIu32,
 		     s->physical_sector_bytes);
 	if (s->overlay.nb_log_entries)
 		img_info_add(info, "log", "%zu entries replayed in memory "
@@ -1099,11 +1099,11 @@ static int vhdx_get_info(struct img *img, struct img_info *info)
 	else
 		img_info_add(info, "log", "empty");
 	guid_format(s->data_write_guid, g);
-	img_info_add(info, "data write guid", "%s", g);
+	img_info_add(info, "data-write-guid", "%s", g);
 	if (s->parent_linkage)
-		img_info_add(info, "parent linkage", "%s", s->parent_linkage);
-	img_info_add(info, "writing", "not supported (read-only format; "
-		     "convert to qcow2 to write)");
+		img_info_add(info, "parent-linkage", "%s", s->parent_linkage);
+	img_info_add(info, "writes", "not supported (convert to qcow2 to "
+		     "write)");
 	return 0;
 }
 
