@@ -10,7 +10,7 @@ packages=(
 	qemu-utils qemu-system-x86 qemu-block-extra
 	bats fdisk fuse2fs e2fsprogs dosfstools mtools attr acl bindfs fio
 	clang libclang-rt-14-dev util-linux python3 procps psmisc
-	busybox-static cpio kmod lvm2
+	busybox-static cpio kmod lvm2 libarchive-tools
 )
 
 missing=()
