@@ -28,9 +28,10 @@
 #
 # KIND vhdx (fuzz-vhdx): small qemu-img VHDX images (dynamic with 1, 8
 # and 32 MiB blocks, log sizes, block_state_zero off, fixed, an odd
-# size), a few sectors of data each; packed by seed-tool.py into the
-# target's sparse-file form (a VHDX is MiBs of mostly zeroes), once with
-# the target's CRC-fixing flag and once without.
+# size), a few sectors of data each, plus a log to replay and a
+# differencing child (vhdx-seeds.py); packed by seed-tool.py into the
+# target's sparse-file form (a VHDX is MiBs of mostly zeroes), with the
+# target's CRC-fixing flag and without.
 #
 # KIND fat (fuzz-fsys-fat): FAT12, FAT16 and FAT32 filesystems from
 # mkfs.fat with a few files (long, unicode and 8.3 lowercase names, a
@@ -147,6 +148,7 @@ fat)
 		truncate -s "${cut}K" "$tmp/$name"
 		cp "$tmp/$name" "$out/$name"
 	}
+	fatseed fat12-tiny 64 64 -F 12 -s 1 -r 32 -f 1
 	fatseed fat12 160 160 -F 12 -n SEED12
 	fatseed fat12-s4k 256 256 -F 12 -S 4096 -s 1
 	fatseed fat12-c4k 360 360 -F 12 -s 8 -f 1
@@ -176,6 +178,13 @@ vhdx)
 	xseed dyn-32m 70M block_size=32M,block_state_zero=off 'write -P 0x22 33M 512'
 	xseed fixed 3M subformat=fixed 'write -P 0x33 1M 4k'
 	xseed odd 5000k block_size=1M 'write -P 0x44 4999k 1k'
+	# Seeds qemu-img cannot make (vhdx-seeds.py): a log to replay, a
+	# differencing child (its parent is refused by backing=deny).
+	xseed base 4M block_size=1M 'write -P 0x5a 0 8k' 'write -P 0xa5 1M 8k'
+	for k in log diff; do
+		python3 "$src/tests/fuzz/vhdx-seeds.py" $k "$tmp/base.vhdx" "$tmp/$k.vhdx"
+		$tool pack 1 "$tmp/$k.vhdx" "$out/$k"
+	done
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
 	exit 0 ;;
 partition)

@@ -698,9 +698,6 @@ static bool dir_has(struct fsys *fs, uint64_t dir, const char *name)
 	assert(list_dir(fs, dir, 1000, &nm) == 0);
 	for (size_t i = 0; i < nm.n; i++)
 		found |= strcmp(nm.v[i], name) == 0;
-	if (getenv("FAT_DEBUG"))
-		for (size_t i = 0; i < nm.n; i++)
-			fprintf(stderr, "  [%s]\n", nm.v[i]);
 	free_names(&nm);
 	return found;
 }
