@@ -5,8 +5,8 @@
  * `name { body }`. A value is a "string" (backslash escapes \" and \\),
  * an integer, a float, or an array `[ v, v, ... ]` of those. `#` starts
  * a comment that runs to the end of the line. Names are words of
- * letters, digits and `_.+-` (VG and LV names may hold hyphens); a quoted
- * string is taken as a name too.
+ * letters, digits and `_.+-` (VG and LV names may hold hyphens); lvm2
+ * never quotes a name, and a quoted one is refused (it could hold '/').
  *
  * The input is untrusted (read from the image): nesting is bounded by
  * LVM_TEXT_MAX_DEPTH, nodes by LVM_TEXT_MAX_NODES, the text by
@@ -270,10 +270,7 @@ static int read_body(struct parser *ps, struct lvm_node *sec, unsigned depth)
 			ps->p++;
 			return 0;
 		}
-		if (*ps->p == '"')
-			ret = read_string(ps, &key);
-		else
-			ret = read_word(ps, &key);
+		ret = read_word(ps, &key);
 		if (ret < 0)
 			return ret;
 		skip_space(ps);

@@ -63,6 +63,7 @@ struct seg {
 	uint64_t stripe_bytes;
 	struct area *areas;
 	int leg;             /* mirror: the area read from, -1 until chosen */
+	const struct lvm_node *node; /* its section in the metadata */
 };
 
 struct ilv {
@@ -89,6 +90,9 @@ struct ivg {
 	size_t nb_pvs;
 	struct ilv *lvs;
 	size_t nb_lvs;
+	/* Indices of pvs by key and of lvs by name, for bsearch: hostile
+	 * metadata may hold very many of both. */
+	size_t *pv_by_key, *lv_by_name;
 };
 
 struct lv_ref {
@@ -149,23 +153,80 @@ static bool uuid_plain(const char *s, char *out)
 	return n == 32;
 }
 
+/* qsort_r-free sorting of index arrays: the VG being sorted. */
+static __thread const struct ivg *sort_vg;
+
+static int cmp_pv_idx(const void *a, const void *b)
+{
+	return strcmp(sort_vg->pvs[*(const size_t *)a].key,
+		      sort_vg->pvs[*(const size_t *)b].key);
+}
+
+static int cmp_lv_idx(const void *a, const void *b)
+{
+	return strcmp(sort_vg->lvs[*(const size_t *)a].name,
+		      sort_vg->lvs[*(const size_t *)b].name);
+}
+
+static size_t *sorted_index(const struct ivg *vg, size_t n,
+			    int (*cmp)(const void *, const void *))
+{
+	size_t *idx = calloc(n + 1, sizeof(*idx));
+
+	if (!idx)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		idx[i] = i;
+	sort_vg = vg;
+	qsort(idx, n, sizeof(*idx), cmp);
+	sort_vg = NULL;
+	return idx;
+}
+
 static int find_pv(const struct ivg *vg, const char *key, size_t *i_r)
 {
-	for (size_t i = 0; i < vg->nb_pvs; i++) {
-		if (strcmp(vg->pvs[i].key, key) == 0) {
-			*i_r = i;
+	size_t lo = 0, hi = vg->nb_pvs;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(vg->pvs[vg->pv_by_key[mid]].key, key);
+		if (c == 0) {
+			*i_r = vg->pv_by_key[mid];
 			return 0;
 		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
 	return -ENOENT;
 }
 
 static struct ilv *find_lv(struct ivg *vg, const char *name)
 {
-	for (size_t i = 0; i < vg->nb_lvs; i++)
-		if (strcmp(vg->lvs[i].name, name) == 0)
-			return &vg->lvs[i];
+	size_t lo = 0, hi = vg->nb_lvs;
+
+	if (!vg->lv_by_name)
+		return NULL;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(vg->lvs[vg->lv_by_name[mid]].name, name);
+		if (c == 0)
+			return &vg->lvs[vg->lv_by_name[mid]];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return NULL;
+}
+
+/* A name lvm2 could have made, and that is safe as a file name. */
+static bool valid_name(const char *s)
+{
+	return s[0] && s[0] != '-' && strlen(s) <= 127 &&
+	       strcmp(s, ".") != 0 && strcmp(s, "..") != 0 &&
+	       !strchr(s, '/');
 }
 
 static bool get_u64(const struct lvm_node *sec, const char *key,
@@ -283,7 +344,10 @@ static void parse_lv(struct lvm_set *set, struct ivg *vg,
 	lv->uuid = lvm_node_str(ln, "id");
 	if (!lv->uuid)
 		lv->uuid = "";
-	lv->visible = lvm_node_has_flag(ln, "status", "VISIBLE");
+	/* A name that is not valid is not shown (it may be "..");
+	 * it can still be a leg. */
+	lv->visible = lvm_node_has_flag(ln, "status", "VISIBLE") &&
+		      valid_name(lv->name);
 	if (!get_u64(ln, "segment_count", &count) || count == 0 ||
 	    count > LVM_MAX_SEGMENTS || count > ln->nb_children) {
 		lv->unreadable = "its segment_count is missing or wrong";
@@ -307,6 +371,7 @@ static void parse_lv(struct lvm_set *set, struct ivg *vg,
 			lv->unreadable = set_printf(set, "%s is missing", key);
 			return;
 		}
+		sg->node = sn;
 		sg->type = lvm_node_str(sn, "type");
 		if (!get_u64(sn, "start_extent", &sg->start_le) ||
 		    !get_u64(sn, "extent_count", &sg->nb_le) ||
@@ -567,6 +632,20 @@ static int build_vg(struct lvm_set *set, struct ivg *vg,
 	vg->pub.name = c->vg_name;
 	vg->pub.uuid = c->vg_uuid;
 	vg->pub.seqno = c->seqno;
+	if (!valid_name(c->vg_name)) {
+		vg->pub.error = set_printf(set, "volume group name '%.64s' is "
+					   "not valid", c->vg_name);
+		vg->pub.name = "";
+		return 0;
+	}
+	for (size_t i = 0; i + 1 < set->nb_vgs; i++) {
+		if (strcmp(set->vgs[i].pub.name, c->vg_name) == 0) {
+			vg->pub.error = set_printf(set, "another volume group "
+						   "(%s) has the same name",
+						   set->vgs[i].pub.uuid);
+			return 0;
+		}
+	}
 	if (!lvm_node_int(c->vg, "extent_size", &ext) || ext <= 0 ||
 	    (uint64_t)ext > (UINT64_MAX / SECTOR) / 2) {
 		vg->pub.error = "the metadata has no valid extent_size";
@@ -615,6 +694,19 @@ static int build_vg(struct lvm_set *set, struct ivg *vg,
 			pv->size_bytes *= SECTOR;
 		vg->nb_pvs++;
 	}
+	vg->pv_by_key = sorted_index(vg, vg->nb_pvs, cmp_pv_idx);
+	if (!vg->pv_by_key)
+		return -ENOMEM;
+	for (size_t i = 1; i < vg->nb_pvs; i++) {
+		if (strcmp(vg->pvs[vg->pv_by_key[i - 1]].key,
+			   vg->pvs[vg->pv_by_key[i]].key) == 0) {
+			vg->pub.error = set_printf(set, "physical volume %.64s "
+						   "is listed twice",
+						   vg->pvs[vg->pv_by_key[i]].key);
+			vg->nb_pvs = 0;
+			return 0;
+		}
+	}
 	if (!lvs || lvs->kind != LVM_NODE_SECTION)
 		return 0; /* a VG without volumes */
 	vg->lvs = calloc(lvs->nb_children + 1, sizeof(*vg->lvs));
@@ -625,24 +717,30 @@ static int build_vg(struct lvm_set *set, struct ivg *vg,
 			continue;
 		parse_lv(set, vg, l, &vg->lvs[vg->nb_lvs++]);
 	}
+	vg->lv_by_name = sorted_index(vg, vg->nb_lvs, cmp_lv_idx);
+	if (!vg->lv_by_name)
+		return -ENOMEM;
+	/* Two volumes of one name: neither is trusted. */
+	for (size_t i = 1; i < vg->nb_lvs; i++) {
+		struct ilv *a = &vg->lvs[vg->lv_by_name[i - 1]];
+		struct ilv *b = &vg->lvs[vg->lv_by_name[i]];
+		if (strcmp(a->name, b->name) == 0) {
+			a->unreadable = b->unreadable =
+				"two volumes have this name";
+			a->parsed = b->parsed = false;
+		}
+	}
 	/* The copy-on-write store of a snapshot reads as its raw
 	 * exception table: refuse it rather than show that. */
 	for (size_t i = 0; i < vg->nb_lvs; i++) {
 		for (size_t s = 0; s < vg->lvs[i].nb_segs; s++) {
-			const struct lvm_node *ln = NULL;
+			const struct seg *sg = &vg->lvs[i].segs[s];
+			const char *cs;
 			struct ilv *cow;
-			if (!vg->lvs[i].segs[s].type ||
-			    strcmp(vg->lvs[i].segs[s].type, "snapshot") != 0)
+			if (!sg->type || strcmp(sg->type, "snapshot") != 0)
 				continue;
-			for (const struct lvm_node *l = lvs->child; l;
-			     l = l->next)
-				if (l->key && strcmp(l->key,
-						     vg->lvs[i].name) == 0)
-					ln = l;
-			ln = lvm_node_get(ln, "segment1");
-			cow = find_lv(vg, lvm_node_str(ln, "cow_store")
-						  ? lvm_node_str(ln, "cow_store")
-						  : "");
+			cs = lvm_node_str(sg->node, "cow_store");
+			cow = cs ? find_lv(vg, cs) : NULL;
 			if (cow)
 				cow->unreadable = "snapshot volumes are not "
 						  "supported";
@@ -858,6 +956,8 @@ void lvm_set_free(struct lvm_set *set)
 		}
 		free(vg->lvs);
 		free(vg->pvs);
+		free(vg->pv_by_key);
+		free(vg->lv_by_name);
 	}
 	for (size_t s = 0; s < set->nb_srcs; s++)
 		lvm_disk_free(&set->disks[s]);
@@ -911,21 +1011,35 @@ bool lvm_source_is_pv(const struct lvm_set *set, const char *source)
 	return false;
 }
 
-/* Opens lv as a composed handle; *ro_r is set when a mirror leg was
- * used (the caller makes the top handle read-only). */
-static int open_ilv(struct lvm_set *set, struct ivg *vg, struct ilv *lv,
-		    bool read_only, unsigned depth, struct img **img_r,
-		    bool *ro_r)
+/* One lvm_lv_open: every leg is opened once (a leg shared by several
+ * segments, or reached along several paths, is not opened again: the
+ * number of handles stays at most the number of LVs of the VG), and the
+ * handles of legs go to the top handle, which closes them. */
+struct open_ctx {
+	struct lvm_set *set;
+	struct ivg *vg;
+	struct img **memo;   /* per LV of the VG: its handle, once open */
+	struct img **legs;   /* the handles made for legs, to hand over */
+	size_t nb_legs;
+	bool via_leg;        /* a mirror leg was used: read-only */
+};
+
+static int open_ilv(struct open_ctx *ctx, size_t l, bool read_only,
+		    unsigned depth, struct img **img_r)
 {
+	struct ivg *vg = ctx->vg;
+	struct ilv *lv = &vg->lvs[l];
 	CLEANUP_FREE struct img_segment *segs = NULL;
 	CLEANUP_FREE struct img_stripe *stripes = NULL;
-	CLEANUP_FREE struct img **subs = NULL;
-	size_t nb_stripes = 0, nb_subs = 0, used = 0;
-	struct img *img = NULL;
+	size_t nb_stripes = 0, used = 0;
 	uint64_t eb = vg->pub.extent_bytes;
 	char name[300];
-	int ret = 0;
+	int ret;
 
+	if (ctx->memo[l]) {
+		*img_r = ctx->memo[l];
+		return 0;
+	}
 	if (depth > LVM_MAX_NESTING || lv->unreadable || !lv->checked)
 		return -ENOTSUP;
 	for (size_t s = 0; s < lv->nb_segs; s++)
@@ -934,12 +1048,12 @@ static int open_ilv(struct lvm_set *set, struct ivg *vg, struct ilv *lv,
 				      : 1;
 	segs = calloc(lv->nb_segs, sizeof(*segs));
 	stripes = calloc(nb_stripes, sizeof(*stripes));
-	subs = calloc(lv->nb_segs, sizeof(*subs));
-	if (!segs || !stripes || !subs)
+	if (!segs || !stripes)
 		return -ENOMEM;
 	for (size_t s = 0; s < lv->nb_segs; s++) {
 		const struct seg *sg = &lv->segs[s];
 		struct img_segment *o = &segs[s];
+		struct ilv *leg;
 
 		/* parse_lv checked nb_le * extent_bytes for the whole LV. */
 		o->start = sg->start_le * eb;
@@ -951,7 +1065,7 @@ static int open_ilv(struct lvm_set *set, struct ivg *vg, struct ilv *lv,
 			for (unsigned a = 0; a < sg->nb_areas; a++) {
 				const struct ipv *pv = &vg->pvs[sg->areas[a].pv];
 				/* check_areas bounded this in bytes. */
-				stripes[used].src = set->srcs[pv->src].img;
+				stripes[used].src = ctx->set->srcs[pv->src].img;
 				stripes[used].src_off =
 					pv->pe_start_bytes +
 					sg->areas[a].pe * eb;
@@ -959,60 +1073,67 @@ static int open_ilv(struct lvm_set *set, struct ivg *vg, struct ilv *lv,
 			}
 			continue;
 		}
-		ret = open_ilv(set, vg,
-			       find_lv(vg, sg->areas[sg->leg].lv_name), true,
-			       depth + 1, &subs[nb_subs], ro_r);
+		leg = find_lv(vg, sg->areas[sg->leg].lv_name);
+		ret = open_ilv(ctx, (size_t)(leg - vg->lvs), true, depth + 1,
+			       &stripes[used].src);
 		if (ret < 0)
-			goto out;
-		*ro_r = true;
+			return ret;
+		ctx->via_leg = true;
 		o->nb_stripes = 1;
-		stripes[used].src = subs[nb_subs++];
 		stripes[used].src_off = sg->areas[sg->leg].le * eb;
 		used++;
 	}
 	/* No set_printf here: opens may run in several threads at once,
 	 * and the set is not changed after the scan. */
 	snprintf(name, sizeof(name), "%s/%s", vg->pub.name, lv->name);
-	ret = img_compose_open(name, segs, lv->nb_segs, read_only || *ro_r,
-			       &img);
+	ret = img_compose_open(name, segs, lv->nb_segs,
+			       read_only || ctx->via_leg, img_r);
 	if (ret < 0)
-		goto out;
-	for (size_t i = 0; i < nb_subs; i++) {
-		ret = img_compose_own(img, subs[i]);
-		if (ret < 0) {
-			img_close(img);
-			goto out;
-		}
-		subs[i] = NULL;
+		return ret;
+	if (depth > 0) {
+		ctx->memo[l] = *img_r;
+		ctx->legs[ctx->nb_legs++] = *img_r;
 	}
-	*img_r = img;
 	return 0;
-out:
-	for (size_t i = 0; i < nb_subs; i++)
-		img_close(subs[i]);
-	return ret;
 }
 
 int lvm_lv_open(struct lvm_set *set, size_t i, bool read_only,
 		struct img **img_r, struct img_err *err)
 {
 	const struct lvm_lv *pub;
-	struct ivg *vg;
+	struct open_ctx ctx = { .set = set };
+	struct img *img = NULL;
 	struct ilv *lv;
-	bool ro = false;
 	int ret;
 
 	if (i >= set->nb_lvs)
 		return img_err(err, -ENOENT, "no logical volume %zu", i);
 	pub = &set->lvs[i];
-	vg = &set->vgs[set->refs[i].vg];
-	lv = &vg->lvs[set->refs[i].lv];
+	ctx.vg = &set->vgs[set->refs[i].vg];
+	lv = &ctx.vg->lvs[set->refs[i].lv];
 	if (lv->unreadable)
 		return img_err(err, -ENOTSUP, "%s/%s: %s", pub->vg_name,
 			       pub->name, lv->unreadable);
-	ret = open_ilv(set, vg, lv, read_only, 0, img_r, &ro);
+	ctx.memo = calloc(ctx.vg->nb_lvs + 1, sizeof(*ctx.memo));
+	ctx.legs = calloc(ctx.vg->nb_lvs + 1, sizeof(*ctx.legs));
+	ret = -ENOMEM;
+	if (ctx.memo && ctx.legs)
+		ret = open_ilv(&ctx, set->refs[i].lv, read_only, 0, &img);
+	for (size_t k = 0; ret == 0 && k < ctx.nb_legs; k++) {
+		ret = img_compose_own(img, ctx.legs[k]);
+		if (ret == 0)
+			ctx.legs[k] = NULL;
+	}
+	if (ret < 0) {
+		img_close(img);
+		for (size_t k = 0; k < ctx.nb_legs; k++)
+			img_close(ctx.legs[k]);
+	}
+	free(ctx.memo);
+	free(ctx.legs);
 	if (ret < 0)
 		return img_err(err, ret, "%s/%s: cannot open: %s",
 			       pub->vg_name, pub->name, strerror(-ret));
+	*img_r = img;
 	return 0;
 }

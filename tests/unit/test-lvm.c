@@ -1041,7 +1041,7 @@ int main(void)
 	pid = fork();
 	assert(pid >= 0);
 	if (pid == 0)
-		_exit(run_tests());
+		exit(run_tests());
 	assert(waitpid(pid, &st, 0) == pid);
 	{
 		char p[300];
