@@ -153,6 +153,14 @@ static uint8_t *slurp(const char *path, size_t *len_r)
 	return buf;
 }
 
+static uint8_t *slurp_src(const char *src, const char *name, size_t *len_r)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s", src, name);
+	return slurp(path, len_r);
+}
+
 /* readdir in batches of `batch` entries, resuming at the cookie. */
 struct names {
 	char **v;
@@ -291,6 +299,7 @@ static void make_src(const char *src, bool big)
 	   "printf cyr > 'Привет мир.txt' && "
 	   "head -c 1234567 /dev/urandom > 'Sub Dir/inner/odd size.bin' && "
 	   "head -c 5242880 /dev/urandom > big.bin && "
+	   "head -c 3000000 /dev/urandom > frag.bin && "
 	   "echo hidden > hidden.txt && echo ro > readonly.txt && "
 	   "echo sys > system.txt", src);
 	if (big)
@@ -300,13 +309,20 @@ static void make_src(const char *src, bool big)
 	sh("touch -d '2019-12-31 23:59:58 UTC' '%s/readme.txt'", src);
 }
 
+/* frag.bin goes in last, into the hole a deleted file left near the
+ * start, so that its chain has two runs. */
 static void make_image(const char *img, const char *src, const char *mkfs_opts,
 		       unsigned size_kib)
 {
 	sh("rm -f '%s' && mkfs.fat -C %s '%s' %u >/dev/null", img, mkfs_opts,
 	   img, size_kib);
-	sh("cd '%s' && MTOOLS_SKIP_CHECK=1 mcopy -s -m -i '%s' * ::/ </dev/null",
-	   src, img);
+	sh("head -c 300000 /dev/urandom > '%s/gap' && "
+	   "MTOOLS_SKIP_CHECK=1 mcopy -i '%s' '%s/gap' ::/ && cd '%s' && "
+	   "for f in *; do [ \"$f\" = frag.bin ] || "
+	   "MTOOLS_SKIP_CHECK=1 mcopy -s -m -i '%s' \"$f\" ::/ </dev/null; done && "
+	   "MTOOLS_SKIP_CHECK=1 mdel -i '%s' ::/gap && "
+	   "MTOOLS_SKIP_CHECK=1 mcopy -m -i '%s' frag.bin ::/",
+	   tmp, img, tmp, src, img, img, img);
 	sh("MTOOLS_SKIP_CHECK=1 mattrib -i '%s' +h ::/hidden.txt && "
 	   "MTOOLS_SKIP_CHECK=1 mattrib -i '%s' +r ::/readonly.txt && "
 	   "MTOOLS_SKIP_CHECK=1 mattrib -i '%s' +s -a ::/system.txt",
@@ -467,6 +483,10 @@ static void test_config(const char *src, const char *mkfs_opts,
 		uint8_t *want = slurp(out, &len), *got;
 		pthread_t th[4];
 		struct reader_arg ra = { fi.fs, st.ino, st.size, want };
+		struct fsys_stat fst;
+		size_t flen;
+		uint8_t *fwant = slurp_src(src, "frag.bin", &flen);
+		struct reader_arg fa;
 
 		assert(len == st.size);
 		t2 = now();
@@ -476,11 +496,17 @@ static void test_config(const char *src, const char *mkfs_opts,
 		       len / 1048576.0 / (t1 - t0));
 		assert(memcmp(got, want, len) == 0);
 		free(got);
+		/* Four threads at once, two on the fragmented file. */
+		assert(lookup_path(fi.fs, "frag.bin", &fst) == 0);
+		assert(fst.size == flen);
+		fa = (struct reader_arg){ fi.fs, fst.ino, fst.size, fwant };
 		for (int i = 0; i < 4; i++)
-			assert(pthread_create(&th[i], NULL, reader, &ra) == 0);
+			assert(pthread_create(&th[i], NULL, reader,
+					      i & 1 ? &fa : &ra) == 0);
 		for (int i = 0; i < 4; i++)
 			pthread_join(th[i], NULL);
 		free(want);
+		free(fwant);
 	}
 	if (big) {
 		assert(lookup_path(fi.fs, "many", &st) == 0);
@@ -1130,7 +1156,7 @@ int main(void)
 	make_src(src, false);
 
 	printf("source trees through mkfs.fat + mcopy:\n");
-	test_config(src, "-F 12 -n IMGFSTEST -s 4", 8000, "12", false);
+	test_config(src, "-F 12 -n IMGFSTEST -s 8", 16000, "12", false);
 	test_config(src, "-F 12 -n IMGFSTEST -S 4096 -s 1", 16000, "12", false);
 	test_config(src, "-F 16 -n IMGFSTEST -s 1", 20000, "16", false);
 	test_config(src, "-F 16 -n IMGFSTEST -s 8", 40000, "16", false);
