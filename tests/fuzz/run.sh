@@ -16,12 +16,12 @@
 set -eu
 # A target killed by its time limit skips its atexit cleanup: remove the
 # scratch images it leaves in /dev/shm whatever happens.
-trap 'rm -f /dev/shm/fuzz-qcow2-*.img /dev/shm/fuzz-fsys-fat-*.img /dev/shm/fuzz-vpc-*.img /dev/shm/fuzz-vdi-*.img /dev/shm/fuzz-vmdk-*.img /dev/shm/fuzz-vhdx-*.img' EXIT
+trap 'rm -f /dev/shm/fuzz-qcow2-*.img /dev/shm/fuzz-fsys-fat-*.img /dev/shm/fuzz-vpc-*.img /dev/shm/fuzz-vdi-*.img /dev/shm/fuzz-vmdk-*.img /dev/shm/fuzz-vhdx-*.img /dev/shm/fuzz-lvm-*.img' EXIT
 
 secs=${1:-60}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD:-$src/build-fuzz}
-targets=${FUZZ_TARGETS:-"fuzz-qcow2 fuzz-probe fuzz-qcow2-write fuzz-virtq fuzz-vhost-user fuzz-partition fuzz-vpc fuzz-vdi fuzz-fsys-fat fuzz-vmdk fuzz-ova fuzz-vhdx"}
+targets=${FUZZ_TARGETS:-"fuzz-qcow2 fuzz-probe fuzz-qcow2-write fuzz-virtq fuzz-vhost-user fuzz-partition fuzz-vpc fuzz-vdi fuzz-fsys-fat fuzz-vmdk fuzz-ova fuzz-vhdx fuzz-lvm"}
 
 # The seed kind (make-corpus.sh) each target reads.
 kind_of() {
@@ -33,6 +33,7 @@ kind_of() {
 	fuzz-vpc) echo vpc ;;
 	fuzz-vdi) echo vdi ;;
 	fuzz-vhdx) echo vhdx ;;
+	fuzz-lvm) echo lvm ;;
 	fuzz-vmdk|fuzz-ova) echo vmdk ;;
 	*) echo qcow2 ;;
 	esac
@@ -46,7 +47,7 @@ ninja -C "$build" $(for t in $targets; do echo "tests/fuzz/$t"; done)
 seeds=$build/fuzz-seeds
 rm -rf "$seeds"
 skip=
-for kind in qcow2 qcow2-write partition vhost-user vpc vdi fat vmdk vhdx; do
+for kind in qcow2 qcow2-write partition vhost-user vpc vdi fat vmdk vhdx lvm; do
 	rc=0
 	"$src/tests/fuzz/make-corpus.sh" "$seeds/$kind" "$kind" || rc=$?
 	if [ $rc = 77 ]; then
