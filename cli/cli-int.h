@@ -115,6 +115,9 @@ struct cli_place {
 int cli_place_parse(struct cli_session *s, const char *arg,
 		    struct cli_place *p);
 void cli_place_free(struct cli_place *p);
+/* "files/X/rest" (or "snapshots/N/files/X/rest") as "X:/rest"
+ * (malloc'ed), the mount's files/ folders as places; NULL otherwise. */
+char *cli_files_alias(const char *name);
 /* Looks a normalised path up from the root; fills ino and st. */
 int cli_lookup_path(struct fsys *fs, const char *path, bool follow_last,
 		    uint64_t *ino_r, struct fsys_stat *st_r);

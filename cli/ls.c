@@ -320,39 +320,6 @@ static int list_virtual(struct vctx *v, const char *name, struct ls_list *l)
 	return 1;
 }
 
-/* "files/X/rest" (or "snapshots/N/files/X/rest") as "X:/rest"; NULL
- * when name does not go below files/. */
-static char *files_alias(const char *name)
-{
-	const char *f = NULL, *x, *end;
-	char *out = NULL;
-
-	if (strncmp(name, "files/", 6) == 0)
-		f = name;
-	else if (strncmp(name, "snapshots/", 10) == 0) {
-		const char *slash = strchr(name + 10, '/');
-
-		if (slash && strncmp(slash + 1, "files/", 6) == 0)
-			f = slash + 1;
-	}
-	if (!f)
-		return NULL;
-	x = f + 6;
-	if (!*x)
-		return NULL;
-	if (strncmp(x, "lvm/", 4) == 0) {
-		end = strchr(x + 4, '/');
-		end = end ? strchr(end + 1, '/') : NULL;
-	} else {
-		end = strchr(x, '/');
-	}
-	if (asprintf(&out, "%.*s%.*s:%s", (int)(f - name), name,
-		     (int)(end ? (size_t)(end - x) : strlen(x)), x,
-		     end ? end : "/") < 0)
-		return NULL;
-	return out;
-}
-
 /* ls inside a filesystem */
 
 struct dir_collect {
@@ -532,7 +499,7 @@ int cli_cmd_ls(int argc, char **argv)
 	v.s = &s;
 	fstat(img_fd(s.img), &v.img_st);
 	place = nb == 2 ? pos[1] : "";
-	if (!strchr(place, ':') && (alias = files_alias(place)) != NULL)
+	if (!strchr(place, ':') && (alias = cli_files_alias(place)) != NULL)
 		place = alias;
 	if (!place[0] || strcmp(place, "/") == 0)
 		ret = list_disk_root(&v, &s.active, true, &l);

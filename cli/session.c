@@ -449,12 +449,48 @@ int cli_blockfile_fs(struct cli_session *s, struct cli_blockfile *bf)
 	return 0;
 }
 
+/* "files/X/rest" (or "snapshots/N/files/X/rest") as "X:/rest"; NULL
+ * when name does not go below files/. */
+char *cli_files_alias(const char *name)
+{
+	const char *f = NULL, *x, *end;
+	char *out = NULL;
+
+	if (strncmp(name, "files/", 6) == 0)
+		f = name;
+	else if (strncmp(name, "snapshots/", 10) == 0) {
+		const char *slash = strchr(name + 10, '/');
+
+		if (slash && strncmp(slash + 1, "files/", 6) == 0)
+			f = slash + 1;
+	}
+	if (!f)
+		return NULL;
+	x = f + 6;
+	if (!*x)
+		return NULL;
+	if (strncmp(x, "lvm/", 4) == 0) {
+		end = strchr(x + 4, '/');
+		end = end ? strchr(end + 1, '/') : NULL;
+	} else {
+		end = strchr(x, '/');
+	}
+	if (asprintf(&out, "%.*s%.*s:%s", (int)(f - name), name,
+		     (int)(end ? (size_t)(end - x) : strlen(x)), x,
+		     end ? end : "/") < 0)
+		return NULL;
+	return out;
+}
+
 int cli_place_parse(struct cli_session *s, const char *arg,
 		    struct cli_place *p)
 {
+	CLEANUP_FREE char *alias = NULL;
 	const char *colon = NULL;
 
 	memset(p, 0, sizeof(*p));
+	if (!strchr(arg, ':') && (alias = cli_files_alias(arg)) != NULL)
+		arg = alias;
 	if (strncmp(arg, "snapshots/", 10) == 0) {
 		/* NAME may hold ':'; it ends at the next '/'. */
 		const char *slash = strchr(arg + 10, '/');
