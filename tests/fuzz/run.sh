@@ -16,7 +16,7 @@
 set -eu
 # A target killed by its time limit skips its atexit cleanup: remove the
 # scratch images it leaves in /dev/shm whatever happens.
-trap 'rm -f /dev/shm/fuzz-qcow2-*.img /dev/shm/fuzz-fsys-fat-*.img /dev/shm/fuzz-vpc-*.img /dev/shm/fuzz-vdi-*.img /dev/shm/fuzz-vmdk-*.img /dev/shm/fuzz-vhdx-*.img /dev/shm/fuzz-lvm-*.img' EXIT
+trap 'rm -f /dev/shm/fuzz-qcow2-*.img /dev/shm/fuzz-fsys-fat-*.img /dev/shm/fuzz-vpc-*.img /dev/shm/fuzz-vdi-*.img /dev/shm/fuzz-vmdk-*.img /dev/shm/fuzz-vhdx-*.img /dev/shm/fuzz-lvm-*.img; rm -rf /dev/shm/fuzz-vpc-*.d' EXIT
 
 secs=${1:-60}
 src=$(cd "$(dirname "$0")/../.." && pwd)
