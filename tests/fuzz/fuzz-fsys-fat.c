@@ -1,7 +1,8 @@
 /* fuzz-fsys-fat.c: libFuzzer target for the FAT driver of fsys/.
  *
- * Each input is a raw image (written to the scratch file and opened
- * with format raw, read-only, backing=deny) handed to fsys_fat_ops
+ * Each input is the start of a raw image (written to the scratch file,
+ * extended with zeroes to the size its boot sector claims, at most
+ * FUZZ_MAX_IMAGE, and opened with format raw, read-only, backing=deny) handed to fsys_fat_ops
  * directly, so that the ext driver's libext2fs is not in the way. The
  * target opens it, reads info and statfs, and walks the tree breadth
  * first: every entry readdir gives is looked up (as listed and in upper
@@ -30,6 +31,7 @@
 #define FUZZ_MAX_NAMES 48
 #define FUZZ_MAX_DEPTH 12
 #define FUZZ_READ (64u << 10)
+#define FUZZ_MAX_IMAGE (64u << 20)
 
 struct fuzz_walk {
 	const struct fsys_ops *ops;
@@ -119,6 +121,27 @@ static void fuzz_dir(struct fuzz_walk *w, uint64_t dir, unsigned depth)
 	}
 }
 
+/* The image is the input followed by zeroes up to the size the boot
+ * sector claims (at most FUZZ_MAX_IMAGE; a sparse file), so that small
+ * inputs can describe filesystems whose FATs and data areas lie past
+ * the input's end. */
+static uint64_t fuzz_image_size(const uint8_t *data, size_t size)
+{
+	uint64_t bps, total, bytes;
+
+	if (size < 40)
+		return size;
+	bps = data[11] | (uint32_t)data[12] << 8;
+	total = data[19] | (uint32_t)data[20] << 8;
+	if (!total)
+		total = data[32] | (uint32_t)data[33] << 8 |
+			(uint32_t)data[34] << 16 | (uint32_t)data[35] << 24;
+	bytes = bps * total;
+	if (bytes > FUZZ_MAX_IMAGE)
+		bytes = FUZZ_MAX_IMAGE;
+	return bytes > size ? bytes : size;
+}
+
 int fuzz_fsys_fat_one(const uint8_t *data, size_t size);
 int fuzz_fsys_fat_one(const uint8_t *data, size_t size)
 {
@@ -134,7 +157,8 @@ int fuzz_fsys_fat_one(const uint8_t *data, size_t size)
 	void *priv = NULL;
 
 	if (ftruncate(fd, 0) < 0 ||
-	    (size && pwrite(fd, data, size, 0) != (ssize_t)size))
+	    (size && pwrite(fd, data, size, 0) != (ssize_t)size) ||
+	    ftruncate(fd, (off_t)fuzz_image_size(data, size)) < 0)
 		abort();
 	if (img_open(scratch_path, &opts, &img, &err) < 0)
 		return 0;

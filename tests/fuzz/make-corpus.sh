@@ -37,7 +37,7 @@
 # mkfs.fat with a few files (long, unicode and 8.3 lowercase names, a
 # subdirectory, a multi-cluster file) copied in by mcopy; FAT16 and FAT32
 # need thousands of clusters, so those images are cut after their first
-# files (the driver reads what lies inside and gives EIO past the end).
+# files (the target pads an input with zeroes to the size it claims).
 #
 # KIND vpc (fuzz-vpc) and vdi (fuzz-vdi): small VHD and VDI images from
 # qemu-img and qemu-io (fixed, dynamic, force_size; dynamic and static
@@ -152,10 +152,16 @@ fat)
 	fatseed fat12 160 160 -F 12 -n SEED12
 	fatseed fat12-s4k 256 256 -F 12 -S 4096 -s 1
 	fatseed fat12-c4k 360 360 -F 12 -s 8 -f 1
-	fatseed fat16 2200 200 -F 16 -s 1 -r 16 -f 1
+	fatseed fat16 2200 100 -F 16 -s 1 -r 16 -f 1
 	fatseed fat32 33300 300 -F 32 -s 1 -f 1 -R 2
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
 	exit 0 ;;
+lvm)
+	# KIND lvm (fuzz-lvm): PVs made by lvm2 on loop devices, packed
+	# into the target's form (lvm-seeds.sh; needs root and lvm2).
+	rc=0
+	sh "$src/tests/fuzz/lvm-seeds.sh" "$out" || rc=$?
+	exit $rc ;;
 vhost-user)
 	$tool vhost-user "$out"
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
