@@ -348,6 +348,9 @@ void cli_progress_end(struct cli_progress *p)
 {
 	if (!p->on)
 		return;
+	/* The total may have been an estimate (blocks used): done is done. */
+	if (p->total && p->done < p->total)
+		p->total = p->done;
 	progress_draw(p, cli_now());
 	fputc('\n', stderr);
 }

@@ -311,7 +311,11 @@ static int list_virtual(struct vctx *v, const char *name, struct ls_list *l)
 					   lv->size_bytes);
 			}
 		}
-		if (!ret && vg[0] && l->nb == 0) {
+		bool vg_known = false;
+
+		for (size_t i = 0; !ret && vg[0] && i < lvm_nb_vgs(d->lvm); i++)
+			vg_known |= strcmp(lvm_vg_at(d->lvm, i)->name, vg) == 0;
+		if (!ret && vg[0] && !vg_known) {
 			cli_err(s, name, "no such volume group");
 			return -ENOENT;
 		}

@@ -346,3 +346,16 @@ p3 no no filesystem found"
 		cp "$IMGFS_TEST_USER" "$IMGFS" "$IMG"
 	assert_eq "$output" "imgfs: $IMG: p1: -> ro/copy: Read-only file system"
 }
+
+@test "cp, tar and cat of a block file show a progress line when stderr is a terminal, and nothing otherwise" {
+	require script
+	make_cli_disk
+	run -0 nofuse script -qec "$IMGFS cat $IMG p1 >p1.raw" /dev/null
+	[[ $output == *"p1: 100% 24.0 MiB, "*"/s, 0:00 left"* ]]
+	run -0 nofuse script -qec "$IMGFS cp $IMG p1:/usr $PWD/usr-copy" /dev/null
+	[[ $output == *"p1:/usr: "*"MiB, "*"/s"* ]]
+	run -0 nofuse script -qec "$IMGFS tar $IMG p1:/ >p1.tar" /dev/null
+	[[ $output == *"p1:/: 100% "* ]]
+	run -0 nofuse sh -c '"$1" cat "$2" p1 2>&1 >/dev/null' cat "$IMGFS" "$IMG"
+	assert_eq "$output" ""
+}
