@@ -1,0 +1,187 @@
+#!/usr/bin/env bats
+# completion.bats: bash completion of imgfs and imgfs-open
+# (packaging/completion/imgfs), driven as readline drives it: COMP_WORDS
+# split the way readline splits a line (at ':' and '=' too), COMP_CWORD,
+# then the completion function, then COMPREPLY. Places (BLOCKFILE:PATH)
+# are asked from an imgfs program: a small stand-in with a known answer
+# for the completion's own logic, and the real build when its `imgfs ls`
+# can list an image.
+
+bats_require_minimum_version 1.5.0
+
+load helpers
+
+COMPLETION=$BATS_TEST_DIRNAME/../../packaging/completion/imgfs
+
+setup() {
+	cd -P "$BATS_TEST_TMPDIR"
+	# shellcheck source=../../packaging/completion/imgfs
+	source "$COMPLETION"
+}
+
+# complete FUNCTION WORD...: what TAB offers at the last WORD, one reply a
+# line, sorted.
+complete_words() {
+	local fn=$1
+	shift
+	COMP_WORDS=("$@")
+	COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+	COMP_LINE="$*"
+	COMP_POINT=${#COMP_LINE}
+	COMPREPLY=()
+	"$fn"
+	printf '%s\n' "${COMPREPLY[@]}" | LC_ALL=C sort
+}
+
+# A stand-in imgfs: `ls IMAGE` lists block files, `ls [-l] IMAGE p2:DIR`
+# a small tree; anything else fails, as an imgfs without the command would.
+make_fake_imgfs() {
+	mkdir -p bin
+	cat >bin/imgfs <<-'EOF'
+	#!/bin/bash
+	[[ $1 == ls ]] || exit 1
+	shift
+	long=false
+	[[ $1 == -l ]] && { long=true; shift; }
+	[[ -f $1 ]] || { echo "imgfs: $1: No such file or directory" >&2; exit 1; }
+	case ${2:-} in
+	'') printf '%s\n' disk info p1 p2 files snapshots snapshots/before/p2 ;;
+	p2:/)
+		if $long; then
+			printf 'total 12\n'
+			printf 'drwxr-xr-x 2 0 0 4096 2026-01-01 00:00 etc\n'
+			printf -- '-rw-r--r-- 1 0 0 5 2026-01-01 00:00 hello.txt\n'
+			printf 'drwxr-xr-x 2 0 0 4096 2026-01-01 00:00 home\n'
+		else
+			printf '%s\n' etc hello.txt home
+		fi ;;
+	p2:/etc/)
+		if $long; then
+			printf -- '-rw-r--r-- 1 0 0 9 2026-01-01 00:00 hostname\n'
+			printf -- '-rw-r--r-- 1 0 0 9 2026-01-01 00:00 os-release\n'
+		else
+			printf '%s\n' hostname os-release
+		fi ;;
+	*) echo "imgfs: no such place" >&2; exit 1 ;;
+	esac
+	EOF
+	chmod +x bin/imgfs
+	FAKE=$PWD/bin/imgfs
+}
+
+@test "the completion file registers imgfs and imgfs-open" {
+	run -0 bash -c "source '$COMPLETION' && complete -p imgfs imgfs-open"
+	assert_eq "$output" "complete -F _imgfs imgfs
+complete -F _imgfs_open imgfs-open"
+}
+
+@test "imgfs <TAB> offers the commands, image files by extension and folders" {
+	touch vm.qcow2 old.IMG disk.vmdk win.vhdx notes.txt
+	mkdir images
+	run -0 complete_words _imgfs imgfs ""
+	assert_eq "$output" "$(printf '%s\n' cat cp disk.vmdk images info ls mount old.IMG tar vm.qcow2 win.vhdx | LC_ALL=C sort)"
+}
+
+@test "imgfs mount IMAGE <TAB> and imgfs IMAGE <TAB> offer folders for the mount point" {
+	touch vm.qcow2 file.txt
+	mkdir mnt media
+	run -0 complete_words _imgfs imgfs mount vm.qcow2 m
+	assert_eq "$output" $'media\nmnt'
+	run -0 complete_words _imgfs imgfs vm.qcow2 ""
+	assert_eq "$output" $'media\nmnt'
+}
+
+@test "--format <TAB> offers the formats, also as --format=" {
+	run -0 complete_words _imgfs imgfs --format v
+	assert_eq "$output" $'vdi\nvhd\nvhdx\nvmdk\nvpc'
+	# readline hands "--format=q" over as three words.
+	run -0 complete_words _imgfs imgfs ls --format = q
+	assert_eq "$output" "qcow2"
+}
+
+@test "-o <TAB> offers the mount options, and backing= its three policies, after a comma too" {
+	run -0 complete_words _imgfs imgfs -o ""
+	assert_eq "$output" "$(printf '%s\n' ro rw allow_other backing= cache_size= format= disk= noatime nodev nosuid noexec | LC_ALL=C sort)"
+	run -0 complete_words _imgfs imgfs -o a
+	assert_eq "$output" "allow_other"
+	run -0 complete_words _imgfs imgfs -o ro,backing =
+	assert_eq "$output" $'deny\nfollow\nlocal'
+	run -0 complete_words _imgfs imgfs vm.qcow2 mnt -o backing = f
+	assert_eq "$output" "follow"
+}
+
+@test "options are offered per command" {
+	run -0 complete_words _imgfs imgfs info --
+	assert_eq "$output" $'--format\n--help\n--json'
+	run -0 complete_words _imgfs imgfs ls -
+	assert_eq "$output" $'--format\n--help\n-R\n-l\n-o'
+	run -0 complete_words _imgfs imgfs --v
+	assert_eq "$output" "--version"
+}
+
+@test "imgfs ls IMAGE <TAB> offers the image's block files as BLOCKFILE: places" {
+	make_fake_imgfs
+	touch vm.qcow2
+	run -0 complete_words _imgfs "$FAKE" ls vm.qcow2 ""
+	assert_eq "$output" $'disk:\np1:\np2:\nsnapshots/before/p2:'
+	run -0 complete_words _imgfs "$FAKE" cat vm.qcow2 p
+	assert_eq "$output" $'p1:\np2:'
+	# Options before the image do not count as the image.
+	run -0 complete_words _imgfs "$FAKE" ls -l --format qcow2 vm.qcow2 d
+	assert_eq "$output" "disk:"
+}
+
+@test "imgfs cat IMAGE p2:/e<TAB> completes paths inside, folders with a slash" {
+	make_fake_imgfs
+	touch vm.qcow2
+	# After "p2:" readline's word is what follows the colon.
+	run -0 complete_words _imgfs "$FAKE" cat vm.qcow2 p2 :
+	assert_eq "$output" $'/etc/\n/hello.txt\n/home/'
+	run -0 complete_words _imgfs "$FAKE" tar vm.qcow2 p2 : /h
+	assert_eq "$output" $'/hello.txt\n/home/'
+	run -0 complete_words _imgfs "$FAKE" cp vm.qcow2 p2 : /etc/o
+	assert_eq "$output" "/etc/os-release"
+}
+
+@test "imgfs cp IMAGE PLACE <TAB> offers local files for the destination" {
+	make_fake_imgfs
+	touch vm.qcow2
+	mkdir out
+	run -0 complete_words _imgfs "$FAKE" cp vm.qcow2 p2 : /hello.txt o
+	assert_eq "$output" "out"
+}
+
+@test "places complete to nothing, silently, when imgfs cannot list the image" {
+	make_fake_imgfs
+	run -0 complete_words _imgfs "$FAKE" ls missing.qcow2 ""
+	assert_eq "$output" ""
+	touch vm.qcow2
+	run -0 complete_words _imgfs "$FAKE" cat vm.qcow2 p9 : /
+	assert_eq "$output" ""
+	# An imgfs without the command at all.
+	run -0 complete_words _imgfs /bin/false ls vm.qcow2 ""
+	assert_eq "$output" ""
+}
+
+@test "imgfs ls IMAGE <TAB> with the built imgfs offers the partitions of a GPT disk" {
+	require qemu-img sfdisk mkfs.ext4 mkfs.vfat mcopy mmd
+	make_gpt_ext4_fat disk.qcow2
+	"$IMGFS" ls disk.qcow2 >/dev/null 2>&1 ||
+		skip "this imgfs has no ls command yet"
+	run -0 complete_words _imgfs "$IMGFS" ls disk.qcow2 p
+	assert_eq "$output" $'p1:\np2:\np3:'
+	"$IMGFS" ls disk.qcow2 p1:/ >/dev/null 2>&1 ||
+		skip "this imgfs cannot list p1:/ yet"
+	run -0 complete_words _imgfs "$IMGFS" cat disk.qcow2 p1 : /docs/r
+	assert_eq "$output" "/docs/readme.txt"
+	run -0 complete_words _imgfs "$IMGFS" cat disk.qcow2 p1 : /d
+	assert_eq "$output" $'/data/\n/docs/'
+}
+
+@test "imgfs-open <TAB> offers image files and its options" {
+	touch vm.qcow2 notes.txt
+	run -0 complete_words _imgfs_open imgfs-open ""
+	assert_eq "$output" "vm.qcow2"
+	run -0 complete_words _imgfs_open imgfs-open --
+	assert_eq "$output" $'--help\n--idle\n--print\n--unmount\n--version'
+}
