@@ -74,6 +74,7 @@ struct ilv {
 	uint64_t nb_le;
 	const char *unreadable;
 	bool parsed;         /* its segments parsed (areas are real) */
+	unsigned height;     /* levels of legs below it (0: none) */
 	bool checked, checking;
 };
 
@@ -575,8 +576,12 @@ static const char *resolve(struct lvm_set *set, struct ivg *vg,
 				  end > leg->nb_le))
 				why = set_printf(set, "leg %.64s is too short",
 						 leg->name);
+			else if (!why && leg->height >= LVM_MAX_NESTING)
+				why = "its legs nest too deep";
 			if (!why) {
 				sg->leg = (int)a;
+				/* open_ilv goes no deeper than this. */
+				lv->height = MAX(lv->height, leg->height + 1);
 				break;
 			}
 			if (!first)

@@ -156,6 +156,12 @@ fat)
 	fatseed fat32 33300 300 -F 32 -s 1 -f 1 -R 2
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
 	exit 0 ;;
+lvm)
+	# KIND lvm (fuzz-lvm): PVs made by lvm2 on loop devices, packed
+	# into the target's form (lvm-seeds.sh; needs root and lvm2).
+	rc=0
+	sh "$src/tests/fuzz/lvm-seeds.sh" "$out" || rc=$?
+	exit $rc ;;
 vhost-user)
 	$tool vhost-user "$out"
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
