@@ -359,3 +359,32 @@ p3 no no filesystem found"
 	run -0 nofuse sh -c '"$1" cat "$2" p1 2>&1 >/dev/null' cat "$IMGFS" "$IMG"
 	assert_eq "$output" ""
 }
+
+@test "run as root, cp and tar keep owners and device nodes; run as a user, cp reports each device node and leaves it out" {
+	require_root
+	mkdir -p dev-tree/dev dev-tree/home/user
+	mknod dev-tree/dev/null c 1 3
+	mknod dev-tree/dev/loop9 b 7 9
+	echo "user's file" >dev-tree/home/user/notes
+	chown -R 1234:2345 dev-tree/home/user
+	mkfs_args=(-q -F -I 256 -d dev-tree)
+	truncate -s 8M devfs.img
+	mkfs.ext4 "${mkfs_args[@]}" devfs.img
+	qemu-img convert -f raw -O qcow2 devfs.img "$IMG"
+
+	run -0 "$IMGFS" cp "$IMG" disk:/ "$PWD/as-root"
+	run -0 stat -c '%F %t:%T %u:%g %n' as-root/dev/null as-root/dev/loop9 as-root/home/user/notes
+	assert_eq "$output" "character special file 1:3 0:0 as-root/dev/null
+block special file 7:9 0:0 as-root/dev/loop9
+regular file 0:0 1234:2345 as-root/home/user/notes"
+	mkdir from-tar
+	"$IMGFS" tar "$IMG" disk:/ | tar -C from-tar -xpf -
+	run -0 stat -c '%F %t:%T %u:%g' from-tar/dev/null from-tar/home/user/notes
+	assert_eq "$output" "character special file 1:3 0:0
+regular file 0:0 1234:2345"
+
+	run -1 nofuse "$IMGFS" cp "$IMG" disk:/ "$PWD/as-user"
+	assert_eq "$output" "imgfs: $IMG: disk:/dev/loop9: device node 7:9 not copied (needs root)
+imgfs: $IMG: disk:/dev/null: device node 1:3 not copied (needs root)"
+	cmp as-user/home/user/notes dev-tree/home/user/notes
+}
