@@ -40,6 +40,95 @@ mounted_reads_like_qemu() {
 	cmp expected.raw after.raw
 }
 
+# make_differencing CHILD PARENT CODE NAME: turns the dynamic VHD CHILD
+# (same size as the VHD PARENT) into a differencing disk over PARENT, as
+# Hyper-V writes one: disk type 4, the parent's UUID, one parent locator
+# CODE (W2ru or W2ku) holding NAME in UTF-16LE, stored after the blocks
+# and followed by the footer again, and sector bitmaps that mark only the
+# sectors written (qemu-io wrote non-zero ones; qemu marks whole blocks).
+# qemu-img cannot make these.
+make_differencing() {
+	python3 - "$@" <<-'EOF'
+		import struct, sys
+		child, parent, code, name = sys.argv[1:5]
+		def fix(b, ck):
+		    b[ck:ck + 4] = bytes(4)
+		    b[ck:ck + 4] = struct.pack(">I", ~sum(b) & 0xFFFFFFFF)
+		with open(parent, "rb") as f:
+		    puuid = f.read(512)[68:84]
+		with open(child, "r+b") as f:
+		    data = bytearray(f.read())
+		    foot = bytearray(data[:512])
+		    dyn = bytearray(data[512:1536])
+		    struct.pack_into(">I", foot, 60, 4)
+		    fix(foot, 64)
+		    loc = name.encode("utf-16-le")
+		    end = len(data) - 512
+		    space = (len(loc) + 511) // 512 * 512
+		    dyn[40:56] = puuid
+		    struct.pack_into(">4sIIIQ", dyn, 576, code.encode(), space,
+		                     len(loc), 0, end)
+		    fix(dyn, 36)
+		    bat_off, = struct.unpack_from(">Q", dyn, 16)
+		    nb, block = struct.unpack_from(">II", dyn, 28)
+		    bm_bytes = (block // 512 // 8 + 511) // 512 * 512
+		    for i in range(nb):
+		        e, = struct.unpack_from(">I", data, bat_off + 4 * i)
+		        if e == 0xFFFFFFFF:
+		            continue
+		        bm = bytearray(bm_bytes)
+		        at = e * 512 + bm_bytes
+		        for sec in range(block // 512):
+		            if any(data[at + sec * 512:at + sec * 512 + 512]):
+		                bm[sec // 8] |= 0x80 >> (sec % 8)
+		        data[e * 512:e * 512 + bm_bytes] = bm
+		    data[:512] = foot
+		    data[512:1536] = dyn
+		    data[end:] = loc + bytes(space - len(loc)) + foot
+		    f.seek(0)
+		    f.write(data)
+	EOF
+}
+
+# A GPT disk as a dynamic VHD parent.vhd, and child.vhd over it holding
+# a pattern over p3; expected.raw is what child.vhd must read.
+make_vhd_chain() {
+	make_gpt_ext4_fat build/disk.raw raw
+	qemu-img convert -f raw -O vpc -o subformat=dynamic,force_size=on build/disk.raw parent.vhd
+	qemu-img create -q -f vpc -o subformat=dynamic,force_size=on child.vhd "$(stat -c %s build/disk.raw)"
+	pattern_bytes "child of parent" 64K >build/child.bin
+	qemu-io -f vpc -c "write -s build/child.bin $((133120 * 512 + 4096)) 64k" child.vhd >/dev/null
+	qemu_raw parent.vhd expected.raw -f vpc
+	put_file expected.raw $((133120 * 512 + 4096)) build/child.bin
+}
+
+@test "a differencing VHD (a W2ru locator, as Hyper-V writes it) mounts over its parent: disk and pN are the parent with the child's sectors" {
+	make_vhd_chain
+	make_differencing child.vhd parent.vhd W2ru '.\parent.vhd'
+	IMG=$PWD/child.vhd
+	give_to_user parent.vhd
+	mount_image
+	assert_same_bytes "$MNT" expected.raw
+	run -0 info_line backing-1
+	assert_eq "$output" "$PWD/./parent.vhd vpc"
+	unmount_image
+}
+
+@test "a differencing VHD whose parent lies outside its folder is refused, naming -o backing=follow, which mounts it" {
+	make_vhd_chain
+	mkdir vm
+	mv child.vhd vm/child.vhd
+	make_differencing vm/child.vhd parent.vhd W2ku "$PWD/parent.vhd"
+	IMG=$PWD/vm/child.vhd
+	give_to_user "$IMG" parent.vhd
+	run -1 --separate-stderr as_user "$IMGFS" "$IMG" "$MNT"
+	assert_eq "$stderr" "imgfs: $IMG: backing file $PWD/parent.vhd lies outside $PWD/vm (symbolic links resolved); mount with -o backing=follow to allow it"
+	refute_mounted
+	mount_image -o backing=follow
+	as_user cmp "$MNT/disk" expected.raw
+	unmount_image
+}
+
 @test "a dynamic VHD of a GPT disk mounts read-only: disk and every pN equal qemu-img convert -O raw" {
 	mounted_reads_like_qemu vpc subformat=dynamic
 }
