@@ -24,10 +24,11 @@
  * (cache_bytes). Decompressed grains go to a small LRU as well, so
  * 4 KiB reads of a 64 KiB grain inflate it once.
  *
- * Threads: s->lock guards the two caches only. A read copies what it
- * needs of a GT out under the lock and does its data I/O (one pread for a
- * run of host-contiguous grains, the parent, decompression) after
- * dropping it, so reads run in parallel.
+ * Threads: s->lock guards the two caches only, and no I/O is done under
+ * it. A read describes its run from the cached GT under the lock (a
+ * missing GT is read with the lock dropped, then inserted) and does its
+ * data I/O (one pread for a run of host-contiguous grains, the parent,
+ * inflating a grain) after dropping it, so reads run in parallel.
  *
  * Bad input: every header field, GD/GT entry and marker is checked
  * before use. Problems found at open refuse the open (-EINVAL, or
@@ -828,18 +829,11 @@ struct run {
 	uint64_t in_grain; /* COMPRESSED: off's place in its grain */
 };
 
-/* Finds the GT for gd_index in the cache, loading it on a miss. The
- * caller holds s->lock. NULL with *ret_r -EIO for a damaged GT. */
-static const uint32_t *get_gt_locked(struct vmdk_state *s,
-				     const struct vmdk_extent *e,
-				     uint64_t gd_index, int *ret_r)
+/* The cached GT for gd_index of e, or NULL. The caller holds s->lock. */
+static const uint32_t *find_gt_locked(struct vmdk_state *s,
+				      const struct vmdk_extent *e,
+				      uint64_t gd_index)
 {
-	struct vmdk_gt_slot *victim = NULL;
-	uint64_t gt_off;
-	size_t gt_bytes = e->gt_entries * 4u;
-	uint8_t raw[VMDK_MAX_GT_ENTRIES * 4];
-	int ret;
-
 	for (size_t i = 0; i < s->nb_gt_slots; i++) {
 		struct vmdk_gt_slot *sl = &s->gt_slots[i];
 
@@ -847,26 +841,36 @@ static const uint32_t *get_gt_locked(struct vmdk_state *s,
 			sl->last_use = ++s->clock;
 			return sl->gtes;
 		}
-		if (!victim || !sl->gtes ||
-		    (victim->gtes && sl->last_use < victim->last_use))
+	}
+	return NULL;
+}
+
+/* Puts the GT read from the file (raw, little-endian) into the cache,
+ * in a free slot or the least recently used one, unless another reader
+ * put it there meanwhile. NULL on ENOMEM. The caller holds s->lock. */
+static const uint32_t *insert_gt_locked(struct vmdk_state *s,
+					const struct vmdk_extent *e,
+					uint64_t gd_index, const uint8_t *raw)
+{
+	struct vmdk_gt_slot *victim = NULL;
+	const uint32_t *have = find_gt_locked(s, e, gd_index);
+
+	if (have)
+		return have;
+	for (size_t i = 0; i < s->nb_gt_slots; i++) {
+		struct vmdk_gt_slot *sl = &s->gt_slots[i];
+
+		if (!sl->gtes) {
 			victim = sl;
-	}
-	gt_off = (uint64_t)e->gd[gd_index] * VMDK_SECTOR;
-	if (!range_within(gt_off, gt_bytes, e->file_bytes)) {
-		*ret_r = -EIO;
-		return NULL;
-	}
-	ret = ext_pread(e, raw, gt_bytes, gt_off);
-	if (ret < 0) {
-		*ret_r = ret;
-		return NULL;
+			break;
+		}
+		if (!victim || sl->last_use < victim->last_use)
+			victim = sl;
 	}
 	if (!victim->gtes) {
 		victim->gtes = malloc(s->gt_bytes_max);
-		if (!victim->gtes) {
-			*ret_r = -ENOMEM;
+		if (!victim->gtes)
 			return NULL;
-		}
 	}
 	for (uint32_t i = 0; i < e->gt_entries; i++)
 		victim->gtes[i] = get_le32(raw + 4 * i);
@@ -891,49 +895,21 @@ static enum run_kind gte_kind(const struct vmdk_extent *e, uint32_t gte,
 	return e->compressed ? RUN_COMPRESSED : RUN_DATA;
 }
 
-/* Describes the run of a sparse extent that starts at rel (bytes into
- * the extent) and is at most max bytes long, staying inside one GT. */
-static int map_sparse(struct vmdk_state *s, const struct vmdk_extent *e,
-		      uint64_t rel, uint64_t max, struct run *r)
+/* Fills r from the GT entries from idx on (gt is a cached table, read
+ * under s->lock): one compressed grain, or a run of grains of one kind,
+ * host-contiguous for data. */
+static void describe_run_locked(const struct vmdk_extent *e,
+				const uint32_t *gt, uint32_t idx,
+				uint64_t in_grain, uint64_t max, struct run *r)
 {
-	uint64_t grain = rel / e->grain_bytes;
-	uint64_t in_grain = rel % e->grain_bytes;
-	uint64_t gd_index = grain / e->gt_entries;
-	uint32_t idx = (uint32_t)(grain % e->gt_entries);
-	uint64_t gt_left = (uint64_t)(e->gt_entries - idx) * e->grain_bytes -
-			   in_grain;
-	const uint32_t *gt;
-	uint64_t host = 0, next_host = 0;
-	int ret = 0;
+	uint64_t host = 0, next_host;
 
-	max = MIN(max, gt_left);
-	max = MIN(max, e->bytes - rel);
-	memset(r, 0, sizeof(*r));
-	if (gd_index >= e->gd_entries) {
-		r->kind = RUN_BAD;
-		r->len = max;
-		return 0;
-	}
-	if (e->gd[gd_index] == 0) {
-		r->kind = RUN_UNALLOC;
-		r->len = max;
-		return 0;
-	}
-	LOCK_FOR_SCOPE(&s->lock);
-	gt = get_gt_locked(s, e, gd_index, &ret);
-	if (!gt) {
-		if (ret != -EIO)
-			return ret;
-		r->kind = RUN_BAD;
-		r->len = max;
-		return 0;
-	}
 	r->kind = gte_kind(e, gt[idx], &host);
 	r->len = MIN(max, e->grain_bytes - in_grain);
 	if (r->kind == RUN_COMPRESSED) {
 		r->host_off = host;
 		r->in_grain = in_grain;
-		return 0;
+		return;
 	}
 	if (r->kind == RUN_DATA)
 		r->host_off = host + in_grain;
@@ -949,6 +925,63 @@ static int map_sparse(struct vmdk_state *s, const struct vmdk_extent *e,
 		next_host += e->grain_bytes;
 		r->len = MIN(max, r->len + e->grain_bytes);
 	}
+}
+
+/* Describes the run of a sparse extent that starts at rel (bytes into
+ * the extent) and is at most max bytes long, staying inside one GT. */
+static int map_sparse(struct vmdk_state *s, const struct vmdk_extent *e,
+		      uint64_t rel, uint64_t max, struct run *r)
+{
+	uint64_t grain = rel / e->grain_bytes;
+	uint64_t in_grain = rel % e->grain_bytes;
+	uint64_t gd_index = grain / e->gt_entries;
+	uint32_t idx = (uint32_t)(grain % e->gt_entries);
+	uint64_t gt_left = (uint64_t)(e->gt_entries - idx) * e->grain_bytes -
+			   in_grain;
+	const uint32_t *gt;
+	int ret;
+
+	max = MIN(max, gt_left);
+	max = MIN(max, e->bytes - rel);
+	memset(r, 0, sizeof(*r));
+	if (gd_index >= e->gd_entries) {
+		r->kind = RUN_BAD;
+		r->len = max;
+		return 0;
+	}
+	if (e->gd[gd_index] == 0) {
+		r->kind = RUN_UNALLOC;
+		r->len = max;
+		return 0;
+	}
+	pthread_mutex_lock(&s->lock);
+	gt = find_gt_locked(s, e, gd_index);
+	if (!gt) {
+		/* A miss: read the table with the lock dropped, so other
+		 * readers go on; then insert it (or find that another
+		 * reader did). */
+		uint8_t raw[VMDK_MAX_GT_ENTRIES * 4];
+		size_t gt_bytes = e->gt_entries * 4u;
+		uint64_t gt_off = (uint64_t)e->gd[gd_index] * VMDK_SECTOR;
+
+		pthread_mutex_unlock(&s->lock);
+		if (!range_within(gt_off, gt_bytes, e->file_bytes)) {
+			r->kind = RUN_BAD;
+			r->len = max;
+			return 0;
+		}
+		ret = ext_pread(e, raw, gt_bytes, gt_off);
+		if (ret < 0)
+			return ret;
+		pthread_mutex_lock(&s->lock);
+		gt = insert_gt_locked(s, e, gd_index, raw);
+		if (!gt) {
+			pthread_mutex_unlock(&s->lock);
+			return -ENOMEM;
+		}
+	}
+	describe_run_locked(e, gt, idx, in_grain, max, r);
+	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
 
