@@ -30,6 +30,9 @@
 
 #include "regress.h"
 
+#define FUZZ_NO_MAIN_ENTRY
+#include "../fuzz/fuzz-lvm.c"
+
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -966,39 +969,118 @@ static void check_handmade(void)
 }
 
 /* ------------------------------------------------------------------ */
-/* The fuzz target's reproducers: an image file scanned, every readable
- * volume opened and read; no crash, no leak, no hang. */
-
+/* The fuzz target's reproducers, run through the target itself. */
 static void replay(const char *path)
 {
-	struct img_open_opts o = { .format = IMG_FORMAT_RAW,
-				   .read_only = true };
-	struct lvm_source src = { .name = "disk" };
-	struct lvm_set *set;
-	struct img_err err;
-	struct img *img;
+	static uint8_t buf[1 << 20];
+	size_t n = regress_read(path, buf, sizeof(buf));
 
-	if (img_open(path, &o, &img, &err) < 0)
-		return;
-	src.img = img;
-	if (lvm_scan(&src, 1, &set) == 0) {
-		for (size_t i = 0; i < lvm_nb_lvs(set); i++) {
-			struct img *lv;
-			uint8_t b[4096];
-			if (lvm_lv_open(set, i, true, &lv, &err) < 0)
-				continue;
-			for (uint64_t off = 0; off < img_size(lv) &&
-					       off < (1u << 20); off += 4096)
-				(void)img_pread(lv, b,
-						img_size(lv) - off < 4096
-							? img_size(lv) - off
-							: 4096,
-						off);
-			img_close(lv);
-		}
-		lvm_set_free(set);
+	fuzz_lvm_one(buf, n);
+}
+
+/* ------------------------------------------------------------------ */
+/* The text parser and the compose driver on their own. */
+
+static void expect_parse_error(const char *text, const char *needle)
+{
+	struct lvm_node *root = NULL;
+	char why[256];
+
+	assert(lvm_text_parse(text, strlen(text), &root, why, sizeof(why)) ==
+	       -EINVAL);
+	if (!strstr(why, needle)) {
+		fprintf(stderr, "parse error '%s' lacks '%s'\n", why, needle);
+		abort();
 	}
-	img_close(img);
+}
+
+static void check_parser(void)
+{
+	const char *ok = "# comment\nvg-1 {\n id = \"a\\\"b\\\\c\" # tail\n"
+			 " n = -5 f = 2.5\n arr = [ 1, \"x\", ]\n"
+			 " empty = [] sub { k = 9223372036854775807 }\n}\n"
+			 "\0after = garbage {";
+	struct lvm_node *root;
+	const struct lvm_node *vg, *arr;
+	char why[256], deep[200];
+	int64_t v;
+
+	assert(lvm_text_parse(ok, 200, &root, why, sizeof(why)) == 0);
+	vg = lvm_node_get(root, "vg-1");
+	assert(vg && vg->kind == LVM_NODE_SECTION);
+	assert(strcmp(lvm_node_str(vg, "id"), "a\"b\\c") == 0);
+	assert(lvm_node_int(vg, "n", &v) && v == -5);
+	assert(lvm_node_get(vg, "f")->kind == LVM_NODE_FLOAT);
+	arr = lvm_node_get(vg, "arr");
+	assert(arr->kind == LVM_NODE_ARRAY && arr->nb_children == 2);
+	assert(lvm_node_get(vg, "empty")->nb_children == 0);
+	assert(lvm_node_int(lvm_node_get(vg, "sub"), "k", &v) &&
+	       v == INT64_MAX);
+	assert(!lvm_node_get(root, "after"));
+	lvm_text_free(root);
+
+	expect_parse_error("a = 9223372036854775808\n", "out of range");
+	expect_parse_error("a = \"open\n", "unterminated string");
+	expect_parse_error("a {\n b = 1\n", "missing '}'");
+	expect_parse_error("}\n", "unexpected '}'");
+	expect_parse_error("a = [ 1 2 ]", "expected ',' or ']'");
+	expect_parse_error("\"quoted\" { }", "expected a name");
+	expect_parse_error("a b", "expected '=' or '{'");
+	expect_parse_error("a = x1", "expected a number");
+	memset(deep, 0, sizeof(deep));
+	for (int k = 0; k < 40; k++)
+		strcat(deep, "s{");
+	expect_parse_error(deep, "nested too deep");
+	/* lvm2's checksum of nothing is its initial value. */
+	assert(lvm_crc(LVM_CRC_INITIAL, "", 0) == LVM_CRC_INITIAL);
+}
+
+static void check_compose(void)
+{
+	struct img_open_opts o = { .format = IMG_FORMAT_RAW };
+	char path[300];
+	struct img *a, *c;
+	struct img_err err;
+	struct img_stripe st[2];
+	struct img_segment seg[2];
+	uint8_t buf[8192];
+
+	snprintf(path, sizeof(path), "%s/compose.raw", work);
+	assert(sh("truncate -s 64K %s", path) == 0);
+	assert(img_open(path, &o, &a, &err) == 0);
+	st[0] = (struct img_stripe){ .src = a, .src_off = 0 };
+	st[1] = (struct img_stripe){ .src = a, .src_off = 32768 };
+	/* Two 4 KiB stripes of 8 KiB each: 16 KiB. */
+	seg[0] = (struct img_segment){ .start = 0, .len = 16384,
+				       .nb_stripes = 2, .stripe_bytes = 4096,
+				       .stripes = st };
+	assert(img_compose_open("t", seg, 1, false, &c) == 0);
+	assert(img_size(c) == 16384);
+	for (int k = 0; k < 8192; k++)
+		buf[k] = (uint8_t)(k / 4096 + 1);
+	assert(img_pwrite(c, buf, 8192, 0) == 0);
+	assert(img_pread(a, buf, 4096, 32768) == 0 && buf[0] == 2);
+	assert(img_pread(a, buf, 4096, 0) == 0 && buf[4095] == 1);
+	img_close(c);
+	/* Bad tables. */
+	seg[0].len = 12288; /* not a multiple of 2 x 4 KiB */
+	assert(img_compose_open("t", seg, 1, false, &c) == -EINVAL);
+	seg[0].len = 16384;
+	seg[1] = (struct img_segment){ .start = 20000, .len = 4096,
+				       .nb_stripes = 1, .stripes = st };
+	assert(img_compose_open("t", seg, 2, false, &c) == -EINVAL); /* gap */
+	seg[1].start = 16384;
+	st[1].src_off = 65536 - 4096; /* stripe 1 runs past the source */
+	assert(img_compose_open("t", seg, 1, false, &c) == -EINVAL);
+	assert(img_compose_open("t", seg, 0, false, &c) == -EINVAL);
+	st[1].src_off = 32768;
+	assert(img_compose_open("t", seg, 2, true, &c) == 0);
+	assert(img_size(c) == 20480);
+	assert(img_pwrite(c, buf, 1, 0) == -EROFS);
+	assert(img_pread(c, buf, 4096, 16384) == 0 && buf[0] == 1);
+	img_close(c);
+	img_close(a);
+	unlink(path);
 }
 
 static int run_tests(void)
@@ -1008,6 +1090,8 @@ static int run_tests(void)
 
 	n = for_each_regress_file("fuzz-lvm", replay);
 	fprintf(stderr, "test-lvm: %zu fuzz reproducers replayed\n", n);
+	check_parser();
+	check_compose();
 	build_images();
 	check_all(path_disk);
 	check_missing_pv();
