@@ -15,8 +15,8 @@
  * every ZERO extent (so its disk is shorter than VMware's), RDONLY and
  * NOACCESS extents keep their place here and ZERO extents read as zeroes,
  * as the specification describes. Extent kinds that name raw host devices
- * (VMFSRAW, VMFSRDM) and ESX sparse kinds (VMFSSPARSE, SESPARSE) are
- * refused with -ENOTSUP.
+ * (VMFSRAW, VMFSRDM) and seSparse extents (SESPARSE) are refused with
+ * -ENOTSUP. VMFSSPARSE extents are sparse extents with a COWD header.
  */
 #include "vmdk-int.h"
 
@@ -154,12 +154,12 @@ static int parse_extent_line(const char *path, unsigned line_no,
 	type[tn] = '\0';
 	if (strcmp(type, "FLAT") == 0 || strcmp(type, "VMFS") == 0) {
 		e.type = VMDK_EXTENT_FLAT;
-	} else if (strcmp(type, "SPARSE") == 0) {
+	} else if (strcmp(type, "SPARSE") == 0 ||
+		   strcmp(type, "VMFSSPARSE") == 0) {
 		e.type = VMDK_EXTENT_SPARSE;
 	} else if (strcmp(type, "ZERO") == 0) {
 		e.type = VMDK_EXTENT_ZERO;
-	} else if (strcmp(type, "VMFSSPARSE") == 0 ||
-		   strcmp(type, "SESPARSE") == 0 ||
+	} else if (strcmp(type, "SESPARSE") == 0 ||
 		   strcmp(type, "VMFSRDM") == 0 ||
 		   strcmp(type, "VMFSRAW") == 0) {
 		return img_err(err, -ENOTSUP, "%s: descriptor line %u: %s "

@@ -30,7 +30,7 @@
 
 enum vmdk_extent_type {
 	VMDK_EXTENT_FLAT,   /* FLAT and VMFS: a byte range of a file */
-	VMDK_EXTENT_SPARSE, /* SPARSE: a hosted sparse extent (KDMV) */
+	VMDK_EXTENT_SPARSE, /* SPARSE (KDMV) and VMFSSPARSE (COWD) */
 	VMDK_EXTENT_ZERO,   /* ZERO: reads as zeroes, no file */
 };
 

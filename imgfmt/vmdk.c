@@ -36,8 +36,12 @@
  * file; problems met later (a GT or grain past the end of the file, a
  * grain that does not inflate) fail that read with -EIO only.
  *
- * Not done: writing (the handle is read-only), ESX sparse (COWD,
- * VMFSSPARSE) and seSparse extents, raw device mappings, the redundant
+ * ESX sparse extents (COWD, VMFSSPARSE in a descriptor) are read the
+ * same way with their own header: 4096-entry grain tables, a directory
+ * of the length the header gives, no markers, no zero grains.
+ *
+ * Not done: writing (the handle is read-only), seSparse extents, raw
+ * device mappings, the COWD parent name, the redundant
  * GD as a repair source (it is used only when the primary one is absent).
  */
 #include "vmdk-int.h"
@@ -80,7 +84,8 @@
 /* Limits, QEMU's where it has one. */
 #define VMDK_MAX_GRAIN_SECTORS 0x200000u   /* 1 GiB grains */
 #define VMDK_MAX_COMPRESSED_GRAIN_SECTORS 0x8000u /* 16 MiB */
-#define VMDK_MAX_GT_ENTRIES 512u
+#define VMDK_MAX_GT_ENTRIES 512u  /* hosted sparse (KDMV) */
+#define VMDK3_GT_ENTRIES 4096u     /* ESX sparse (COWD): fixed */
 #define VMDK_MAX_GD_ENTRIES (32u << 20)
 #define VMDK_GRAIN_CACHE_SLOTS 8
 #define VMDK_MIN_GT_SLOTS 16u
@@ -100,6 +105,8 @@ struct vmdk_header {
 	uint64_t overhead;
 	uint8_t check_bytes[4];
 	uint16_t compress;
+	bool cowd;             /* an ESX sparse (COWD) header */
+	uint64_t cowd_gd_entries;
 };
 
 struct vmdk_extent {
@@ -272,7 +279,8 @@ static int open_sparse(const char *path, struct vmdk_extent *e,
 			       " sectors is invalid (1 to %" PRIu64 ")", path,
 			       h->grain_sectors, max_grain);
 	e->grain_bytes = h->grain_sectors * VMDK_SECTOR;
-	if (h->gt_entries == 0 || h->gt_entries > VMDK_MAX_GT_ENTRIES)
+	if (!h->cowd &&
+	    (h->gt_entries == 0 || h->gt_entries > VMDK_MAX_GT_ENTRIES))
 		return img_err(err, -EINVAL, "%s: %" PRIu32 " entries per grain "
 			       "table is invalid (1 to %u)", path,
 			       h->gt_entries, VMDK_MAX_GT_ENTRIES);
@@ -284,6 +292,13 @@ static int open_sparse(const char *path, struct vmdk_extent *e,
 			       " sectors is invalid", path, h->capacity);
 	span = e->grain_bytes * e->gt_entries; /* <= 2^30 * 2^9: no wrap */
 	e->gd_entries = div_round_up(e->bytes, span);
+	/* COWD gives its directory's length; grains it does not reach
+	 * read -EIO (QEMU's behaviour). */
+	if (h->cowd)
+		e->gd_entries = MIN(e->gd_entries, h->cowd_gd_entries);
+	if (e->gd_entries == 0)
+		return img_err(err, -EINVAL, "%s: grain directory has no "
+			       "entries", path);
 	if (e->gd_entries > VMDK_MAX_GD_ENTRIES)
 		return img_err(err, -EINVAL, "%s: grain directory of %" PRIu64
 			       " entries is too large (capacity %" PRIu64
@@ -346,9 +361,19 @@ static int read_sparse_header(const char *path, struct vmdk_extent *e,
 	if (ret < 0)
 		return img_err(err, ret, "%s: cannot read the header: %s",
 			       path, strerror(-ret));
-	if (memcmp(b, VMDK3_MAGIC, 4) == 0)
-		return img_err(err, -ENOTSUP, "%s: ESX sparse (COWD) extents "
-			       "are not supported", path);
+	if (memcmp(b, VMDK3_MAGIC, 4) == 0) {
+		/* ESX sparse (vmfsSparse): a shorter header, 4096-entry
+		 * grain tables, no descriptor, compression or zero grains. */
+		memset(h, 0, sizeof(*h));
+		h->cowd = true;
+		h->version = 1;
+		h->capacity = get_le32(b + 12);
+		h->grain_sectors = get_le32(b + 16);
+		h->gd_offset = get_le32(b + 20);
+		h->cowd_gd_entries = get_le32(b + 24);
+		h->gt_entries = VMDK3_GT_ENTRIES;
+		return 0;
+	}
 	if (memcmp(b, VMDK4_MAGIC, 4) != 0)
 		return img_err(err, -EINVAL, "%s: not a sparse VMDK extent (no "
 			       "KDMV magic)", path);
@@ -549,7 +574,7 @@ static int open_desc_extents(struct img *img, struct vmdk_state *s,
 	for (const char *const *dev = (const char *const[]){
 		     "fullDevice", "partitionedDevice", "vmfsRaw",
 		     "vmfsRawDeviceMap", "vmfsPassthroughRawDeviceMap",
-		     "vmfsSparse", "seSparse", NULL };
+		     "seSparse", NULL };
 	     *dev; dev++) {
 		if (strcasecmp(d->create_type, *dev) == 0)
 			return img_err(err, -ENOTSUP, "%s: VMDK createType "
@@ -960,7 +985,7 @@ static int map_sparse(struct vmdk_state *s, const struct vmdk_extent *e,
 		/* A miss: read the table with the lock dropped, so other
 		 * readers go on; then insert it (or find that another
 		 * reader did). */
-		uint8_t raw[VMDK_MAX_GT_ENTRIES * 4];
+		uint8_t raw[VMDK3_GT_ENTRIES * 4];
 		size_t gt_bytes = e->gt_entries * 4u;
 		uint64_t gt_off = (uint64_t)e->gd[gd_index] * VMDK_SECTOR;
 
