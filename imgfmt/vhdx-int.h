@@ -44,6 +44,9 @@
 #define VHDX_BITMAP_BLOCK_BYTES VHDX_MiB
 /* The spec's largest virtual disk. */
 #define VHDX_MAX_VIRTUAL_BYTES (64ull * VHDX_MiB * VHDX_MiB)
+/* No offset in a VHDX file may lie past this (2^62): keeps every sum of
+ * an offset and a length far from wrapping. */
+#define VHDX_MAX_FILE_BYTES ((uint64_t)1 << 62)
 /* Our own bound on the BAT held in memory (a 64 TiB disk with 1 MiB
  * blocks needs 512 MiB of BAT: refused with a message, not allocated). */
 #define VHDX_MAX_BAT_BYTES (128 * VHDX_MiB)

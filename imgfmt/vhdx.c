@@ -236,6 +236,10 @@ static int open_headers(struct img *img, struct vhdx_state *s,
 		return img_err(err, -EINVAL, "%s: log offset 0x%" PRIx64
 			       " is not a non-zero multiple of 1 MiB",
 			       img->path, h->log_off);
+	if (!range_within(h->log_off, h->log_bytes, VHDX_MAX_FILE_BYTES))
+		return img_err(err, -EINVAL, "%s: log at 0x%" PRIx64 " (0x%"
+			       PRIx32 " bytes) lies beyond any file", img->path,
+			       h->log_off, h->log_bytes);
 	s->log_off = h->log_off;
 	s->log_bytes = h->log_bytes;
 	return 0;

@@ -916,7 +916,7 @@ enum corruption {
 	C_RT_PAST_EOF, C_RT_REQUIRED, C_RT_IN_HEADER, C_BLOCK_3M,
 	C_BLOCK_512K, C_SECTOR_1K, C_PHYS_SECTOR, C_VSIZE_2_63, C_BAT_SMALL,
 	C_META_SIG, C_META_COUNT, C_META_ITEM_OOB, C_META_MISSING,
-	C_META_REQUIRED, C_TRUNCATED, C_LOG_OFFSET_0,
+	C_META_REQUIRED, C_TRUNCATED, C_LOG_OFFSET_0, C_LOG_OFFSET_HUGE,
 	C_BAT_PAST_EOF, C_BAT_IN_HEADER, C_BAT_IN_META, C_BAT_STATE4,
 	C_BAT_PARTIAL,
 };
@@ -1043,6 +1043,10 @@ static void make_corrupt(enum corruption c, const char *name)
 		put64(f.b + 64 * KiB + 72, 0);
 		put64(f.b + 128 * KiB + 72, 0);
 		break;
+	case C_LOG_OFFSET_HUGE:
+		put64(f.b + 64 * KiB + 72, 0xfffffffffff00000ULL);
+		put64(f.b + 128 * KiB + 72, 0xfffffffffff00000ULL);
+		break;
 	case C_BAT_PAST_EOF:
 		put64(bat + 8, (4ULL << 30) | 6);
 		break;
@@ -1096,6 +1100,7 @@ static void test_corruptions(void)
 		{ C_META_REQUIRED, "c-meta-req.vhdx", "required but unknown" },
 		{ C_TRUNCATED, "c-trunc.vhdx", "past the end|CRC" },
 		{ C_LOG_OFFSET_0, "c-log0.vhdx", "log offset" },
+		{ C_LOG_OFFSET_HUGE, "c-loghuge.vhdx", "beyond any file" },
 	};
 	static const struct {
 		enum corruption c;
