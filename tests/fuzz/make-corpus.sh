@@ -49,7 +49,8 @@
 # KIND vmdk (fuzz-vmdk, fuzz-ova): small qemu-img VMDKs (sparse, zeroed
 # grains, compat6, a child naming a parent, descriptors of flat and 2 GB
 # extent sets, streamOptimized with the directory in the header or in a
-# footer) and OVA archives holding a stream disk.
+# footer), an ESX sparse (COWD) extent and OVA archives holding a stream
+# disk.
 set -eu
 
 out=${1:?usage: make-corpus.sh OUTDIR [qcow2|qcow2-write|partition|vhost-user|vpc|vdi|vmdk]}
@@ -113,6 +114,17 @@ b[56:64] = struct.pack('<Q', 0xffffffffffffffff)
 b += struct.pack('<QII', 1, 0, 3) + bytes(496) + hdr + bytes(512)
 open(sys.argv[2], 'wb').write(b)
 PY
+	# An ESX sparse (COWD) extent: 8 KiB grains, one 4096-entry table.
+	python3 - "$out/cowd" <<'PY'
+import struct, sys
+f = bytearray(60 * 512)
+f[0:28] = b'COWD' + struct.pack('<6I', 1, 3, 2048, 16, 4, 1)
+f[4 * 512:4 * 512 + 4] = struct.pack('<I', 8)
+for i, g in enumerate((0, 7, 100)):
+    f[8 * 512 + 4 * g:8 * 512 + 4 * g + 4] = struct.pack('<I', 40 + 16 * i)
+    f += bytes([0x40 + i]) * 8192
+open(sys.argv[1], 'wb').write(f)
+PY
 	# An OVA holding the stream disk twice.
 	printf '<Envelope><References><File ovf:href="d.vmdk"/></References></Envelope>' >"$tmp/a.ovf"
 	cp "$tmp/so.vmdk" "$tmp/d.vmdk"
@@ -154,6 +166,68 @@ fat)
 	fatseed fat12-c4k 360 360 -F 12 -s 8 -f 1
 	fatseed fat16 2200 100 -F 16 -s 1 -r 16 -f 1
 	fatseed fat32 33300 300 -F 32 -s 1 -f 1 -R 2
+	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
+	exit 0 ;;
+ext)
+	# KIND ext (fuzz-fsys-ext): small mkfs.ext2/3/4 images of a little
+	# tree (files, holes, links, a device node, xattrs, a directory of
+	# 100 entries), flavours: 1K/4K blocks, inline_data, ext2, 128-byte
+	# inodes, no csum; two with journal transactions that need recovery
+	# (debugfs jo/jw/jc), all in the target's sparse EXTZ form.
+	PATH=$PATH:/sbin:/usr/sbin
+	command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null ||
+		{ echo "make-corpus.sh: mkfs.ext4 or debugfs missing" >&2; exit 77; }
+	mkdir -p "$tmp/src/d/e" "$tmp/src/many"
+	echo hello >"$tmp/src/small"
+	head -c 5000 /dev/urandom >"$tmp/src/d/data"
+	truncate -s 300K "$tmp/src/sparse"
+	printf x | dd of="$tmp/src/sparse" bs=1 seek=200000 conv=notrunc status=none
+	ln "$tmp/src/small" "$tmp/src/d/hard"
+	ln -s small "$tmp/src/fast"
+	ln -s "$(printf '%0100d' 1)" "$tmp/src/slow"
+	for i in $(seq 1 100); do : >"$tmp/src/many/f$i"; done
+	setfattr -n user.x -v y "$tmp/src/small" 2>/dev/null || true
+	[ "$(id -u)" = 0 ] && mknod "$tmp/src/dev" c 1 3
+	# extseed NAME KIB MKFS [OPTIONS...]
+	extseed() {
+		n=$1 kib=$2 m=$3
+		shift 3
+		$m -q -F "$@" -d "$tmp/src" "$tmp/$n.img" "${kib}K" >/dev/null 2>&1 || return 0
+		cp "$tmp/$n.img" "$tmp/$n.raw"
+	}
+	extseed ext4-1k 2048 mkfs.ext4 -b 1024 -O ^has_journal -N 200
+	extseed ext4-4k 4096 mkfs.ext4 -b 4096 -O ^has_journal -N 200
+	extseed ext4-inline 2048 mkfs.ext4 -b 1024 -O ^has_journal,inline_data -I 256 -N 200
+	extseed ext4-nocsum 2048 mkfs.ext4 -b 1024 -O ^has_journal,^metadata_csum -N 200
+	extseed ext2 2048 mkfs.ext2 -b 1024 -N 200
+	extseed ext3-128 3072 mkfs.ext3 -b 1024 -I 128 -N 200
+	extseed ext4-journal 3072 mkfs.ext4 -b 1024 -N 200
+	head -c 1024 /dev/urandom >"$tmp/blk"
+	for n in ext3-128 ext4-journal; do
+		[ -f "$tmp/$n.raw" ] || continue
+		printf 'jo\njw -b 300,301 %s\njw -r 302\njc\njo\njw -b 303 %s\njc\n' \
+			"$tmp/blk" "$tmp/blk" >"$tmp/cmds"
+		cp "$tmp/$n.raw" "$tmp/$n-recover.raw"
+		debugfs -w -f "$tmp/cmds" "$tmp/$n-recover.raw" >/dev/null 2>&1 || true
+	done
+	python3 - "$tmp" "$out" <<'PY'
+import glob, os, struct, sys
+tmp, out = sys.argv[1], sys.argv[2]
+for path in sorted(glob.glob(os.path.join(tmp, '*.raw'))):
+    b = open(path, 'rb').read()
+    rec = bytearray(b'EXTZ')
+    k, n = 0, len(b) // 1024
+    while k < n:
+        if not any(b[k * 1024:(k + 1) * 1024]):
+            k += 1
+            continue
+        s = k
+        while k < n and k - s < 64 and any(b[k * 1024:(k + 1) * 1024]):
+            k += 1
+        rec += struct.pack('<IH', s, k - s) + b[s * 1024:k * 1024]
+    name = os.path.basename(path)[:-4]
+    open(os.path.join(out, name), 'wb').write(rec)
+PY
 	echo "make-corpus.sh: $(ls "$out" | wc -l) seeds in $out"
 	exit 0 ;;
 lvm)
