@@ -722,6 +722,7 @@ enum diff_variant {
 	DIFF_LOCATOR_TYPE,/* the locator type is not VHDX */
 	DIFF_NO_LOCATOR,  /* has_parent without a locator */
 	DIFF_NO_BITMAP,   /* the chunk's sector bitmap is NOT_PRESENT */
+	DIFF_PARENT_UP,   /* relative_path ..\\base.vhdx (for sub/) */
 };
 
 static const uint8_t guid_locator_item[16] = {
@@ -816,7 +817,9 @@ static void make_diff_image(enum diff_variant v, const char *name)
 	end = 20 + 12 * 4;
 	locator_put(item, &nb, &end, "parent_linkage", linkage);
 	locator_put(item, &nb, &end, "relative_path",
-		    v == DIFF_ABSOLUTE ? ".\\missing.vhdx" : ".\\base.vhdx");
+		    v == DIFF_ABSOLUTE    ? ".\\missing.vhdx"
+		    : v == DIFF_PARENT_UP ? "..\\base.vhdx"
+					  : ".\\base.vhdx");
 	locator_put(item, &nb, &end, "volume_path",
 		    "\\\\?\\Volume{00000000-0000-0000-0000-000000000000}\\b");
 	locator_put(item, &nb, &end, "absolute_win32_path", abs_path);
@@ -889,6 +892,21 @@ static void test_differencing(void)
 	make_diff_image(DIFF_NO_LOCATOR, "diff-noloc.vhdx");
 	expect_open_fails("diff-noloc.vhdx", IMG_FORMAT_PROBE,
 			  IMG_BACKING_LOCAL, -EINVAL, "parent locator");
+
+	/* A parent outside the child's folder: refused by backing=local,
+	 * naming the option; read with backing=follow. */
+	sh("mkdir -p sub");
+	make_diff_image(DIFF_PARENT_UP, "sub/diff-up.vhdx");
+	expect_open_fails("sub/diff-up.vhdx", IMG_FORMAT_PROBE,
+			  IMG_BACKING_LOCAL, -EPERM, "backing=follow");
+	{
+		struct img_err err;
+
+		assert(open_img("sub/diff-up.vhdx", IMG_FORMAT_PROBE,
+				IMG_BACKING_FOLLOW, &img, &err) == 0);
+		compare_reads(img, want, 8 * MiB);
+		img_close(img);
+	}
 
 	/* A partially present block without its sector bitmap: that block
 	 * fails, the rest reads. */
