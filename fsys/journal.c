@@ -561,7 +561,8 @@ int ext_journal_replay(struct ext_fs *ext, struct img_err *err)
 	ret = do_pass(&j, PASS_REVOKE, err);
 	if (ret < 0)
 		goto out;
-	qsort(j.revokes, j.nb_revokes, sizeof(*j.revokes), cmp_revoke);
+	if (j.nb_revokes)
+		qsort(j.revokes, j.nb_revokes, sizeof(*j.revokes), cmp_revoke);
 	ret = do_pass(&j, PASS_REPLAY, err);
 	if (ret < 0)
 		goto out;

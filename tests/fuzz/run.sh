@@ -21,7 +21,7 @@ trap 'rm -f /dev/shm/fuzz-qcow2-*.img /dev/shm/fuzz-fsys-fat-*.img /dev/shm/fuzz
 secs=${1:-60}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD:-$src/build-fuzz}
-targets=${FUZZ_TARGETS:-"fuzz-qcow2 fuzz-probe fuzz-qcow2-write fuzz-virtq fuzz-vhost-user fuzz-partition fuzz-vpc fuzz-vdi fuzz-fsys-fat fuzz-vmdk fuzz-ova fuzz-vhdx fuzz-lvm"}
+targets=${FUZZ_TARGETS:-"fuzz-qcow2 fuzz-probe fuzz-qcow2-write fuzz-virtq fuzz-vhost-user fuzz-partition fuzz-vpc fuzz-vdi fuzz-fsys-fat fuzz-fsys-ext fuzz-vmdk fuzz-ova fuzz-vhdx fuzz-lvm"}
 
 # The seed kind (make-corpus.sh) each target reads.
 kind_of() {
@@ -30,6 +30,7 @@ kind_of() {
 	fuzz-vhost-user) echo vhost-user ;;
 	fuzz-qcow2-write) echo qcow2-write ;;
 	fuzz-fsys-fat) echo fat ;;
+	fuzz-fsys-ext) echo ext ;;
 	fuzz-vpc) echo vpc ;;
 	fuzz-vdi) echo vdi ;;
 	fuzz-vhdx) echo vhdx ;;
@@ -47,7 +48,7 @@ ninja -C "$build" $(for t in $targets; do echo "tests/fuzz/$t"; done)
 seeds=$build/fuzz-seeds
 rm -rf "$seeds"
 skip=
-for kind in qcow2 qcow2-write partition vhost-user vpc vdi fat vmdk vhdx lvm; do
+for kind in qcow2 qcow2-write partition vhost-user vpc vdi fat vmdk vhdx lvm ext; do
 	rc=0
 	"$src/tests/fuzz/make-corpus.sh" "$seeds/$kind" "$kind" || rc=$?
 	if [ $rc = 77 ]; then

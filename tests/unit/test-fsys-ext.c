@@ -26,6 +26,9 @@
 #include "fsys.h"
 #include "regress.h"
 
+#define FUZZ_NO_MAIN_ENTRY
+#include "../fuzz/fuzz-fsys-ext.c"
+
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1516,27 +1519,10 @@ static void test_corruptions(void)
 
 static void replay_one(const char *path)
 {
-	struct img *im;
-	struct fsys *fs;
-	struct img_err err;
+	static uint8_t data[1 << 20];
+	size_t n = regress_read(path, data, sizeof(data));
 
-	/* The target's input is a raw image file: open and walk it. */
-	if (try_open(path, &im, &fs, &err) == 0) {
-		struct ent_list l;
-
-		if (list_dir(fs, 2, &l) == 0)
-			for (size_t i = 0; i < l.n; i++) {
-				uint8_t buf[4096];
-				char t[4096];
-
-				fsys_read(fs, l.v[i].ino, buf, sizeof(buf), 0);
-				fsys_readlink(fs, l.v[i].ino, t, sizeof(t));
-				fsys_listxattr(fs, l.v[i].ino, t, sizeof(t));
-			}
-		free(l.v);
-		fsys_close(fs);
-		img_close(im);
-	}
+	fuzz_fsys_ext_one(data, n);
 }
 
 int main(void)
