@@ -297,6 +297,7 @@ static void make_src(const char *src, bool big)
 	   "echo 'long one' > 'A rather long file name, with spaces.text' && "
 	   "printf unicode > 'Ünïcødé ÄÖÜ ßé.txt' && "
 	   "printf cyr > 'Привет мир.txt' && "
+	   "printf lat > 'Ōsaka Łódź Ωmega.txt' && "
 	   "head -c 1234567 /dev/urandom > 'Sub Dir/inner/odd size.bin' && "
 	   "head -c 5242880 /dev/urandom > big.bin && "
 	   "head -c 3000000 /dev/urandom > frag.bin && "
@@ -445,6 +446,7 @@ static void test_config(const char *src, const char *mkfs_opts,
 	assert(lookup_path(fi.fs, "ünïcødé äöü SSé.txt", &st) == -ENOENT);
 	assert(lookup_path(fi.fs, "ÜNÏCØDÉ äöü ßÉ.TXT", &st) == 0);
 	assert(lookup_path(fi.fs, "привет МИР.txt", &st) == 0);
+	assert(lookup_path(fi.fs, "ōSAKA łÓDŹ ωMEGA.TXT", &st) == 0);
 	assert(lookup_path(fi.fs, "nope", &st) == -ENOENT);
 	assert(lookup_path(fi.fs, "readme.txt/x", &st) == -ENOTDIR);
 	assert(fsys_read(fi.fs, fsys_root_ino(fi.fs), out, 1, 0) == -EISDIR);
@@ -817,6 +819,51 @@ static void test_damage(void)
 	patch32(44, 1);
 	expect_open_error("FAT32 root cluster 1", -EINVAL,
 			  "root cluster 1 out of range"), cases++;
+	/* FAT32 with mirroring off: the active FAT (the second) is read,
+	 * whatever the first says. */
+	{
+		uint8_t bs[64];
+		uint32_t res;
+		uint64_t pos;
+
+		fresh(pristine32);
+		peek(0, bs, sizeof(bs));
+		res = bs[14] | bs[15] << 8;
+		open_work(&fi);
+		pos = ent_pos(fi.fs, "a.bin");
+		close_fat(&fi);
+		peek(pos + 26, bs, 2);
+		patch32(res * 512ull + 4ull * (bs[0] | bs[1] << 8), 0);
+		open_work(&fi);
+		assert(lookup_path(fi.fs, "a.bin", &st) == 0);
+		assert(fsys_read(fi.fs, st.ino, buf, 2048, 0) == -EIO);
+		close_fat(&fi);
+		patch16(40, 0x81);
+		open_work(&fi);
+		assert(lookup_path(fi.fs, "a.bin", &st) == 0);
+		assert(fsys_read(fi.fs, st.ino, buf, 2048, 0) == 2048);
+		assert(buf[2047] == 'a');
+		close_fat(&fi);
+		patch16(40, 0x85);
+		expect_open_error("FAT32 active FAT 5 of 2", -EINVAL,
+				  "active FAT 5 of 2");
+		cases += 2;
+	}
+	fresh(pristine);
+	patch16(22, 0);
+	patch32(36, 0);
+	expect_open_error("FAT size 0", -EINVAL, "FAT size is 0 sectors"),
+		cases++;
+	fresh(pristine);
+	assert(truncate(work, (off_t)(data_off - 512)) == 0);
+	expect_open_error("data area past the end", -EINVAL,
+			  "lies past the end"), cases++;
+	/* No "FAT" type string: recognised by its BPB. */
+	fresh(pristine);
+	patch(54, "        ", 8);
+	open_work(&fi);
+	expect_b_ok(fi.fs);
+	close_fat(&fi), cases++;
 	/* A filesystem larger than its image: opens, with a warning, and
 	 * the files that lie inside still read. */
 	{
@@ -845,6 +892,14 @@ static void test_damage(void)
 	assert(fsys_read(fi.fs, st.ino, buf, 512, 1024) == -EIO);
 	assert(fsys_read(fi.fs, st.ino, buf, 2048, 0) == -EIO);
 	expect_b_ok(fi.fs);
+	close_fat(&fi), cases++;
+	/* A loop that starts after the first cluster: 0 1 2 1 ... */
+	fresh(pristine);
+	patch16(FAT16(l.a_cl + 2), l.a_cl + 1);
+	open_work(&fi);
+	assert(lookup_path(fi.fs, "a.bin", &st) == 0);
+	assert(fsys_read(fi.fs, st.ino, buf, 1536, 0) == 1536);
+	assert(fsys_read(fi.fs, st.ino, buf, 512, 1536) == -EIO);
 	close_fat(&fi), cases++;
 	/* A cluster pointing to itself. */
 	fresh(pristine);
