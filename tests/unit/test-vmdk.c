@@ -1074,6 +1074,13 @@ static void test_hostile(void)
 	expect_open_fails("oversize.vmdk", IMG_FORMAT_PROBE, -EINVAL,
 			  "header holds");
 
+	/* A FIFO as an extent: refused, not opened (that would hang). */
+	sh("rm -f fifo && mkfifo fifo");
+	d = "# Disk DescriptorFile\nversion=1\nRW 4 FLAT \"fifo\" 0\n";
+	spit("fifo.vmdk", d, strlen(d));
+	expect_open_fails("fifo.vmdk", IMG_FORMAT_PROBE, -EINVAL,
+			  "not a regular file");
+
 	d = "# Disk DescriptorFile\nversion=1\nRW 4 VMFSRDM \"/dev/sda\"\n";
 	spit("rdm.vmdk", d, strlen(d));
 	expect_open_fails("rdm.vmdk", IMG_FORMAT_PROBE, -ENOTSUP, "VMFSRDM");
