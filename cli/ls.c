@@ -120,7 +120,8 @@ static void print_list(struct ls_list *l, bool longfmt)
 {
 	int wl = 1, wu = 1, wg = 1, ws = 1;
 
-	qsort(l->e, l->nb, sizeof(*l->e), entry_cmp);
+	if (l->nb > 1)
+		qsort(l->e, l->nb, sizeof(*l->e), entry_cmp);
 	if (!longfmt) {
 		for (size_t i = 0; i < l->nb; i++)
 			printf("%s\n", l->e[i].name);
@@ -540,15 +541,21 @@ static int cat_blockfile(struct cli_session *s, struct cli_blockfile *bf)
 
 	if (!buf)
 		return -ENOMEM;
+	/* Skipping a hole leaves what the file held there: only when
+	 * nothing lies past our start (a fresh "> FILE"). */
 	sparse = fstat(STDOUT_FILENO, &ost) == 0 && S_ISREG(ost.st_mode) &&
-		 (base = lseek(STDOUT_FILENO, 0, SEEK_CUR)) >= 0;
+		 (base = lseek(STDOUT_FILENO, 0, SEEK_CUR)) >= 0 &&
+		 ost.st_size <= base;
 	cli_progress_start(&pr, bf->name, size);
 	while (off < size) {
 		struct img_extent ext = { .kind = IMG_EXTENT_DATA };
 		uint64_t len = MIN(size - off, CLI_IO_BYTES);
 
-		if (sparse && img_block_status(bf->img, off, len, &ext) == 0)
-			len = MIN(len, ext.len);
+		/* Ask for the whole rest: a hole is skipped in one step. */
+		if (sparse &&
+		    img_block_status(bf->img, off, size - off, &ext) == 0)
+			len = ext.kind == IMG_EXTENT_DATA ? MIN(len, ext.len) :
+							   MIN(size - off, ext.len);
 		if (sparse && ext.kind != IMG_EXTENT_DATA) {
 			if (lseek(STDOUT_FILENO, (off_t)len, SEEK_CUR) < 0) {
 				ret = -errno;
