@@ -44,6 +44,8 @@ struct compose_state {
 	size_t nb_segs;
 	struct img **owned;
 	size_t nb_owned;
+	struct img **srcs;  /* each distinct source once, for flush */
+	size_t nb_srcs;
 };
 
 /* Bounds what a hostile table can make us allocate. */
@@ -64,8 +66,39 @@ static void compose_free_state(struct compose_state *cs)
 	for (size_t i = 0; i < cs->nb_owned; i++)
 		img_close(cs->owned[i]);
 	free(cs->owned);
+	free(cs->srcs);
 	free(cs->segs);
 	free(cs);
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)*(struct img *const *)a;
+	uintptr_t y = (uintptr_t)*(struct img *const *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Lists every source once: sorted, then duplicates dropped. */
+static int collect_sources(struct compose_state *cs)
+{
+	size_t n = 0, u = 0;
+
+	for (size_t i = 0; i < cs->nb_segs; i++)
+		n += cs->segs[i].nb_stripes;
+	cs->srcs = calloc(n, sizeof(*cs->srcs));
+	if (!cs->srcs)
+		return -ENOMEM;
+	for (size_t i = 0; i < cs->nb_segs; i++)
+		for (unsigned k = 0; k < cs->segs[i].nb_stripes; k++)
+			cs->srcs[u++] = cs->segs[i].stripes[k].src;
+	qsort(cs->srcs, n, sizeof(*cs->srcs), cmp_ptr);
+	u = 0;
+	for (size_t i = 0; i < n; i++)
+		if (u == 0 || cs->srcs[u - 1] != cs->srcs[i])
+			cs->srcs[u++] = cs->srcs[i];
+	cs->nb_srcs = u;
+	return 0;
 }
 
 static int check_segment(const struct img_segment *s, uint64_t expect_start)
@@ -135,6 +168,10 @@ int img_compose_open(const char *name, const struct img_segment *segs,
 		}
 		memcpy(d->stripes, segs[i].stripes,
 		       d->nb_stripes * sizeof(*d->stripes));
+	}
+	if (collect_sources(cs) < 0) {
+		compose_free_state(cs);
+		return -ENOMEM;
 	}
 	/* The handle takes the options of the first source: a composed
 	 * image is as cached and as trusted as what it is made of. */
@@ -281,18 +318,16 @@ static int compose_write_zeroes(struct img *img, uint64_t off, uint64_t len)
 	return compose_range_op(img, off, len, img_write_zeroes);
 }
 
-/* Flushes every distinct source once per segment stripe; sources are few
- * (the PVs of one volume group), and flushing one twice is harmless. */
+/* Flushes each distinct source once (a volume of many segments on one
+ * PV must not flush the image once per segment). */
 static int compose_flush(struct img *img)
 {
 	struct compose_state *cs = state(img);
 
-	for (size_t i = 0; i < cs->nb_segs; i++) {
-		for (unsigned k = 0; k < cs->segs[i].nb_stripes; k++) {
-			int ret = img_flush(cs->segs[i].stripes[k].src);
-			if (ret < 0)
-				return ret;
-		}
+	for (size_t i = 0; i < cs->nb_srcs; i++) {
+		int ret = img_flush(cs->srcs[i]);
+		if (ret < 0)
+			return ret;
 	}
 	return 0;
 }

@@ -97,10 +97,30 @@ static int vg_identity(struct lvm_copy *c, char *why, size_t why_len)
 /* Reads the metadata area at [mda_off, mda_off + mda_size) of img into a
  * new copy of d. Returns 0 when there is nothing to read (an empty or
  * ignored area), 1 when a copy (good or bad) was added, -ENOMEM. */
+/* A good copy with this text among prev and d's own, or NULL. */
+static const struct lvm_copy *find_dup(const struct lvm_disk *prev,
+				       size_t nb_prev,
+				       const struct lvm_disk *d,
+				       uint32_t crc, uint64_t bytes)
+{
+	for (size_t i = 0; i <= nb_prev; i++) {
+		const struct lvm_disk *o = i < nb_prev ? &prev[i] : d;
+		for (size_t k = 0; k < o->nb_copies; k++) {
+			const struct lvm_copy *c = &o->copies[k];
+			if (c->good && c->text_crc == crc &&
+			    c->text_bytes == bytes)
+				return c;
+		}
+	}
+	return NULL;
+}
+
 static int read_mda(struct img *img, const char *src_name, uint64_t mda_off,
 		    uint64_t mda_size, bool label_ok, const char *label_why,
-		    struct lvm_disk *d)
+		    const struct lvm_disk *prev, size_t nb_prev,
+		    size_t *budget, struct lvm_disk *d)
 {
+	const struct lvm_copy *same;
 	uint8_t hdr[MDA_HEADER_BYTES];
 	struct lvm_copy *c;
 	uint64_t roff, rsize, ring;
@@ -188,7 +208,23 @@ static int read_mda(struct img *img, const char *src_name, uint64_t mda_off,
 		}
 	}
 	crc = lvm_crc(LVM_CRC_INITIAL, text, (size_t)rsize);
-	ret = lvm_text_parse(text, (size_t)rsize, &c->root, why, sizeof(why));
+	c->text_crc = crc;
+	c->text_bytes = rsize;
+	same = label_ok && crc == rcrc
+		       ? find_dup(prev, nb_prev, d, crc, rsize)
+		       : NULL;
+	if (same) {
+		/* Names point into the first copy's tree, which lives as
+		 * long as this one. */
+		c->dup = true;
+		c->vg_name = same->vg_name;
+		c->vg_uuid = same->vg_uuid;
+		c->seqno = same->seqno;
+		d->nb_copies++;
+		return 1;
+	}
+	ret = lvm_text_parse(text, (size_t)rsize, budget, &c->root, why,
+			     sizeof(why));
 	if (ret == -ENOMEM)
 		return ret;
 	if (ret < 0) {
@@ -220,7 +256,9 @@ static int read_mda(struct img *img, const char *src_name, uint64_t mda_off,
 	return 1;
 }
 
-int lvm_disk_read(struct img *img, const char *src_name, struct lvm_disk *d)
+int lvm_disk_read(struct img *img, const char *src_name,
+		  const struct lvm_disk *prev, size_t nb_prev, size_t *budget,
+		  struct lvm_disk *d)
 {
 	uint8_t sec[LABEL_SCAN_SECTORS * SECTOR];
 	const uint8_t *lab = NULL, *pvh;
@@ -310,7 +348,7 @@ int lvm_disk_read(struct img *img, const char *src_name, struct lvm_disk *d)
 				continue;
 			}
 			ret = read_mda(img, src_name, off, len, label_ok,
-				       label_why, d);
+				       label_why, prev, nb_prev, budget, d);
 			if (ret < 0) {
 				lvm_disk_free(d);
 				return ret;

@@ -18,6 +18,11 @@ struct lvm_copy {
 	const struct lvm_node *vg; /* the VG section, inside root */
 	const char *vg_name, *vg_uuid; /* inside root; NULL if unknown */
 	uint64_t seqno;
+	/* The same text as a good copy read before (a VG's PVs hold the
+	 * same metadata): not parsed again, neither used nor reported. */
+	bool dup;
+	uint32_t text_crc;
+	uint64_t text_bytes;
 	char why[256];          /* why not good */
 };
 
@@ -40,8 +45,12 @@ static inline bool is_uuid_char(char c)
 }
 
 /* Reads what src holds. 0 (d filled; d->is_pv false when no label) or
- * -errno when the source cannot be read at all or memory runs out. */
-int lvm_disk_read(struct img *img, const char *src_name, struct lvm_disk *d);
+ * -errno when the source cannot be read at all or memory runs out.
+ * prev[0..nb_prev) are the sources read before (for duplicate texts);
+ * budget is the scan's node budget (lvm_text_parse). */
+int lvm_disk_read(struct img *img, const char *src_name,
+		  const struct lvm_disk *prev, size_t nb_prev, size_t *budget,
+		  struct lvm_disk *d);
 void lvm_disk_free(struct lvm_disk *d);
 
 #endif

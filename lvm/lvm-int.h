@@ -18,6 +18,8 @@
 #define LVM_TEXT_MAX_DEPTH 32
 #define LVM_TEXT_MAX_NODES (1u << 20)
 #define LVM_TEXT_MAX_BYTES (16u << 20)
+/* Nodes one scan parses in all its copies (about 100 bytes each). */
+#define LVM_SCAN_MAX_NODES (4u << 20)
 
 enum lvm_node_kind {
 	LVM_NODE_INT,
@@ -39,9 +41,11 @@ struct lvm_node {
 
 /* Parses len bytes of text (stops at a NUL byte, as lvm2 writes one
  * after the text). Returns 0 and the root section, or -EINVAL with a
- * one-line reason in why (line number and what was expected) or -ENOMEM. */
-int lvm_text_parse(const char *text, size_t len, struct lvm_node **root_r,
-		   char *why, size_t why_len);
+ * one-line reason in why (line number and what was expected) or -ENOMEM.
+ * budget, when not NULL, bounds the nodes too and is lowered by the
+ * nodes made (even on failure). */
+int lvm_text_parse(const char *text, size_t len, size_t *budget,
+		   struct lvm_node **root_r, char *why, size_t why_len);
 void lvm_text_free(struct lvm_node *node);
 
 /* The first child of section named key, of any kind, or NULL. */

@@ -12,7 +12,9 @@
  * LVM_TEXT_MAX_DEPTH, nodes by LVM_TEXT_MAX_NODES, the text by
  * LVM_TEXT_MAX_BYTES (the caller bounds it too), integers are checked
  * for overflow, and every read stays inside [text, text + len). The
- * recursion depth of parse and free is the nesting bound.
+ * recursion depth of parse and free is the nesting bound. A scan shares
+ * one node budget over all the copies it parses (lvm-disk.c), so memory
+ * stays bounded whatever the number of sources.
  *
  * What it does not do: keep comments, or give meaning to any key; lvm.c
  * interprets the tree.
@@ -29,7 +31,7 @@
 struct parser {
 	const char *p, *end;
 	unsigned line;
-	size_t nb_nodes;
+	size_t nb_nodes, max_nodes;
 	char *why;
 	size_t why_len;
 };
@@ -79,7 +81,7 @@ static struct lvm_node *new_node(struct parser *ps, enum lvm_node_kind kind)
 {
 	struct lvm_node *n;
 
-	if (ps->nb_nodes >= LVM_TEXT_MAX_NODES)
+	if (ps->nb_nodes >= ps->max_nodes)
 		return NULL;
 	n = calloc(1, sizeof(*n));
 	if (n) {
@@ -149,7 +151,7 @@ static int read_scalar(struct parser *ps, struct lvm_node **node_r)
 	if (ps->p < ps->end && *ps->p == '"') {
 		n = new_node(ps, LVM_NODE_STRING);
 		if (!n)
-			return ps->nb_nodes >= LVM_TEXT_MAX_NODES
+			return ps->nb_nodes >= ps->max_nodes
 				       ? fail(ps, "too many items")
 				       : -ENOMEM;
 		ret = read_string(ps, &n->str);
@@ -203,7 +205,7 @@ static int read_scalar(struct parser *ps, struct lvm_node **node_r)
 		n = new_node(ps, is_float ? LVM_NODE_FLOAT : LVM_NODE_INT);
 		if (!n) {
 			free(w);
-			return ps->nb_nodes >= LVM_TEXT_MAX_NODES
+			return ps->nb_nodes >= ps->max_nodes
 				       ? fail(ps, "too many items")
 				       : -ENOMEM;
 		}
@@ -283,7 +285,7 @@ static int read_body(struct parser *ps, struct lvm_node *sec, unsigned depth)
 			n = new_node(ps, LVM_NODE_SECTION);
 			if (!n) {
 				free(key);
-				return ps->nb_nodes >= LVM_TEXT_MAX_NODES
+				return ps->nb_nodes >= ps->max_nodes
 					       ? fail(ps, "too many items")
 					       : -ENOMEM;
 			}
@@ -307,7 +309,7 @@ static int read_body(struct parser *ps, struct lvm_node *sec, unsigned depth)
 			n = new_node(ps, LVM_NODE_ARRAY);
 			if (!n) {
 				free(key);
-				return ps->nb_nodes >= LVM_TEXT_MAX_NODES
+				return ps->nb_nodes >= ps->max_nodes
 					       ? fail(ps, "too many items")
 					       : -ENOMEM;
 			}
@@ -332,11 +334,12 @@ static int read_body(struct parser *ps, struct lvm_node *sec, unsigned depth)
 	}
 }
 
-int lvm_text_parse(const char *text, size_t len, struct lvm_node **root_r,
-		   char *why, size_t why_len)
+int lvm_text_parse(const char *text, size_t len, size_t *budget,
+		   struct lvm_node **root_r, char *why, size_t why_len)
 {
 	struct parser ps = {
 		.p = text, .line = 1, .why = why, .why_len = why_len,
+		.max_nodes = LVM_TEXT_MAX_NODES,
 	};
 	struct lvm_node *root;
 	const char *nul;
@@ -347,12 +350,16 @@ int lvm_text_parse(const char *text, size_t len, struct lvm_node **root_r,
 	if (len > LVM_TEXT_MAX_BYTES)
 		return fail(&ps, "metadata text of %zu bytes is too large",
 			    len);
+	if (budget && *budget < ps.max_nodes)
+		ps.max_nodes = *budget;
 	nul = memchr(text, '\0', len);
 	ps.end = nul ? nul : text + len;
 	root = new_node(&ps, LVM_NODE_SECTION);
 	if (!root)
 		return -ENOMEM;
 	ret = read_body(&ps, root, 0);
+	if (budget)
+		*budget -= ps.nb_nodes;
 	if (ret < 0) {
 		lvm_text_free(root);
 		return ret;

@@ -871,6 +871,7 @@ int lvm_scan(const struct lvm_source *srcs, size_t nb_srcs,
 	     struct lvm_set **set_r)
 {
 	struct lvm_set *set;
+	size_t budget = LVM_SCAN_MAX_NODES;
 	int ret = -ENOMEM;
 
 	set = calloc(1, sizeof(*set));
@@ -883,7 +884,8 @@ int lvm_scan(const struct lvm_source *srcs, size_t nb_srcs,
 	set->nb_srcs = nb_srcs;
 	for (size_t s = 0; s < nb_srcs; s++) {
 		set->srcs[s] = srcs[s];
-		ret = lvm_disk_read(srcs[s].img, srcs[s].name, &set->disks[s]);
+		ret = lvm_disk_read(srcs[s].img, srcs[s].name, set->disks, s,
+				    &budget, &set->disks[s]);
 		if (ret == -ENOMEM)
 			goto err;
 		if (ret < 0)
@@ -926,7 +928,8 @@ int lvm_scan(const struct lvm_source *srcs, size_t nb_srcs,
 		const struct lvm_disk *d = &set->disks[s];
 		for (size_t k = 0; k < d->nb_copies; k++) {
 			const struct lvm_copy *c = &d->copies[k];
-			if (c->good || (c->vg_uuid && vg_known(set, c->vg_uuid)))
+			if (c->good || c->dup ||
+			    (c->vg_uuid && vg_known(set, c->vg_uuid)))
 				continue;
 			ret = add_error_vg(set, c->vg_name, c->vg_uuid, c->why);
 			if (ret < 0)

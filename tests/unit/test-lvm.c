@@ -986,7 +986,7 @@ static void expect_parse_error(const char *text, const char *needle)
 	struct lvm_node *root = NULL;
 	char why[256];
 
-	assert(lvm_text_parse(text, strlen(text), &root, why, sizeof(why)) ==
+	assert(lvm_text_parse(text, strlen(text), NULL, &root, why, sizeof(why)) ==
 	       -EINVAL);
 	if (!strstr(why, needle)) {
 		fprintf(stderr, "parse error '%s' lacks '%s'\n", why, needle);
@@ -1005,7 +1005,7 @@ static void check_parser(void)
 	char why[256], deep[200];
 	int64_t v;
 
-	assert(lvm_text_parse(ok, 200, &root, why, sizeof(why)) == 0);
+	assert(lvm_text_parse(ok, 200, NULL, &root, why, sizeof(why)) == 0);
 	vg = lvm_node_get(root, "vg-1");
 	assert(vg && vg->kind == LVM_NODE_SECTION);
 	assert(strcmp(lvm_node_str(vg, "id"), "a\"b\\c") == 0);
