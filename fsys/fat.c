@@ -95,6 +95,7 @@
 #define FAT_NB_CHUNKS 512
 #define FAT_NB_SLOTS 64
 #define FAT_NB_HINTS 16
+#define FAT_NB_NLINKS 64
 /* The format's limit: 65536 entries of 32 bytes. */
 #define FAT_MAX_DIR_BYTES (2u << 20)
 #define FAT_DIR_BLOCK 8192
@@ -169,6 +170,12 @@ struct fat {
 		uint64_t dir, index;
 	} hints[FAT_NB_HINTS];
 	unsigned next_hint;
+	/* nlink of recently stat'ed directories (0: empty slot). */
+	struct {
+		uint64_t dir;
+		uint32_t nlink;
+	} nlinks[FAT_NB_NLINKS];
+	unsigned next_nlink;
 };
 
 /* A directory to list: the fixed root region, or a cluster chain. */
@@ -855,8 +862,28 @@ static void dir_stats(struct fat *fs, const struct fat_dir *dir,
 				     &ch) == 0)
 			*size_r = (uint64_t)ch->valid * fs->cluster_bytes;
 	}
+	{
+		LOCK_FOR_SCOPE(&fs->lock);
+
+		for (unsigned i = 0; i < FAT_NB_NLINKS; i++) {
+			if (fs->nlinks[i].dir == dir->ino &&
+			    fs->nlinks[i].nlink) {
+				*nlink_r = fs->nlinks[i].nlink;
+				return;
+			}
+		}
+	}
+	/* Counted once per directory while it stays in the small cache:
+	 * stat of a large directory does not rescan it. */
 	(void)dir_walk(fs, dir, 0, UINT64_MAX, false, count_subdirs, &cc);
 	*nlink_r = 2 + cc.subdirs;
+	{
+		LOCK_FOR_SCOPE(&fs->lock);
+
+		fs->nlinks[fs->next_nlink].dir = dir->ino;
+		fs->nlinks[fs->next_nlink].nlink = *nlink_r;
+		fs->next_nlink = (fs->next_nlink + 1) % FAT_NB_NLINKS;
+	}
 }
 
 static void root_dir(const struct fat *fs, struct fat_dir *dir)
