@@ -279,7 +279,10 @@ static void fill_stat(const struct ifs_fsview *fv, const struct fsys_stat *fs,
 		      struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_ino = files_ino(fv->fsid, fs->ino);
+	/* The node ID has IFS_FILES_BIT; st_ino need not, and reads better
+	 * without it (fsid << 40 | the guest's number, unique in the mount
+	 * since tree nodes stay below 2^40). */
+	st->st_ino = files_ino(fv->fsid, fs->ino) & ~IFS_FILES_BIT;
 	/* Never honour setuid/setgid from a guest (the mount is nosuid
 	 * too; this keeps a copy made with cp -a from carrying them
 	 * unexpectedly only where the kernel would). The bits are shown
@@ -603,7 +606,7 @@ static int fill_one(void *opaque, const char *name, uint64_t guest,
 
 	if (!guest_ino_fits(guest) || next_cookie > INT64_MAX - DOT_ENTRIES)
 		return 0; /* cannot be named in our inode space: skip */
-	st.st_ino = files_ino(c->fsid, guest);
+	st.st_ino = files_ino(c->fsid, guest) & ~IFS_FILES_BIT;
 	need = fuse_add_direntry(c->req, c->buf + c->len, c->size - c->len,
 				 name, &st,
 				 (off_t)(next_cookie + DOT_ENTRIES));
@@ -776,6 +779,22 @@ void ifs_files_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_statfs(req, &sv);
 }
 
+bool ifs_files_usable(struct ifs *ifs, struct ifs_view *view,
+		      const char *name)
+{
+	struct fs_target t = { 0 };
+	struct ifs_fsview *fv;
+	int ret;
+
+	if (find_block_file(view, name, &t) < 0)
+		return false;
+	fv = fsview_get(ifs, view, &t, &ret);
+	if (!fv)
+		return false;
+	fsview_put(fv);
+	return true;
+}
+
 /* Lists the block files of view whose filesystems files/ shows. */
 int ifs_files_list_root(struct ifs_view *view,
 			int (*add)(void *ctx, const char *name), void *ctx)
@@ -831,7 +850,7 @@ void ifs_files_invalidate(struct ifs *ifs, struct ifs_view *view,
 	/* After the locks: a notification may wait for requests that need
 	 * them. */
 	for (size_t i = 0; i < nb_hit; i++) {
-		char name[32];
+		char name[sizeof(hit[i]->name)];
 
 		/* files/lvm/VG/LV is dropped with files/lvm. */
 		snprintf(name, sizeof(name), "%s", hit[i]->name);

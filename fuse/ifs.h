@@ -89,7 +89,9 @@ struct ifs_view {
 	struct part_table *table; /* NULL until the first scan */
 	struct ifs_lvm *lvm;      /* LVM volumes (lvm-tree.c), or NULL;
 	                           * guarded by table_lock */
-	bool needs_scan;          /* table is provisional: rescan it */
+	bool needs_scan;          /* table is provisional: rescan it
+	                           * (guarded by table_lock) */
+	pthread_mutex_t scan_mutex; /* one scan of this view at a time */
 	/* st_blocks needs a walk of the image's metadata; remember the
 	 * answer per window until the next change (write_gen). */
 	pthread_mutex_t alloc_lock;
@@ -195,6 +197,9 @@ void ifs_scan_request_and_wait(struct ifs *ifs);
 /* Asks for a scan of views that need one, without waiting. */
 void ifs_scan_request(struct ifs *ifs);
 void ifs_scan_stop(struct ifs *ifs);
+/* Reads the view's partition table now if it has none yet (snapshot
+ * views are scanned when first used). Takes no lock the caller holds. */
+void ifs_view_need_table(struct ifs *ifs, struct ifs_view *view);
 
 /* info.c: the text of MOUNTPOINT/info; malloc'ed, *len_r bytes. */
 char *ifs_info_text(struct ifs *ifs, size_t *len_r);
@@ -220,6 +225,9 @@ void ifs_files_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size);
 void ifs_files_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void ifs_files_statfs(fuse_req_t req, fuse_ino_t ino);
+/* True when files/name of view can be opened (opens it if needed). */
+bool ifs_files_usable(struct ifs *ifs, struct ifs_view *view,
+		      const char *name);
 /* Calls add(ctx, name) for each block file of view that files/ shows;
  * stops at the first non-zero return and returns it. */
 int ifs_files_list_root(struct ifs_view *view,

@@ -184,6 +184,8 @@ static void ifs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
+	if (dir.node == IFS_NODE_DIR && slot != 0)
+		ifs_view_need_table(ifs, dir.view);
 	if (dir.node == IFS_NODE_FILESDIR && strcmp(name, "lvm") == 0) {
 		reply_entry(req, ifs, ifs_ino(slot, IFS_NODE_FILES_LVMDIR));
 		return;
@@ -361,12 +363,45 @@ static int add_indexed_entry(void *opaque, const char *name, unsigned idx)
 
 /* files/ lists each block file's filesystem as a folder; the inode in
  * the listing is only a hint (lookup gives the real one). */
-static int add_files_entry(void *opaque, const char *name)
-{
-	struct add_ctx *c = opaque;
+struct name_list {
+	char **names;
+	size_t nb;
+};
 
-	return add_entry(c->req, c->l, name,
-			 ifs_ino(c->slot, IFS_NODE_FILESDIR), S_IFDIR);
+static int collect_name(void *opaque, const char *name)
+{
+	struct name_list *nl = opaque;
+	char **grown = realloc(nl->names, (nl->nb + 1) * sizeof(*grown));
+
+	if (!grown)
+		return -ENOMEM;
+	nl->names = grown;
+	nl->names[nl->nb] = strdup(name);
+	if (!nl->names[nl->nb])
+		return -ENOMEM;
+	nl->nb++;
+	return 0;
+}
+
+/* files/ lists each block file whose filesystem opens (listing opens
+ * them, so that every name listed can be looked up); the inode in the
+ * listing is only a hint (lookup gives the real one). */
+static int list_files_root(fuse_req_t req, struct dir_listing *l,
+			   struct ifs_view *view)
+{
+	struct ifs *ifs = ifs_of(req);
+	struct name_list nl = { 0 };
+	int ret = ifs_files_list_root(view, collect_name, &nl);
+
+	for (size_t i = 0; i < nl.nb; i++) {
+		if (!ret && ifs_files_usable(ifs, view, nl.names[i]))
+			ret = add_entry(req, l, nl.names[i],
+					ifs_ino(view->slot, IFS_NODE_FILESDIR),
+					S_IFDIR);
+		free(nl.names[i]);
+	}
+	free(nl.names);
+	return ret;
 }
 
 static int list_parts(fuse_req_t req, struct dir_listing *l,
@@ -416,6 +451,8 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
+	if (node.node == IFS_NODE_DIR && node.view->slot != 0)
+		ifs_view_need_table(ifs, node.view);
 	l = calloc(1, sizeof(*l));
 	if (!l) {
 		fuse_reply_err(req, ENOMEM);
@@ -433,8 +470,7 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 					FUSE_ROOT_ID,
 				S_IFDIR);
 	if (!ret && node.node == IFS_NODE_FILESDIR) {
-		struct add_ctx ac = { req, l, node.view->slot };
-		ret = ifs_files_list_root(node.view, add_files_entry, &ac);
+		ret = list_files_root(req, l, node.view);
 		if (!ret && ifs_lvm_present(node.view))
 			ret = add_entry(req, l, "lvm",
 					ifs_ino(node.view->slot,

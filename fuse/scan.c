@@ -1,17 +1,19 @@
-/* scan.c: the scanner thread and the child processes that read partition tables through the mount.
+/* scan.c: reading the partition tables of the views.
  *
- * partition/ reads from a file descriptor. For a qcow2 image the only
- * descriptor whose bytes are the disk is our own MOUNTPOINT/disk, so the
- * scanner reads that (and snapshots/NAME/disk) once the session is
- * mounted and the loop is serving, from a child process (scan_in_child
- * says why). It must never run inside a FUSE
- * handler that the kernel waits on before it sends more requests (init:
- * DESIGN.md measured a certain deadlock); handlers that need a rescan
- * (flush after writing disk, mkdir) ask this thread and wait for it with
- * a deadline, holding no lock.
+ * partition/ reads from a file descriptor. A raw image is its own disk,
+ * so its table is read from the image file. Every other view (qcow2 and
+ * the read-only formats, and every snapshot) has no descriptor whose
+ * bytes are the disk: part_scan_reader copies the regions a scan reads
+ * from the view's image handle into a sparse memory file and scans that.
+ * No scan goes through our own mount, so none can wait on a FUSE request
+ * of ours: a scan may run in any thread, a handler included, and a kill
+ * of the daemon never finds a thread stuck on its own mount.
  *
- * The first pass scans every view; later passes rescan the active disk
- * and scan any view that has no table yet (a new snapshot).
+ * The scanner thread reads the active disk's table before the mount is
+ * declared ready, and again whenever a handler asks (a written disk was
+ * closed; a new snapshot needs its own). Snapshot views are scanned when
+ * first used (ifs_view_need_table), so that mounting an image with
+ * thousands of snapshots costs no scan per snapshot.
  */
 #include "ifs.h"
 
@@ -23,19 +25,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* A rescan requested by a handler that takes longer than this is left to
  * finish in the background; the handler replies anyway. */
 #define SCAN_WAIT_SECONDS 20
 
-/* Largest encoded table accepted from the child (a table of thousands of
- * partitions is far below it). */
-#define SCAN_REPLY_MAX (16u << 20)
-
-/* part_scan of the file at path, in this process. */
-static int scan_here(const char *path, uint64_t size, struct part_table **t)
+/* part_scan of the file at path (a raw image). */
+static int scan_file(const char *path, uint64_t size, struct part_table **t)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	int ret;
@@ -47,135 +44,77 @@ static int scan_here(const char *path, uint64_t size, struct part_table **t)
 	return ret;
 }
 
-/* The same in a child process, the table coming back through a pipe.
- * Used for scans through our own mount: a thread of ours blocked in a
- * FUSE request that a worker had already taken would keep a killed
- * daemon from ever exiting (its /dev/fuse descriptors close only when
- * every thread is gone). The child closes every descriptor it
- * inherited (the /dev/fuse ones, and the image's, whose lock must die
- * with us), so a kill -9 of the daemon aborts the connection and the
- * child's request fails instead. */
-static int scan_in_child(const char *path, uint64_t size,
-			 struct part_table **t)
+static int reader_read(void *ctx, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *buf = NULL;
-	size_t len = 0, cap = 0;
-	int pfd[2], status, ret = 0;
-	pid_t pid;
+	return img_pread(ctx, buf, len, off);
+}
 
-	if (pipe2(pfd, O_CLOEXEC) < 0)
-		return -errno;
-	pid = fork();
-	if (pid < 0) {
-		ret = -errno;
-		close(pfd[0]);
-		close(pfd[1]);
+/* Holes and zero extents are left out of the memory file. */
+static int reader_is_zero(void *ctx, uint64_t off, uint64_t len,
+			  uint64_t *run_len_r)
+{
+	struct img_extent ext;
+	int ret = img_block_status(ctx, off, len, &ext);
+
+	if (ret < 0)
 		return ret;
-	}
-	if (pid == 0) {
-		struct part_table *table = NULL;
-		uint8_t *out = NULL;
-		size_t out_len = 0;
-		int32_t r;
-
-		/* Keep only the pipe's write end (moved to 3) and stderr. */
-		if (dup2(pfd[1], 3) < 0)
-			_exit(1);
-		close_range(4, ~0u, 0);
-		r = scan_here(path, size, &table);
-		if (r == 0 && part_table_encode(table, &out, &out_len) < 0)
-			r = -ENOMEM;
-		if (write(3, &r, sizeof(r)) != sizeof(r))
-			_exit(1);
-		for (size_t off = 0; r == 0 && off < out_len;) {
-			ssize_t n = write(3, out + off, out_len - off);
-
-			if (n <= 0)
-				_exit(1);
-			off += (size_t)n;
-		}
-		_exit(0);
-	}
-	close(pfd[1]);
-	for (;;) {
-		ssize_t n;
-
-		if (len == cap) {
-			uint8_t *p;
-
-			cap = cap ? cap * 2 : 4096;
-			if (cap > SCAN_REPLY_MAX || !(p = realloc(buf, cap))) {
-				ret = -ENOMEM;
-				break;
-			}
-			buf = p;
-		}
-		n = read(pfd[0], buf + len, cap - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n < 0)
-				ret = -errno;
-			break;
-		}
-		len += (size_t)n;
-	}
-	close(pfd[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (ret == 0 && (len < sizeof(int32_t) || !WIFEXITED(status) ||
-			 WEXITSTATUS(status) != 0))
-		ret = -EIO; /* the child died or could not answer */
-	if (ret == 0) {
-		int32_t r;
-
-		memcpy(&r, buf, sizeof(r));
-		ret = r < 0 ? r
-			    : part_table_decode(buf + sizeof(r),
-						len - sizeof(r), t);
-	}
-	free(buf);
-	return ret;
+	*run_len_r = ext.len;
+	return ext.kind != IMG_EXTENT_DATA;
 }
 
 static void scan_view(struct ifs *ifs, struct ifs_view *view)
 {
 	struct part_table *table = NULL;
 	struct img_info info;
-	bool own_mount = true;
-	char *path;
 	int ret;
 
-	/* A raw image is its own disk: read the file itself and keep the
-	 * scan off the mount (nothing then waits on our own FUSE requests). */
 	if (view->slot == 0 && img_get_info(view->img, &info) == 0 &&
 	    strcmp(info.format, "raw") == 0) {
-		ret = asprintf(&path, "%s", ifs->opts->image_abs);
-		own_mount = false;
-	} else if (view->slot == 0) {
-		ret = asprintf(&path, "%s/disk", ifs->opts->mountpoint_abs);
+		ret = scan_file(ifs->opts->image_abs, img_size(view->img),
+				&table);
 	} else {
-		ret = asprintf(&path, "%s/snapshots/%s/disk",
-			       ifs->opts->mountpoint_abs, view->dirname);
+		struct part_reader rd = {
+			.ctx = view->img,
+			.read = reader_read,
+			.is_zero_or_hole = reader_is_zero,
+		};
+		ret = part_scan_reader(&rd, img_size(view->img), &table);
 	}
-	if (ret < 0)
-		return;
-	if (own_mount)
-		ret = scan_in_child(path, img_size(view->img), &table);
-	else
-		ret = scan_here(path, img_size(view->img), &table);
 	if (ret < 0) {
-		log_err("%s: partition scan failed: %s", path, strerror(-ret));
+		log_err("%s%s%s: partition scan failed: %s",
+			img_path(view->img), view->dirname ? ": snapshot " : "",
+			view->dirname ? view->dirname : "", strerror(-ret));
 		table = calloc(1, sizeof(*table));
 		if (table)
 			table->error = strdup(strerror(-ret));
 	}
-	free(path);
 	if (table)
 		ifs_view_publish_table(ifs, view, table);
 }
 
-static void scan_pass(struct ifs *ifs, bool active)
+void ifs_view_need_table(struct ifs *ifs, struct ifs_view *view)
+{
+	bool need;
+
+	pthread_rwlock_rdlock(&view->table_lock);
+	need = !view->table;
+	pthread_rwlock_unlock(&view->table_lock);
+	if (!need)
+		return;
+	/* One scan per view at a time; a second caller finds the table. */
+	pthread_mutex_lock(&view->scan_mutex);
+	pthread_rwlock_rdlock(&view->table_lock);
+	need = !view->table;
+	pthread_rwlock_unlock(&view->table_lock);
+	if (need)
+		scan_view(ifs, view);
+	pthread_mutex_unlock(&view->scan_mutex);
+}
+
+/* The active disk always; snapshot views only when they asked for a
+ * rescan (needs_scan: a snapshot taken by mkdir starts with a copy of
+ * the active table). */
+static void scan_pass(struct ifs *ifs)
 {
 	for (size_t i = 0;; i++) {
 		struct ifs_view *view = NULL;
@@ -187,15 +126,16 @@ static void scan_pass(struct ifs *ifs, bool active)
 		pthread_mutex_unlock(&ifs->views_lock);
 		if (!view)
 			break;
-		if (view->deleted)
+		if (__atomic_load_n(&view->deleted, __ATOMIC_ACQUIRE))
 			continue;
-		pthread_rwlock_rdlock(&view->table_lock);
-		need = !view->table || view->needs_scan ||
-		       (active && view->slot == 0);
+		pthread_mutex_lock(&view->scan_mutex);
+		pthread_rwlock_wrlock(&view->table_lock);
+		need = view->slot == 0 || view->needs_scan;
 		view->needs_scan = false;
 		pthread_rwlock_unlock(&view->table_lock);
 		if (need)
 			scan_view(ifs, view);
+		pthread_mutex_unlock(&view->scan_mutex);
 	}
 }
 
@@ -204,7 +144,7 @@ static void *scan_main(void *arg)
 	struct ifs *ifs = arg;
 	unsigned target;
 
-	scan_pass(ifs, true);
+	scan_pass(ifs);
 	ifs_signal_ready(ifs);
 	pthread_mutex_lock(&ifs->scan_lock);
 	for (;;) {
@@ -215,7 +155,7 @@ static void *scan_main(void *arg)
 			break;
 		target = ifs->scan_requested;
 		pthread_mutex_unlock(&ifs->scan_lock);
-		scan_pass(ifs, true);
+		scan_pass(ifs);
 		pthread_mutex_lock(&ifs->scan_lock);
 		ifs->scan_done = target;
 		pthread_cond_broadcast(&ifs->scan_cond);

@@ -34,6 +34,7 @@ static struct ifs_view *view_new(struct img *img, unsigned slot)
 	view->read_only = img_is_read_only(img);
 	pthread_rwlock_init(&view->table_lock, NULL);
 	pthread_mutex_init(&view->alloc_lock, NULL);
+	pthread_mutex_init(&view->scan_mutex, NULL);
 	return view;
 }
 
@@ -46,6 +47,7 @@ static void view_free(struct ifs_view *view, bool close_img)
 	part_table_free(view->table);
 	pthread_rwlock_destroy(&view->table_lock);
 	pthread_mutex_destroy(&view->alloc_lock);
+	pthread_mutex_destroy(&view->scan_mutex);
 	free(view->dirname);
 	free(view->snap_id);
 	free(view->snap_name);
@@ -394,6 +396,10 @@ int ifs_resolve(struct ifs *ifs, fuse_ino_t ino, struct ifs_node *node_r)
 
 	if (!view)
 		return -ENOENT;
+	/* A snapshot's folder can be listed in snapshots/ and stat'ed
+	 * without its table; anything inside needs it. */
+	if (slot != 0 && node != IFS_NODE_DIR)
+		ifs_view_need_table(ifs, view);
 	memset(node_r, 0, sizeof(*node_r));
 	node_r->view = view;
 	node_r->node = node;

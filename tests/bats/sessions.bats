@@ -245,21 +245,26 @@ change_tree() {
 
 	# A walk of the whole tree; a folder counts 2 links plus its
 	# subfolders, as find and fts expect.
-	run -0 as_user find "$MNT" -printf '%y %M %n %s %P\n'
-	assert_eq "$(sort -k 5 <<<"$output")" "d dr-xr-xr-x 3 0 
+	# (The files/ folders, whose walk the files/ tests check, are not
+	# entered here.)
+	run -0 as_user find "$MNT" -name files -prune -printf '%y %M %n %s %P\n' -o -printf '%y %M %n %s %P\n'
+	assert_eq "$(sort -k 5 <<<"$output")" "d dr-xr-xr-x 4 0 
 f -r--r--r-- 1 $SESSION_DISK_BYTES disk
+d dr-xr-xr-x 4 0 files
 f -r--r--r-- 1 $(as_user cat "$MNT/info" | wc -c) info
 f -r--r--r-- 1 $SESSION_P1_BYTES p1
 f -r--r--r-- 1 $SESSION_P2_BYTES p2
 d dr-xr-xr-x 3 0 snapshots
-d dr-xr-xr-x 2 0 snapshots/release-1
+d dr-xr-xr-x 3 0 snapshots/release-1
 f -r--r--r-- 1 $SESSION_DISK_BYTES snapshots/release-1/disk
+d dr-xr-xr-x 4 0 snapshots/release-1/files
 f -r--r--r-- 1 $SESSION_P1_BYTES snapshots/release-1/p1
 f -r--r--r-- 1 $SESSION_P2_BYTES snapshots/release-1/p2"
 	run -0 as_user ls -lA --time-style=+%s "$MNT/snapshots/release-1"
 	mtime=$(stat -c %Y "$IMG")
 	assert_eq "$output" "total $((($(allocated_bytes "$IMG") + $(allocated_bytes "$IMG" 1048576 "$SESSION_P1_BYTES") + $(allocated_bytes "$IMG" 68157440 "$SESSION_P2_BYTES")) / 1024))
 -r--r--r-- 1 $user $user $SESSION_DISK_BYTES $mtime disk
+dr-xr-xr-x 4 $user $user         0 $mtime files
 -r--r--r-- 1 $user $user  $SESSION_P1_BYTES $mtime p1
 -r--r--r-- 1 $user $user  $SESSION_P2_BYTES $mtime p2"
 	# .. of a snapshot's folder is snapshots/, in readdir as in lookup.
@@ -560,4 +565,115 @@ p2: Software caused connection abort"
 	assert_eq "$output" "Omitting partitions after #60. They will be deleted if you save this partition table.; the EBR chain loops: 54 repeated logical partitions ignored"
 	run -0 as_user head -c 16 "$MNT/p6"
 	assert_eq "$output" "imgfs logical p6"
+}
+
+# ---------------------------------------------------------------------------
+# (f) files/: imgfs reads the guest filesystems itself
+
+@test "without fuse2fs: cp -a and tar of files/p1 give back every file of the ext4 with names, links, holes, times, xattrs and checksums; files/p2 gives the FAT tree" {
+	require getfattr
+	make_session_disk "$IMG"
+	MANIFEST_AS=env manifest tree >want.manifest
+	mount_image -o ro
+	run -0 as_user ls "$MNT/files"
+	assert_eq "$output" $'p1\np2'
+	as_user mkdir copy-cp copy-tar
+	as_user cp -a "$MNT/files/p1/." copy-cp/
+	as_user sh -c 'tar -C "$1" --xattrs --xattrs-include="user.*" -cf - . | tar -C copy-tar --xattrs --xattrs-include="user.*" -xpf -' sh "$MNT/files/p1"
+	rm -rf copy-cp/lost+found copy-tar/lost+found
+	manifest "$MNT/files/p1" >files.manifest
+	manifest copy-cp >cp.manifest
+	manifest copy-tar >tar.manifest
+	diff -u want.manifest files.manifest
+	diff -u want.manifest cp.manifest
+	diff -u want.manifest tar.manifest
+	# Hard links: one inode number through the mount and in the copy.
+	run -0 as_user stat -c %i "$MNT/files/p1/etc/hard-a" \
+		"$MNT/files/p1/etc/hard-b" "$MNT/files/p1/deep/hard-c"
+	assert_eq "$(sort -u <<<"$output" | wc -l)" 1
+	run -0 stat -c %i copy-cp/etc/hard-a copy-cp/etc/hard-b copy-cp/deep/hard-c
+	assert_eq "$(sort -u <<<"$output" | wc -l)" 1
+	# Holes: the 48 MiB sparse file stores a few blocks, and the copy
+	# made with cp --sparse stays sparse.
+	run -0 as_user stat -c %b "$MNT/files/p1/var/lib/sparse.img"
+	(( output * 512 < 2 * 1024 * 1024 ))
+	(cd fat && find . -type f -print0 | sort -z | xargs -0 sha256sum) >fat.sums
+	run -0 as_user sh -c 'cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum' sh "$MNT/files/p2"
+	assert_eq "$output" "$(cat fat.sums)"
+	unmount_image
+	refute_mounted
+}
+
+@test "files/p1 shows what the kernel's own read-only mount of the same ext4 shows, attribute for attribute" {
+	require_root
+	require getfattr
+	make_session_disk "$IMG"
+	mkdir kernel
+	mount -o ro,loop build/p1.img kernel || skip "no loop mount here"
+	MANIFEST_AS=env manifest kernel >kernel.manifest
+	run -0 stat -c '%i %h %u %g %a %s %Y %X %Z' kernel/etc/os-release kernel/var/lib/big/twenty.bin kernel/many
+	kernel_stat=$output
+	umount kernel
+	mount_image -o ro
+	manifest "$MNT/files/p1" >files.manifest
+	diff -u kernel.manifest files.manifest
+	# imgfs numbers inodes per opened filesystem: the guest's number is
+	# the low 40 bits.
+	run -0 as_user stat -c '%i %h %u %g %a %s %Y %X %Z' "$MNT/files/p1/etc/os-release" "$MNT/files/p1/var/lib/big/twenty.bin" "$MNT/files/p1/many"
+	assert_eq "$(while read -r ino rest; do echo "$((ino & ((1 << 40) - 1))) $rest"; done <<<"$output")" "$kernel_stat"
+	unmount_image
+}
+
+@test "files/ is read-only: writes, new files, renames and removals fail with 'Read-only file system'" {
+	make_session_disk "$IMG"
+	mount_image
+	run -2 as_user sh -c 'echo x >>"$1/files/p1/etc/os-release"' sh "$MNT"
+	[[ $output == *"Read-only file system"* ]]
+	run -1 as_user touch "$MNT/files/p1/etc/new"
+	[[ $output == *"Read-only file system"* ]]
+	run -1 as_user mkdir "$MNT/files/p2/NEW"
+	[[ $output == *"Read-only file system"* ]]
+	run -1 as_user rm "$MNT/files/p1/etc/empty"
+	[[ $output == *"Read-only file system"* ]]
+	run -1 as_user mv "$MNT/files/p1/etc/empty" "$MNT/files/p1/etc/moved"
+	[[ $output == *"Read-only file system"* ]]
+	unmount_image
+	run -0 qemu-img check "$IMG"
+}
+
+@test "a snapshot's files/ shows the files as they were, and files/p1 the ones written since" {
+	require fuse2fs
+	make_session_disk "$IMG"
+	qemu-img snapshot -c release-1 "$IMG"
+	MANIFEST_AS=env manifest tree >old.manifest
+	mount_image
+	as_user mkdir ext4
+	as_user fuse2fs -o fakeroot "$MNT/p1" "$PWD/ext4"
+	as_user bash -c "$(declare -f change_tree det_random); change_tree ext4"
+	unmount_fuse "$PWD/ext4"
+	cp -a tree new-tree
+	change_tree new-tree
+	MANIFEST_AS=env manifest new-tree >new.manifest
+	manifest "$MNT/snapshots/release-1/files/p1" >snap.manifest
+	diff -u old.manifest snap.manifest
+	manifest "$MNT/files/p1" >now.manifest
+	diff -u new.manifest now.manifest
+	unmount_image
+	run -0 qemu-img check "$IMG"
+}
+
+@test "after mkfs over p2 through the mount, files/p2 shows the new filesystem, not a mix of old and new" {
+	require mkfs.ext4
+	make_session_disk "$IMG"
+	mount_image
+	run -0 as_user ls "$MNT/files/p2"
+	[[ $output == *EFI* ]]
+	as_user mkdir newsrc
+	as_user sh -c 'echo fresh >newsrc/fresh.txt'
+	as_user mkfs.ext4 -q -F -d newsrc "$MNT/p2"
+	run -0 as_user cat "$MNT/files/p2/fresh.txt"
+	assert_eq "$output" fresh
+	run -2 as_user ls "$MNT/files/p2/EFI"
+	unmount_image
+	run -0 qemu-img check "$IMG"
 }
