@@ -16,7 +16,8 @@
  * so nothing is remembered per inode. Numbers are stable while the image
  * does not change. Hard links do not exist: nlink is 1 for files and, as
  * the kernel's vfat counts it, 2 + the number of subdirectories for a
- * directory (one scan of that directory, bounded like every scan).
+ * directory (one scan of that directory, bounded like every scan, and
+ * remembered for the last FAT_NB_NLINKS directories).
  *
  * Metadata conventions (those of the kernel's vfat with default options
  * and umask 022, except that files are not executable): directories
@@ -57,9 +58,12 @@
  * usable part of a file gives -EIO; a directory lists what it has, then
  * -EIO. A subdirectory entry that points to the root (cluster 0 or the
  * FAT32 root cluster), to the directory holding it, or to that
- * directory's parent is a directory cycle: it is listed, and lookup and
- * getattr give -EIO for it. Longer cycles are not detected (nor are they
- * by the kernel): a tree walker sees them as an ever deeper tree.
+ * directory's parent is a directory cycle: it is listed, lookup gives
+ * -EIO for it, and so do getattr, readdir and lookup in it by inode
+ * number (those know the entry but not its directory's parent, so they
+ * catch the root and the holding directory only). Longer cycles are not
+ * detected: a tree walker sees them as an ever deeper tree, bounded by
+ * its own path limits.
  *
  * Concurrency and memory. One mutex guards the FAT cache (FAT_NB_CHUNKS
  * chunks of FAT_CHUNK_BYTES, read on demand, direct-mapped: 2 MiB at
@@ -68,8 +72,16 @@
  * start). File data is read with img_pread outside the lock, one call
  * per run of contiguous clusters. readdir streams: its cookie is the
  * index of the next 32-byte entry, and only one block of entries is held
- * at a time. The free cluster count for statfs is counted from the FAT
- * once, on first use (FSInfo's hint may be stale, so it is not trusted).
+ * at a time. A lookup scans from where the last match in that directory
+ * was (FAT_NB_HINTS directories remembered), then wraps, so looking every
+ * name up in readdir order is linear, not quadratic. The free cluster
+ * count for statfs is counted from the FAT once, on first use (FSInfo's
+ * hint may be stale, so it is not trusted).
+ *
+ * Probe: a jump instruction, the 0x55AA signature at 510, not NTFS or
+ * exFAT, no ext superblock magic, and a FAT type string or a plausible
+ * BPB; open then checks every BPB field and refuses with one line naming
+ * the bad one.
  *
  * Not done: writing; code pages other than 437 for short names; the
  * FAT32 backup boot sector is not consulted when the first is damaged.
