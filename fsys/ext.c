@@ -15,8 +15,8 @@
  * own walker (ext-map.c) and reads them with img_pread outside it, so
  * parallel readers overlap their I/O.
  *
- * Directories are streamed block by block (ext2fs_read_dir_block4, which
- * verifies the block's checksum); the readdir cookie is the position of
+ * Directories are streamed block by block (read outside the lock, the
+ * checksum verified by libext2fs under it); the readdir cookie is the position of
  * the next entry, logical block << 32 | offset in the block (inline
  * directories: the offset in the inline data). htree internal nodes look
  * like empty entries and are skipped. Lookups scan the directory
@@ -729,7 +729,6 @@ static int dir_walk(struct ext_fs *ext, uint64_t dir, uint64_t cookie,
 	lblk = cookie >> 32;
 	while (lblk < nb_lblks) {
 		struct ext_run run;
-		errcode_t code;
 
 		ret = ext_map(ext, &ii, lblk, &run);
 		if (ret < 0)
@@ -738,12 +737,23 @@ static int dir_walk(struct ext_fs *ext, uint64_t dir, uint64_t cookie,
 			lblk += run.nb_blks; /* a hole in a directory: skip */
 			continue;
 		}
-		pthread_mutex_lock(&ext->lock);
-		code = ext2fs_read_dir_block4(ext->fs, run.pblk, buf, 0,
-					      (ext2_ino_t)dir);
-		pthread_mutex_unlock(&ext->lock);
-		if (code)
-			return ext_errno(code);
+		/* The I/O outside the lock; the checksum check needs
+		 * libext2fs (it reads the inode's generation). */
+		ret = ext_pread(ext, buf, ext->block_size,
+				run.pblk * ext->block_size);
+		if (ret < 0)
+			return ret;
+		if (ext->csum) {
+			int ok;
+
+			pthread_mutex_lock(&ext->lock);
+			ok = ext2fs_dir_block_csum_verify(
+				ext->fs, (ext2_ino_t)dir,
+				(struct ext2_dir_entry *)buf);
+			pthread_mutex_unlock(&ext->lock);
+			if (!ok)
+				return -EIO;
+		}
 		ret = walk_region(ext, buf, 0, ext->block_size,
 				  lblk == cookie >> 32 ? (cookie & 0xffffffff) : 0,
 				  lblk << 32, (lblk + 1) << 32, encrypted, cb,
