@@ -587,10 +587,14 @@ static const char *resolve(struct lvm_set *set, struct ivg *vg,
 			if (!first)
 				first = why;
 		}
-		if (sg->leg < 0)
+		/* The first leg's own reason, once: not nested down a
+		 * chain of legs. */
+		if (sg->leg < 0 && first && strncmp(first, "no leg", 6) == 0)
+			lv->unreadable = first;
+		else if (sg->leg < 0)
 			lv->unreadable = set_printf(set, "no leg of segment %zu"
 						    " can be read (%s)", s + 1,
-						    first);
+						    first ? first : "none");
 	}
 	lv->checking = false;
 	lv->checked = true;

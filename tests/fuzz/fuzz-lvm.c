@@ -148,6 +148,10 @@ static void read_lv(struct img *lv)
 	}
 }
 
+/* A unit test's checks of what one input was found to hold, run after
+ * the scan (NULL in the fuzzer). */
+static void (*fuzz_lvm_check)(struct lvm_set *set);
+
 static void fuzz_lvm_one(const uint8_t *data, size_t size)
 {
 	struct img_open_opts o = { .format = IMG_FORMAT_RAW,
@@ -219,6 +223,8 @@ static void fuzz_lvm_one(const uint8_t *data, size_t size)
 		srcs[i].img = wins[i];
 	}
 	if (lvm_scan(srcs, nb, &set) == 0) {
+		if (fuzz_lvm_check)
+			fuzz_lvm_check(set);
 		for (size_t i = 0; i < lvm_nb_vgs(set); i++) {
 			const struct lvm_vg *vg = lvm_vg_at(set, i);
 			if (!vg->name || !vg->uuid)

@@ -969,13 +969,56 @@ static void check_handmade(void)
 }
 
 /* ------------------------------------------------------------------ */
-/* The fuzz target's reproducers, run through the target itself. */
+/* The fuzz target's reproducers, run through the target itself, with
+ * the outcome of each hand-made one checked. */
+static const char *regress_name;
+
+static const char *reason_of(struct lvm_set *set, const char *lv)
+{
+	for (size_t i = 0; i < lvm_nb_lvs(set); i++)
+		if (strcmp(lvm_lv_at(set, i)->name, lv) == 0)
+			return lvm_lv_at(set, i)->unreadable;
+	assert(!"no such LV");
+	return NULL;
+}
+
+static void check_regress(struct lvm_set *set)
+{
+	const char *n = regress_name;
+
+	if (strcmp(n, "leg-loop") == 0) {
+		assert(lvm_nb_lvs(set) == 1);
+		assert(strcmp(reason_of(set, "m"), "no leg of segment 1 can be "
+			      "read (its legs nest too deep or loop)") == 0);
+	} else if (strcmp(n, "leg-chain-deep") == 0) {
+		assert(lvm_nb_lvs(set) == 1);
+		assert(strcmp(reason_of(set, "l0"), "no leg of segment 1 can "
+			      "be read (its legs nest too deep or loop)") == 0);
+	} else if (strcmp(n, "nesting-deep") == 0) {
+		assert(lvm_nb_vgs(set) == 1 && lvm_nb_lvs(set) == 0);
+		assert(strcmp(lvm_vg_at(set, 0)->error, "p1: metadata text: "
+			      "line 27: sections nested too deep") == 0);
+	} else if (strcmp(n, "segment-count-huge") == 0) {
+		/* ".." is not listed. */
+		assert(lvm_nb_lvs(set) == 3);
+		assert(strcmp(reason_of(set, "v"), "its segment_count is "
+			      "missing or wrong") == 0);
+		assert(strcmp(reason_of(set, "w"), "its segments do not "
+			      "follow each other from extent 0") == 0);
+		assert(strcmp(reason_of(set, "x"), "segment1: stripe size of "
+			      "3 sectors does not divide its stripes") == 0);
+	}
+}
+
 static void replay(const char *path)
 {
 	static uint8_t buf[1 << 20];
 	size_t n = regress_read(path, buf, sizeof(buf));
 
+	regress_name = strrchr(path, '/') + 1;
+	fuzz_lvm_check = check_regress;
 	fuzz_lvm_one(buf, n);
+	fuzz_lvm_check = NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1090,6 +1133,7 @@ static int run_tests(void)
 
 	n = for_each_regress_file("fuzz-lvm", replay);
 	fprintf(stderr, "test-lvm: %zu fuzz reproducers replayed\n", n);
+	assert(n >= 4);
 	check_parser();
 	check_compose();
 	build_images();
