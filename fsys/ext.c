@@ -49,6 +49,7 @@
 
 #define EXT_SB_OFFSET 1024
 #define EXT_MAX_INLINE_BYTES (64 * 1024 + 64)
+#define EXT_MAX_DESC_BYTES (32u << 20)
 /* Entries a file's lookups scan through, and seek's steps: bounds. */
 #define EXT_SEEK_MAX_STEPS (1u << 20)
 
@@ -301,6 +302,14 @@ static int check_super(struct img *img, const struct ext2_super_block *sb,
 			       nb_blocks, bs, img_size(img));
 	groups = div_round_up(nb_blocks - sb->s_first_data_block,
 			      sb->s_blocks_per_group);
+	/* libext2fs keeps every group descriptor in memory: 32 MiB of
+	 * them is a 64 TiB filesystem of 4 KiB blocks. */
+	if (groups * (sb->s_desc_size > 32 ? sb->s_desc_size : 32) >
+	    EXT_MAX_DESC_BYTES)
+		return img_err(err, -ENOTSUP,
+			       "ext: %" PRIu64 " block groups, more than imgfs "
+			       "keeps in memory",
+			       groups);
 	if ((uint64_t)sb->s_inodes_count !=
 	    groups * (uint64_t)sb->s_inodes_per_group)
 		return img_err(err, -EIO,
@@ -394,6 +403,20 @@ static int ext_open(struct img *img, void **priv_r, struct img_err *err)
 		 * group descriptors are the ones that count. */
 		ext2fs_close_free(&ext->fs);
 		memset(ext->map_cache, 0, sizeof(ext->map_cache));
+		/* The journal may carry a superblock of its own: it gets the
+		 * same checks before libext2fs trusts it. */
+		ret = ext_pread(ext, &sb, sizeof(sb), EXT_SB_OFFSET);
+		if (ret < 0) {
+			img_err(err, ret, "ext: replayed superblock unreadable");
+			goto err_close;
+		}
+		ret = check_super(img, &sb, err);
+		if (ret < 0) {
+			if (ret == -EMEDIUMTYPE)
+				ret = img_err(err, -EIO, "ext: the journal replaces "
+					      "the superblock with garbage");
+			goto err_close;
+		}
 		ret = open_fs(ext, &ext->fs, err);
 		if (ret < 0)
 			goto err_close;

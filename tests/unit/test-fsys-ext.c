@@ -1102,6 +1102,16 @@ static void test_crafted_journal(const char *base_opts, bool v3)
 	assert(try_open(img, &im, &fs, &err) == -EIO);
 	assert(strstr(err.msg, "past the end"));
 
+	/* A transaction replacing the superblock (block 0) with garbage:
+	 * the replayed superblock is checked as the image's is. */
+	assert(sh("cp %s %s", base, img) == 0);
+	blks[0] = 0;
+	jtxn(img, &j, j.first, j.seq, blks, data, 1, true);
+	jset_start(img, &j, j.first, j.seq);
+	assert(try_open(img, &im, &fs, &err) == -EIO);
+	assert(strstr(err.msg, "garbage"));
+	blks[0] = fblk;
+
 	/* A journal superblock start outside the log: -EIO. */
 	assert(sh("cp %s %s", base, img) == 0);
 	jset_start(img, &j, j.maxlen + 5, j.seq);
