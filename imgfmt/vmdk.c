@@ -200,6 +200,7 @@ static int ext_pread(const struct vmdk_extent *e, void *buf, size_t len,
 
 static void vmdk_header_decode(const uint8_t *b, struct vmdk_header *h)
 {
+	memset(h, 0, sizeof(*h));
 	h->version = get_le32(b + 4);
 	h->flags = get_le32(b + 8);
 	h->capacity = get_le64(b + 12);
