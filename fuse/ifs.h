@@ -81,7 +81,13 @@ struct ifs_view {
 	bool dirname_is_position; /* ID unusable too: "snapshot-N" */
 	uint64_t snap_date_sec;   /* for info */
 	uint64_t snap_vm_clock_nsec;
+	uint64_t snap_disk_size;
+	/* The image: the active disk, or the snapshot's own handle, which
+	 * is opened when the view is first used (ifs_view_need_table) and
+	 * stays NULL when it cannot be (open_error says why). Written once,
+	 * under scan_mutex; read atomically. */
 	struct img *img;
+	char *open_error;
 	bool read_only;
 	bool deleted;           /* rmdir'ed: lookups fail, I/O gives ENOENT */
 	unsigned nb_open;       /* open files, for rmdir's EBUSY */
@@ -183,7 +189,8 @@ void ifs_view_changed(struct ifs_view *view);
 /* Adds a view for a snapshot (after mkdir); returns it or NULL. */
 struct ifs_view *ifs_view_add_snapshot(struct ifs *ifs,
 				       const struct img_snapshot *snap,
-				       const char *dirname, bool is_id);
+				       const char *dirname, bool is_id,
+				       bool open_now);
 /* Invalidates cached pages of every file of view that shows bytes of
  * the disk range [disk_off, disk_off + len), except the one written. */
 void ifs_invalidate_aliases(struct ifs *ifs, struct ifs_view *view,
@@ -197,8 +204,9 @@ void ifs_scan_request_and_wait(struct ifs *ifs);
 /* Asks for a scan of views that need one, without waiting. */
 void ifs_scan_request(struct ifs *ifs);
 void ifs_scan_stop(struct ifs *ifs);
-/* Reads the view's partition table now if it has none yet (snapshot
- * views are scanned when first used). Takes no lock the caller holds. */
+/* Opens a snapshot view's image if it is not open yet, then reads its
+ * partition table if it has none (snapshot views are opened and scanned
+ * when first used). Takes no lock the caller holds. */
 void ifs_view_need_table(struct ifs *ifs, struct ifs_view *view);
 
 /* info.c: the text of MOUNTPOINT/info; malloc'ed, *len_r bytes. */

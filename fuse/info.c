@@ -53,7 +53,7 @@ char *ifs_info_text(struct ifs *ifs, size_t *len_r)
 			.name = v->snap_name,
 			.date_sec = v->snap_date_sec,
 			.vm_clock_nsec = v->snap_vm_clock_nsec,
-			.disk_size = img_size(v->img),
+			.disk_size = v->snap_disk_size,
 			.kind = v->dirname_is_position ? CLI_DIRNAME_BY_POSITION :
 				v->dirname_is_id       ? CLI_DIRNAME_BY_ID :
 							 CLI_DIRNAME_BY_NAME,

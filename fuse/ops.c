@@ -1148,7 +1148,7 @@ static void ifs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	for (size_t i = nb; ret == 0 && i-- > 0;) {
 		if (strcmp(list[i].name, name) == 0) {
 			view = ifs_view_add_snapshot(ifs, &list[i], name,
-						     false);
+						     false, true);
 			break;
 		}
 	}
@@ -1213,7 +1213,7 @@ static void ifs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	/* No notify_inval_entry here: the kernel holds snapshots/ locked
 	 * for this rmdir and drops the dentry itself when we reply. */
-	view->deleted = true;
+	__atomic_store_n(&view->deleted, true, __ATOMIC_RELEASE);
 	fuse_reply_err(req, 0);
 }
 

@@ -92,6 +92,23 @@ static void scan_view(struct ifs *ifs, struct ifs_view *view)
 		ifs_view_publish_table(ifs, view, table);
 }
 
+/* Opens the snapshot of a view made at mount time; scan_mutex held. */
+static void open_view_locked(struct ifs *ifs, struct ifs_view *view)
+{
+	struct img_err err = { 0 };
+	struct img *img = NULL;
+
+	if (view->img || view->open_error || !view->snap_id)
+		return;
+	if (img_snapshot_open(ifs->img, view->snap_id, &img, &err) < 0) {
+		log_err("%s", err.msg);
+		view->open_error = strdup(err.msg[0] ? err.msg
+						     : strerror(-err.errnum));
+		return;
+	}
+	__atomic_store_n(&view->img, img, __ATOMIC_RELEASE);
+}
+
 void ifs_view_need_table(struct ifs *ifs, struct ifs_view *view)
 {
 	bool need;
@@ -101,12 +118,14 @@ void ifs_view_need_table(struct ifs *ifs, struct ifs_view *view)
 	pthread_rwlock_unlock(&view->table_lock);
 	if (!need)
 		return;
-	/* One scan per view at a time; a second caller finds the table. */
+	/* One open and scan per view at a time; a second caller finds the
+	 * table (or the reason there is none). */
 	pthread_mutex_lock(&view->scan_mutex);
+	open_view_locked(ifs, view);
 	pthread_rwlock_rdlock(&view->table_lock);
 	need = !view->table;
 	pthread_rwlock_unlock(&view->table_lock);
-	if (need)
+	if (need && view->img)
 		scan_view(ifs, view);
 	pthread_mutex_unlock(&view->scan_mutex);
 }
@@ -126,7 +145,8 @@ static void scan_pass(struct ifs *ifs)
 		pthread_mutex_unlock(&ifs->views_lock);
 		if (!view)
 			break;
-		if (__atomic_load_n(&view->deleted, __ATOMIC_ACQUIRE))
+		if (__atomic_load_n(&view->deleted, __ATOMIC_ACQUIRE) ||
+		    !__atomic_load_n(&view->img, __ATOMIC_ACQUIRE))
 			continue;
 		pthread_mutex_lock(&view->scan_mutex);
 		pthread_rwlock_wrlock(&view->table_lock);

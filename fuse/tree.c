@@ -31,7 +31,7 @@ static struct ifs_view *view_new(struct img *img, unsigned slot)
 		return NULL;
 	view->img = img;
 	view->slot = slot;
-	view->read_only = img_is_read_only(img);
+	view->read_only = !img || img_is_read_only(img);
 	pthread_rwlock_init(&view->table_lock, NULL);
 	pthread_mutex_init(&view->alloc_lock, NULL);
 	pthread_mutex_init(&view->scan_mutex, NULL);
@@ -49,6 +49,7 @@ static void view_free(struct ifs_view *view, bool close_img)
 	pthread_mutex_destroy(&view->alloc_lock);
 	pthread_mutex_destroy(&view->scan_mutex);
 	free(view->dirname);
+	free(view->open_error);
 	free(view->snap_id);
 	free(view->snap_name);
 	free(view);
@@ -236,13 +237,17 @@ static int choose_dirnames(const struct img_snapshot *list, size_t nb,
 
 struct ifs_view *ifs_view_add_snapshot(struct ifs *ifs,
 				       const struct img_snapshot *snap,
-				       const char *dirname, bool is_id)
+				       const char *dirname, bool is_id,
+				       bool open_now)
 {
 	struct img_err err;
-	struct img *simg;
+	struct img *simg = NULL;
 	struct ifs_view *view;
 
-	if (img_snapshot_open(ifs->img, snap->id, &simg, &err) < 0) {
+	/* At mount time snapshots are opened when first used (a table of
+	 * thousands costs nothing until browsed); mkdir opens its own at
+	 * once. */
+	if (open_now && img_snapshot_open(ifs->img, snap->id, &simg, &err) < 0) {
 		log_err("%s", err.msg);
 		return NULL;
 	}
@@ -256,6 +261,7 @@ struct ifs_view *ifs_view_add_snapshot(struct ifs *ifs,
 		view->dirname_is_id = is_id;
 		view->snap_date_sec = snap->date_sec;
 		view->snap_vm_clock_nsec = snap->vm_clock_nsec;
+		view->snap_disk_size = snap->disk_size;
 		if (!view->dirname || !view->snap_id || !view->snap_name ||
 		    views_append_locked(ifs, view) < 0) {
 			view_free(view, true);
@@ -309,7 +315,8 @@ int ifs_views_init(struct ifs *ifs)
 	for (size_t i = 0; i < nb; i++) {
 		struct ifs_view *v = ifs_view_add_snapshot(ifs, &list[i],
 							   dirnames[i],
-							   kind[i] == BY_ID);
+							   kind[i] == BY_ID,
+							   false);
 		if (!v)
 			log_warn("%s: snapshot %s (ID %s) is not shown",
 				 img_path(ifs->img), list[i].name,
@@ -346,17 +353,24 @@ struct ifs_view *ifs_view_by_slot(struct ifs *ifs, unsigned slot)
 {
 	struct ifs_view *found = NULL;
 
+	size_t lo = 0, hi;
+
 	/* Nearly every request is for the active disk: no lock for it (it
 	 * lives until unmount and is never deleted). */
 	if (slot == 0)
 		return ifs->active;
+	/* Views are appended with growing slots: search by halves. */
 	pthread_mutex_lock(&ifs->views_lock);
-	for (size_t i = 0; i < ifs->nb_views; i++) {
-		if (ifs->views[i]->slot == slot) {
-			found = ifs->views[i];
-			break;
-		}
+	hi = ifs->nb_views;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ifs->views[mid]->slot < slot)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
+	if (lo < ifs->nb_views && ifs->views[lo]->slot == slot)
+		found = ifs->views[lo];
 	pthread_mutex_unlock(&ifs->views_lock);
 	return found && !found->deleted ? found : NULL;
 }
@@ -397,9 +411,12 @@ int ifs_resolve(struct ifs *ifs, fuse_ino_t ino, struct ifs_node *node_r)
 	if (!view)
 		return -ENOENT;
 	/* A snapshot's folder can be listed in snapshots/ and stat'ed
-	 * without its table; anything inside needs it. */
-	if (slot != 0 && node != IFS_NODE_DIR)
+	 * without opening the snapshot; anything inside needs it. */
+	if (slot != 0 && node != IFS_NODE_DIR) {
 		ifs_view_need_table(ifs, view);
+		if (!__atomic_load_n(&view->img, __ATOMIC_ACQUIRE))
+			return -EIO;
+	}
 	memset(node_r, 0, sizeof(*node_r));
 	node_r->view = view;
 	node_r->node = node;
