@@ -11,6 +11,8 @@ packages=(
 	bats fdisk fuse2fs e2fsprogs dosfstools mtools attr acl bindfs fio
 	clang libclang-rt-14-dev util-linux python3 procps psmisc
 	busybox-static cpio kmod lvm2 libarchive-tools
+	git dpkg-dev debhelper lintian rpm desktop-file-utils shared-mime-info
+	xdg-utils bash-completion man-db
 )
 
 missing=()

@@ -3,11 +3,14 @@
 #   1. unit tests (meson test) in a normal build and in an ASan/UBSan build
 #   2. integration tests (bats, tests/bats/*.bats) against the normal build
 #   3. each libFuzzer target for a short fixed time (tests/fuzz/run.sh)
-#   4. the benchmarks once in quick mode, to prove they run (tests/bench)
+#   4. the packages (scripts/package-test.sh): Debian packages built from a
+#      clean clone, installed, smoke-tested and purged; an RPM built
+#   5. the benchmarks once in quick mode, to prove they run (tests/bench)
 # Ends with one line "N passed, N failed, N skipped" and a non-zero status
 # if anything failed. Run as root on Debian 12 (CI does).
 #   FUZZ_SECONDS=N   fuzz time per target (default 30)
-#   SKIP_BENCH=1     leave out step 4
+#   SKIP_PACKAGE=1   leave out step 4
+#   SKIP_BENCH=1     leave out step 5
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -68,6 +71,20 @@ if [ -x tests/fuzz/run.sh ]; then
 	else
 		failed=$((failed + 1)); failures+=("fuzzing found a crash")
 	fi
+fi
+
+if [ -z "${SKIP_PACKAGE:-}" ]; then
+	note "packages: .deb from a clean clone, installed and smoke-tested, then purged; .rpm built"
+	tap=$(mktemp)
+	bash scripts/package-test.sh 2>&1 | tee "$tap"
+	rc=${PIPESTATUS[0]}
+	p=$(grep -c '^PASS: ' "$tap")
+	f=$(grep -c '^FAIL: ' "$tap")
+	# A stop before any check (a missing tool) counts as one failure.
+	((rc != 0 && f == 0)) && f=1
+	passed=$((passed + p)) failed=$((failed + f))
+	((f)) && failures+=("packages: $f failed")
+	rm -f "$tap"
 fi
 
 if [ -z "${SKIP_BENCH:-}" ]; then

@@ -33,8 +33,10 @@ complete_words() {
 	printf '%s\n' "${COMPREPLY[@]}" | LC_ALL=C sort
 }
 
-# A stand-in imgfs: `ls IMAGE` lists block files, `ls [-l] IMAGE p2:DIR`
-# a small tree; anything else fails, as an imgfs without the command would.
+# A stand-in imgfs with the output format of imgfs ls (one name a line;
+# -l: ls -l's columns, numeric owners, ISO dates): a GPT disk with p1, p2,
+# a snapshot "before", and a small tree in p2's filesystem. Anything else
+# fails, as an imgfs without the command or the place would.
 make_fake_imgfs() {
 	mkdir -p bin
 	cat >bin/imgfs <<-'EOF'
@@ -45,25 +47,24 @@ make_fake_imgfs() {
 	[[ $1 == -l ]] && { long=true; shift; }
 	[[ -f $1 ]] || { echo "imgfs: $1: No such file or directory" >&2; exit 1; }
 	case ${2:-} in
-	'') printf '%s\n' disk info p1 p2 files snapshots snapshots/before/p2 ;;
-	p2:/)
-		if $long; then
-			printf 'total 12\n'
-			printf 'drwxr-xr-x 2 0 0 4096 2026-01-01 00:00 etc\n'
-			printf -- '-rw-r--r-- 1 0 0 5 2026-01-01 00:00 hello.txt\n'
-			printf 'drwxr-xr-x 2 0 0 4096 2026-01-01 00:00 home\n'
-		else
-			printf '%s\n' etc hello.txt home
-		fi ;;
-	p2:/etc/)
-		if $long; then
-			printf -- '-rw-r--r-- 1 0 0 9 2026-01-01 00:00 hostname\n'
-			printf -- '-rw-r--r-- 1 0 0 9 2026-01-01 00:00 os-release\n'
-		else
-			printf '%s\n' hostname os-release
-		fi ;;
+	'') entries='- disk|d files|- info|- p1|- p2|d snapshots' ;;
+	snapshots) entries='d before' ;;
+	snapshots/before) entries='- disk|d files|- p1|- p2' ;;
+	files|snapshots/before/files) entries='d p2' ;;
+	p2:/|files/p2) entries='d etc|- hello.txt|d home' ;;
+	p2:/etc/|files/p2/etc) entries='- hostname|- os-release' ;;
 	*) echo "imgfs: no such place" >&2; exit 1 ;;
 	esac
+	IFS='|' read -r -a list <<<"$entries"
+	for e in "${list[@]}"; do
+		if $long; then
+			t=${e%% *}
+			[[ $t == - ]] && m=-r--r--r-- || m=dr-xr-xr-x
+			printf '%s 1 0 0 4096 2026-01-01 00:00 %s\n' "$m" "${e#* }"
+		else
+			printf '%s\n' "${e#* }"
+		fi
+	done
 	EOF
 	chmod +x bin/imgfs
 	FAKE=$PWD/bin/imgfs
@@ -119,16 +120,36 @@ complete -F _imgfs_open imgfs-open"
 	assert_eq "$output" "--version"
 }
 
-@test "imgfs ls IMAGE <TAB> offers the image's block files as BLOCKFILE: places" {
+@test "imgfs ls IMAGE <TAB> offers the image's block files as BLOCKFILE: places, and its folders" {
 	make_fake_imgfs
 	touch vm.qcow2
 	run -0 complete_words _imgfs "$FAKE" ls vm.qcow2 ""
-	assert_eq "$output" $'disk:\np1:\np2:\nsnapshots/before/p2:'
+	assert_eq "$output" $'disk:\nfiles/\np1:\np2:\nsnapshots/'
 	run -0 complete_words _imgfs "$FAKE" cat vm.qcow2 p
 	assert_eq "$output" $'p1:\np2:'
 	# Options before the image do not count as the image.
 	run -0 complete_words _imgfs "$FAKE" ls -l --format qcow2 vm.qcow2 d
 	assert_eq "$output" "disk:"
+}
+
+@test "a snapshot's block files complete under snapshots/NAME/" {
+	make_fake_imgfs
+	touch vm.qcow2
+	run -0 complete_words _imgfs "$FAKE" tar vm.qcow2 snapshots/
+	assert_eq "$output" "snapshots/before/"
+	run -0 complete_words _imgfs "$FAKE" tar vm.qcow2 snapshots/before/p
+	assert_eq "$output" $'snapshots/before/p1:\nsnapshots/before/p2:'
+}
+
+@test "files/X/PATH places complete like the mount's files/ folder" {
+	make_fake_imgfs
+	touch vm.qcow2
+	run -0 complete_words _imgfs "$FAKE" cat vm.qcow2 files/
+	assert_eq "$output" "files/p2/"
+	run -0 complete_words _imgfs "$FAKE" cat vm.qcow2 files/p2/h
+	assert_eq "$output" $'files/p2/hello.txt\nfiles/p2/home/'
+	run -0 complete_words _imgfs "$FAKE" ls vm.qcow2 files/p2/etc/o
+	assert_eq "$output" "files/p2/etc/os-release"
 }
 
 @test "imgfs cat IMAGE p2:/e<TAB> completes paths inside, folders with a slash" {
@@ -176,6 +197,22 @@ complete -F _imgfs_open imgfs-open"
 	assert_eq "$output" "/docs/readme.txt"
 	run -0 complete_words _imgfs "$IMGFS" cat disk.qcow2 p1 : /d
 	assert_eq "$output" $'/data/\n/docs/'
+	run -0 complete_words _imgfs "$IMGFS" cat disk.qcow2 files/p1/docs/
+	assert_eq "$output" $'files/p1/docs/link-to-hello\nfiles/p1/docs/readme.txt'
+}
+
+@test "a snapshot's places complete with the built imgfs" {
+	require qemu-img sfdisk mkfs.ext4 mkfs.vfat mcopy mmd
+	make_gpt_ext4_fat disk.qcow2
+	qemu-img snapshot -c before disk.qcow2
+	"$IMGFS" ls disk.qcow2 snapshots >/dev/null 2>&1 ||
+		skip "this imgfs has no ls command yet"
+	run -0 complete_words _imgfs "$IMGFS" ls disk.qcow2 s
+	assert_eq "$output" "snapshots/"
+	run -0 complete_words _imgfs "$IMGFS" ls disk.qcow2 snapshots/
+	assert_eq "$output" "snapshots/before/"
+	run -0 complete_words _imgfs "$IMGFS" ls disk.qcow2 snapshots/before/p
+	assert_eq "$output" $'snapshots/before/p1:\nsnapshots/before/p2:\nsnapshots/before/p3:'
 }
 
 @test "imgfs-open <TAB> offers image files and its options" {
