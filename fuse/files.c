@@ -32,6 +32,7 @@
  * until unmount (handlers keep pointers to them).
  */
 #include "ifs.h"
+#include "cli.h"
 
 #include "checked.h"
 #include "log.h"
@@ -87,19 +88,6 @@ static struct ifs *ifs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
-bool ifs_fs_type_readable(const char *fs_type)
-{
-	static const char *const readable[] = {
-		"ext2", "ext3", "ext4", "ext4dev", "vfat", "msdos",
-	};
-
-	for (size_t i = 0; fs_type && i < sizeof(readable) / sizeof(*readable);
-	     i++)
-		if (strcmp(fs_type, readable[i]) == 0)
-			return true;
-	return false;
-}
-
 /* What a files/ folder shows: a window [start, start + size) of base,
  * and the range of the view's disk it depends on. */
 struct fs_target {
@@ -122,7 +110,7 @@ static int find_block_file(struct ifs_view *view, const char *name,
 		ret = -ENOENT;
 	} else if (strcmp(name, "disk") == 0) {
 		if (view->table->nb_parts == 0 &&
-		    ifs_fs_type_readable(view->table->disk_fs_type)) {
+		    cli_fs_type_readable(view->table->disk_fs_type)) {
 			t->start = 0;
 			t->size = img_size(view->img);
 			ret = 0;
@@ -134,7 +122,7 @@ static int find_block_file(struct ifs_view *view, const char *name,
 		for (size_t i = 0; !*end && i < view->table->nb_parts; i++) {
 			const struct part_entry *e = &view->table->parts[i];
 			if (e->number != n || e->container ||
-			    !ifs_fs_type_readable(e->fs_type))
+			    !cli_fs_type_readable(e->fs_type))
 				continue;
 			t->start = e->start_bytes;
 			t->size = e->size_bytes;
@@ -803,14 +791,14 @@ int ifs_files_list_root(struct ifs_view *view,
 
 	pthread_rwlock_rdlock(&view->table_lock);
 	if (view->table && view->table->nb_parts == 0 &&
-	    ifs_fs_type_readable(view->table->disk_fs_type))
+	    cli_fs_type_readable(view->table->disk_fs_type))
 		ret = add(ctx, "disk");
 	for (size_t i = 0; view->table && i < view->table->nb_parts && !ret;
 	     i++) {
 		const struct part_entry *e = &view->table->parts[i];
 		char name[32];
 
-		if (e->container || !ifs_fs_type_readable(e->fs_type) ||
+		if (e->container || !cli_fs_type_readable(e->fs_type) ||
 		    e->number == 0 || e->number > IFS_MAX_PART_NUMBER)
 			continue;
 		snprintf(name, sizeof(name), "p%u", e->number);

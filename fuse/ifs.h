@@ -215,8 +215,6 @@ char *ifs_info_text(struct ifs *ifs, size_t *len_r);
 /* files.c: the files/ folders. Requests for inodes with IFS_FILES_BIT
  * come here; each handler sends exactly one reply. */
 bool ifs_files_ino(fuse_ino_t ino);
-/* True for the filesystem types (blkid names) files/ can show. */
-bool ifs_fs_type_readable(const char *fs_type);
 void ifs_files_lookup_root(fuse_req_t req, struct ifs_view *view,
 			   const char *name);
 void ifs_files_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);

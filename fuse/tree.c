@@ -7,6 +7,7 @@
  * reader copies the window it needs and drops the lock before any I/O.
  */
 #include "ifs.h"
+#include "cli.h"
 
 #include "checked.h"
 #include "cleanup.h"
@@ -67,173 +68,9 @@ static int views_append_locked(struct ifs *ifs, struct ifs_view *view)
 	return 0;
 }
 
-/* Naming the snapshot folders.
- *
- * A snapshot's folder is named by its name; if that cannot be a folder
- * name (empty, longer than NAME_MAX, has a '/', is "." or "..") or is
- * shared by two snapshots, by its ID; if the ID cannot be one either
- * (the same rules; a hostile table can repeat or blank IDs), by its
- * position in the table, "snapshot-N". A name that equals the ID of a
- * snapshot shown by ID gives way and is shown by its own ID (or
- * position), which may make another name give way in turn: the work list
- * below follows such chains to the end. Every folder name is then valid
- * and unique whatever the table holds (an invalid or repeated name in a
- * readdir reply makes the kernel fail the whole listing with EIO), and
- * the result does not depend on the order of the table. Sorted index
- * arrays keep it O(n log n) for the 65536 snapshots a table may hold. */
-
-enum dirname_kind { BY_NAME, BY_ID, BY_POSITION };
-
-static bool valid_dirname(const char *s)
-{
-	size_t len = s ? strlen(s) : 0;
-
-	return len > 0 && len <= NAME_MAX && !strchr(s, '/') &&
-	       strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
-}
-
-struct sort_ctx {
-	const struct img_snapshot *list;
-	bool by_id;
-};
-
-static const char *key_of(const struct sort_ctx *c, size_t i)
-{
-	const char *k = c->by_id ? c->list[i].id : c->list[i].name;
-
-	return k ? k : "";
-}
-
-static int cmp_index(const void *a, const void *b, void *c)
-{
-	return strcmp(key_of(c, *(const size_t *)a),
-		      key_of(c, *(const size_t *)b));
-}
-
-/* order: 0..nb-1 sorted by the key. */
-static void sort_indexes(const struct sort_ctx *c, size_t *order, size_t nb)
-{
-	for (size_t i = 0; i < nb; i++)
-		order[i] = i;
-	qsort_r(order, nb, sizeof(*order), cmp_index, (void *)c);
-}
-
-/* The range [*lo_r, *hi_r) of order whose key equals key. */
-static void equal_range(const struct sort_ctx *c, const size_t *order,
-			size_t nb, const char *key, size_t *lo_r, size_t *hi_r)
-{
-	size_t lo = 0, hi = nb;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (strcmp(key_of(c, order[mid]), key) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	*lo_r = lo;
-	for (hi = lo; hi < nb && strcmp(key_of(c, order[hi]), key) == 0;)
-		hi++;
-	*hi_r = hi;
-}
-
-/* The one snapshot whose key is key and whose folder is named by that
- * key, or nb. */
-static size_t shown_as(const struct sort_ctx *c, const size_t *order,
-		       size_t nb, const enum dirname_kind *kind,
-		       enum dirname_kind want, const char *key)
-{
-	size_t lo, hi;
-
-	equal_range(c, order, nb, key, &lo, &hi);
-	for (size_t k = lo; k < hi; k++)
-		if (kind[order[k]] == want)
-			return order[k];
-	return nb;
-}
-
-/* Fills dirnames[i] (malloc'ed) and kind[i] for every snapshot. */
-static int choose_dirnames(const struct img_snapshot *list, size_t nb,
-			   char **dirnames, enum dirname_kind *kind)
-{
-	struct sort_ctx names = { list, false }, ids = { list, true };
-	CLEANUP_FREE size_t *by_name = NULL, *by_id = NULL, *work = NULL;
-	CLEANUP_FREE bool *id_ok = NULL;
-	size_t nb_work = 0;
-
-	by_name = calloc(nb ? nb : 1, sizeof(*by_name));
-	by_id = calloc(nb ? nb : 1, sizeof(*by_id));
-	work = calloc(nb ? nb : 1, sizeof(*work));
-	id_ok = calloc(nb ? nb : 1, sizeof(*id_ok));
-	if (!by_name || !by_id || !work || !id_ok)
-		return -ENOMEM;
-	sort_indexes(&names, by_name, nb);
-	sort_indexes(&ids, by_id, nb);
-	for (size_t k = 0; k < nb; k++) {
-		size_t i = by_name[k];
-		bool alone = (k == 0 || strcmp(key_of(&names, by_name[k - 1]),
-					       key_of(&names, i)) != 0) &&
-			     (k + 1 == nb ||
-			      strcmp(key_of(&names, by_name[k + 1]),
-				     key_of(&names, i)) != 0);
-		kind[i] = valid_dirname(list[i].name) && alone ? BY_NAME :
-								 BY_ID;
-		i = by_id[k];
-		id_ok[i] = valid_dirname(list[i].id) &&
-			   (k == 0 || strcmp(key_of(&ids, by_id[k - 1]),
-					     key_of(&ids, i)) != 0) &&
-			   (k + 1 == nb || strcmp(key_of(&ids, by_id[k + 1]),
-						  key_of(&ids, i)) != 0);
-	}
-	for (size_t i = 0; i < nb; i++) {
-		if (kind[i] == BY_NAME)
-			continue;
-		if (!id_ok[i])
-			kind[i] = BY_POSITION;
-		work[nb_work++] = i;
-	}
-	/* Each snapshot enters the list at most once: when it stops being
-	 * shown by name. */
-	while (nb_work) {
-		size_t i = work[--nb_work], j;
-
-		if (kind[i] != BY_ID)
-			continue;
-		j = shown_as(&names, by_name, nb, kind, BY_NAME, list[i].id);
-		if (j < nb && j != i) {
-			kind[j] = id_ok[j] ? BY_ID : BY_POSITION;
-			work[nb_work++] = j;
-		}
-	}
-	for (size_t i = 0; i < nb; i++) {
-		char *d = NULL;
-
-		if (kind[i] == BY_NAME)
-			d = strdup(list[i].name);
-		else if (kind[i] == BY_ID)
-			d = strdup(list[i].id);
-		else if (asprintf(&d, "snapshot-%zu", i + 1) < 0)
-			d = NULL;
-		/* "snapshot-N" is unique among positions; step aside from
-		 * a name or ID that happens to be the same. */
-		while (d && kind[i] == BY_POSITION &&
-		       (shown_as(&names, by_name, nb, kind, BY_NAME, d) < nb ||
-			shown_as(&ids, by_id, nb, kind, BY_ID, d) < nb)) {
-			char *longer = NULL;
-			if (asprintf(&longer, "%s~", d) < 0)
-				longer = NULL;
-			free(d);
-			d = longer;
-		}
-		if (!d) {
-			for (size_t k = 0; k < i; k++)
-				free(dirnames[k]);
-			return -ENOMEM;
-		}
-		dirnames[i] = d;
-	}
-	return 0;
-}
+/* Snapshot folders are named by cli_snapshot_dirnames (cli/snapname.c),
+ * so that a place like snapshots/NAME/p2 means the same to the commands
+ * and to the mount. */
 
 struct ifs_view *ifs_view_add_snapshot(struct ifs *ifs,
 				       const struct img_snapshot *snap,
@@ -281,7 +118,7 @@ int ifs_views_init(struct ifs *ifs)
 	struct img_snapshot *list = NULL;
 	struct ifs_view *active;
 	char **dirnames;
-	enum dirname_kind *kind;
+	enum cli_dirname_kind *kind;
 	size_t nb = 0;
 	int ret;
 
@@ -304,7 +141,8 @@ int ifs_views_init(struct ifs *ifs)
 	}
 	dirnames = calloc(nb ? nb : 1, sizeof(*dirnames));
 	kind = calloc(nb ? nb : 1, sizeof(*kind));
-	ret = dirnames && kind ? choose_dirnames(list, nb, dirnames, kind) :
+	ret = dirnames && kind ? cli_snapshot_dirnames(list, nb, dirnames,
+						       kind) :
 				 -ENOMEM;
 	if (ret < 0) {
 		free(dirnames);
@@ -315,14 +153,16 @@ int ifs_views_init(struct ifs *ifs)
 	for (size_t i = 0; i < nb; i++) {
 		struct ifs_view *v = ifs_view_add_snapshot(ifs, &list[i],
 							   dirnames[i],
-							   kind[i] == BY_ID,
+							   kind[i] ==
+								   CLI_DIRNAME_BY_ID,
 							   false);
 		if (!v)
 			log_warn("%s: snapshot %s (ID %s) is not shown",
 				 img_path(ifs->img), list[i].name,
 				 list[i].id);
 		else
-			v->dirname_is_position = kind[i] == BY_POSITION;
+			v->dirname_is_position =
+				kind[i] == CLI_DIRNAME_BY_POSITION;
 		free(dirnames[i]);
 	}
 	free(dirnames);
