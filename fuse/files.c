@@ -690,7 +690,9 @@ static void reply_xattr_result(fuse_req_t req, ssize_t n, const char *buf,
 		fuse_reply_buf(req, buf, (size_t)n);
 }
 
-void ifs_files_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+/* getxattr of name, or listxattr when name is NULL: the two differ only
+ * in the fsys call. */
+static void files_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
 	struct ifs *ifs = ifs_of(req);
@@ -711,38 +713,24 @@ void ifs_files_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	}
 	if (size && !buf)
 		n = -ENOMEM;
-	else
+	else if (name)
 		n = fsys_getxattr(fv->fs, guest, name, buf, size);
-	fsview_put(fv);
-	reply_xattr_result(req, n, buf, size);
-	free(buf);
-}
-
-void ifs_files_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	struct ifs *ifs = ifs_of(req);
-	struct ifs_fsview *fv;
-	uint64_t guest;
-	char *buf = NULL;
-	ssize_t n;
-	int ret;
-
-	fv = fsview_of_ino(ifs, ino, &guest, &ret);
-	if (!fv) {
-		fuse_reply_err(req, -ret);
-		return;
-	}
-	if (size) {
-		size = MIN(size, (size_t)65536);
-		buf = malloc(size);
-	}
-	if (size && !buf)
-		n = -ENOMEM;
 	else
 		n = fsys_listxattr(fv->fs, guest, buf, size);
 	fsview_put(fv);
 	reply_xattr_result(req, n, buf, size);
 	free(buf);
+}
+
+void ifs_files_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	files_xattr(req, ino, name, size);
+}
+
+void ifs_files_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	files_xattr(req, ino, NULL, size);
 }
 
 void ifs_files_statfs(fuse_req_t req, fuse_ino_t ino)
