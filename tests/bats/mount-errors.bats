@@ -49,23 +49,33 @@ fails_with() {
 		"$IMG" "$MNT"
 }
 
-@test "images of other formats are refused by name, not shown as raw; --format=raw shows their bytes" {
+@test "images of formats imgfs does not read are refused by name, not shown as raw; --format=raw shows their bytes" {
 	local fmt name
-	for fmt in vmdk:VMDK vdi:VDI vhdx:VHDX vpc:VHD qed:QED parallels:Parallels; do
+	for fmt in qed:QED parallels:Parallels; do
 		name=${fmt#*:} fmt=${fmt%%:*}
 		qemu-img create -q -f "$fmt" "img.$fmt" 16M
 		give_to_user "img.$fmt"
-		fails_with "imgfs: $PWD/img.$fmt: $name images are not supported; imgfs reads qcow2 and raw (convert it with 'qemu-img convert -O qcow2', or give --format=raw to see the file's bytes)" \
+		fails_with "imgfs: $PWD/img.$fmt: $name images are not supported; imgfs reads raw, qcow2, vmdk, vpc (vhd), vhdx, vdi, ova (convert it with 'qemu-img convert -O qcow2', or give --format=raw to see the file's bytes)" \
 			"$PWD/img.$fmt" "$MNT"
 	done
-	# A flat VMDK's descriptor is a text file: refused the same way.
-	qemu-img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 16M
-	give_to_user flat.vmdk flat-flat.vmdk
-	fails_with "imgfs: $PWD/flat.vmdk: VMDK images are not supported; imgfs reads qcow2 and raw (convert it with 'qemu-img convert -O qcow2', or give --format=raw to see the file's bytes)" \
-		"$PWD/flat.vmdk" "$MNT"
-	IMG=$PWD/img.vdi
+	IMG=$PWD/img.qed
 	mount_image -o ro --format=raw
-	as_user cmp "$MNT/disk" img.vdi
+	as_user cmp "$MNT/disk" img.qed
+}
+
+@test "VMDK, VDI, VHD and VHDX images made by qemu-img are probed and mounted read-only" {
+	local fmt
+	for fmt in vmdk vdi vhdx vpc; do
+		qemu-img create -q -f "$fmt" "img.$fmt" 16M
+		qemu-io -f "$fmt" -c "write -q -P 0x5a 1M 64k" "img.$fmt"
+		qemu-img convert -f "$fmt" -O raw "img.$fmt" "want.$fmt.raw"
+		IMG=$PWD/img.$fmt
+		mount_image
+		as_user cmp "$MNT/disk" "want.$fmt.raw"
+		run -1 as_user dd if=/dev/zero of="$MNT/disk" bs=512 count=1 conv=notrunc status=none
+		[[ $output == *"Read-only file system"* ]]
+		unmount_image
+	done
 }
 
 @test "a backing file outside the image's folder is refused by default, naming the file and -o backing=follow" {
