@@ -493,9 +493,15 @@ int cli_place_parse(struct cli_session *s, const char *arg,
 		arg = alias;
 	if (strncmp(arg, "snapshots/", 10) == 0) {
 		/* NAME may hold ':'; it ends at the next '/'. */
-		const char *slash = strchr(arg + 10, '/');
+		const char *c = arg;
 
-		colon = slash ? strchr(slash, ':') : NULL;
+		/* Walked by hand: GCC's overread check (with ASan) takes
+		 * arg + 10 for a pointer past a 10-byte literal. */
+		for (size_t i = 0; i < 10; i++)
+			c++;
+		while (*c && *c != '/')
+			c++;
+		colon = *c ? strchr(c, ':') : NULL;
 	} else {
 		colon = strchr(arg, ':');
 	}
