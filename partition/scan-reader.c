@@ -21,8 +21,8 @@
  * 1 MiB (libblkid's superblock probes; md and ZFS labels at the end), and
  * for logical partitions the 2 MiB before their start (their EBR). Scan
  * again until no new region is added: then the last scan saw the same
- * bytes as a scan of the whole disk would have (docs/DESIGN-scan.md
- * argues it for each label type). The loop is bounded (SCAN_MAX_ROUNDS);
+ * bytes as a scan of the whole disk would have (docs/DESIGN.md,
+ * "Scanning without a descriptor", argues it for each label type). The loop is bounded (SCAN_MAX_ROUNDS);
  * a disk that keeps asking for more gets the last table.
  *
  * A region that cannot be read (the callback fails) is left as zeroes:
