@@ -31,7 +31,8 @@ struct lvm_lv {
 	uint64_t size_bytes;
 	const char *segment_types; /* "linear", "striped", "linear,striped" */
 	/* NULL when the volume can be read; else why not, in one line
-	 * ("thin volumes are not supported", "PV ... is missing"). */
+	 * ("thin volumes are not supported", "physical volume UUID is
+	 * missing", "segment 1 lies past the end of physical volume ..."). */
 	const char *unreadable;
 	size_t nb_segments;        /* as the metadata lists them */
 };
@@ -74,7 +75,9 @@ bool lvm_source_is_pv(const struct lvm_set *set, const char *source);
 
 /* Opens LV i as an image handle (reads, block status, writes unless
  * read_only, flush), mapped onto the sources' handles. Close it with
- * img_close before lvm_set_free. -ENOTSUP (with err) when unreadable. */
+ * img_close before lvm_set_free. -ENOTSUP (with err) when unreadable.
+ * A volume read through a mirror/raid1 leg is always read-only (a write
+ * to one leg would leave the others stale). Safe from several threads. */
 int lvm_lv_open(struct lvm_set *set, size_t i, bool read_only,
 		struct img **img_r, struct img_err *err);
 
