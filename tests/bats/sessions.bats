@@ -677,3 +677,48 @@ p2: Software caused connection abort"
 	unmount_image
 	run -0 qemu-img check "$IMG"
 }
+
+@test "an image copied from a running guest: files/p1 replays the ext4 journal in memory as the kernel's read-only mount does, and the image is not written" {
+	require_root
+	require setfattr
+	make_src_tree src
+	setfattr -n user.note -v "kept through the crash" src/docs/readme.txt
+	truncate -s 32M live.img
+	mkfs.ext4 -q -F -d src live.img
+	mkdir live
+	mount -o loop,commit=600 live.img live || skip "no loop mount here"
+	# The guest writes, its journal commits, and the image is copied
+	# before the journal is checkpointed or the filesystem unmounted: a
+	# crash as the copy sees it (needs_recovery set).
+	mkdir live/after-copy
+	printf 'written while running\n' >live/after-copy/new.txt
+	det_random 200K >live/after-copy/blob.bin
+	rm live/hello.txt
+	sync -f live/after-copy/new.txt
+	cp --sparse=always live.img crashed.img
+	umount live
+	run -0 dumpe2fs -h crashed.img
+	[[ $output == *needs_recovery* ]]
+	# The oracle: the kernel's read-only mount of a second copy (the
+	# kernel replays into the device it mounts, so the loop device must
+	# be writable).
+	cp --sparse=always crashed.img oracle.img
+	mkdir kernel
+	loop=$(losetup -f --show oracle.img)
+	mount -o ro "$loop" kernel || { losetup -d "$loop"; false; }
+	MANIFEST_AS=env manifest kernel >kernel.manifest
+	umount kernel
+	losetup -d "$loop"
+	truncate -s 40M disk.raw
+	printf 'label: gpt\nstart=2048, size=65536\n' | sfdisk -q disk.raw
+	put_file disk.raw $((2048 * 512)) crashed.img
+	qemu-img convert -f raw -O qcow2 disk.raw "$IMG"
+	before=$(sha256sum "$IMG" | cut -d' ' -f1)
+	mount_image
+	manifest "$MNT/files/p1" >files.manifest
+	diff -u kernel.manifest files.manifest
+	run -0 as_user cat "$MNT/files/p1/after-copy/new.txt"
+	assert_eq "$output" "written while running"
+	unmount_image
+	assert_eq "$(sha256sum "$IMG" | cut -d' ' -f1)" "$before"
+}
