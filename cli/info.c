@@ -167,9 +167,11 @@ static void text_files(FILE *f, const struct cli_info_data *d)
 	if (!d->nb_files)
 		return;
 	fprintf(f, "\nfiles %zu\n", d->nb_files);
-	fprintf(f, "BLOCKFILE SHOWN REASON\n");
+	/* Rows are named files/X, so that they never read as the partition
+	 * rows below (whose first column is X). */
+	fprintf(f, "FOLDER SHOWN REASON\n");
 	for (size_t i = 0; i < d->nb_files; i++)
-		fprintf(f, "%s %s %s\n", d->files[i].name,
+		fprintf(f, "files/%s %s %s\n", d->files[i].name,
 			yes_no(d->files[i].shown), dash(d->files[i].reason));
 }
 

@@ -251,10 +251,10 @@ sparse.img"
 	echo "$output" >cli.info
 	run -0 awk '$1 == "files", NF == 0' cli.info
 	assert_eq "$output" "files 3
-BLOCKFILE SHOWN REASON
-p1 yes -
-p2 yes -
-p3 no no filesystem found"
+FOLDER SHOWN REASON
+files/p1 yes -
+files/p2 yes -
+files/p3 no no filesystem found"
 	if [[ -c /dev/fuse ]]; then
 		mount_image -o ro
 		as_user cat "$MNT/info" >mount.info

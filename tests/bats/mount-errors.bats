@@ -151,7 +151,7 @@ fails_with() {
 	fails_with "imgfs: unknown option '--bogus' (see imgfs --help)" --bogus "$IMG" "$MNT"
 	fails_with "imgfs: unknown option 'bogus' (see imgfs --help)" -o bogus "$IMG" "$MNT"
 	fails_with "imgfs: unknown option 'bogus=1' (see imgfs --help)" "$IMG" "$MNT" -o ro,bogus=1
-	fails_with "imgfs: unknown format 'vmdk' (use raw or qcow2)" --format vmdk "$IMG" "$MNT"
+	fails_with "imgfs: unknown format 'vmdx' (use one of: raw, qcow2, vmdk, vpc (vhd), vhdx, vdi, ova)" --format vmdx "$IMG" "$MNT"
 	fails_with "imgfs: unknown backing policy 'maybe' (use local, follow or deny)" -o backing=maybe "$IMG" "$MNT"
 	fails_with "imgfs: no mountpoint given (usage: imgfs [OPTIONS] IMAGE MOUNTPOINT)" "$IMG"
 }
