@@ -577,42 +577,90 @@ void ifs_files_opendir(fuse_req_t req, fuse_ino_t ino,
  * at its cookie n - 2. */
 #define DOT_ENTRIES 2
 
+/* A listing is filled in two steps: the filesystem's readdir hands the
+ * entries to fill_one, which keeps them (within the reply's size), and
+ * then each is added to the reply, with its attributes for readdirplus
+ * (fetched after the filesystem's readdir returned: a driver may hold
+ * its own lock while it calls fill_one). */
+struct pending_entry {
+	char *name;
+	uint64_t guest;
+	uint32_t type;
+	uint64_t next_cookie;
+};
+
 struct fill_ctx {
 	fuse_req_t req;
-	char *buf;
-	size_t size, len;
-	unsigned fsid;
-	bool overflow;
+	bool plus;
+	size_t budget;          /* bytes of reply left for new entries */
+	struct pending_entry *ents;
+	size_t nb, cap;
+	bool failed;            /* out of memory */
 };
 
 static int fill_one(void *opaque, const char *name, uint64_t guest,
 		    uint32_t type, uint64_t next_cookie)
 {
 	struct fill_ctx *c = opaque;
-	struct stat st = { .st_mode = type };
 	size_t need;
 
 	if (!guest_ino_fits(guest) || next_cookie > INT64_MAX - DOT_ENTRIES)
 		return 0; /* cannot be named in our inode space: skip */
-	st.st_ino = files_ino(c->fsid, guest) & ~IFS_FILES_BIT;
-	need = fuse_add_direntry(c->req, c->buf + c->len, c->size - c->len,
-				 name, &st,
-				 (off_t)(next_cookie + DOT_ENTRIES));
-	if (need > c->size - c->len) {
-		c->overflow = true;
+	need = c->plus ? fuse_add_direntry_plus(c->req, NULL, 0, name, NULL, 0)
+		       : fuse_add_direntry(c->req, NULL, 0, name, NULL, 0);
+	if (need > c->budget)
+		return 1;
+	if (c->nb == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		struct pending_entry *grown =
+			realloc(c->ents, cap * sizeof(*grown));
+		if (!grown) {
+			c->failed = true;
+			return 1;
+		}
+		c->ents = grown;
+		c->cap = cap;
+	}
+	c->ents[c->nb].name = strdup(name);
+	if (!c->ents[c->nb].name) {
+		c->failed = true;
 		return 1;
 	}
-	c->len += need;
+	c->ents[c->nb].guest = guest;
+	c->ents[c->nb].type = type;
+	c->ents[c->nb].next_cookie = next_cookie;
+	c->nb++;
+	c->budget -= need;
 	return 0;
 }
 
-void ifs_files_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-		       off_t off)
+/* Adds one entry to the reply; false when it does not fit. */
+static bool add_reply_entry(fuse_req_t req, bool plus, char *buf,
+			    size_t size, size_t *len_io, const char *name,
+			    const struct fuse_entry_param *e, off_t next)
+{
+	size_t need = plus ? fuse_add_direntry_plus(req, buf + *len_io,
+						    size - *len_io, name, e,
+						    next)
+			   : fuse_add_direntry(req, buf + *len_io,
+					       size - *len_io, name, &e->attr,
+					       next);
+
+	if (need > size - *len_io)
+		return false;
+	*len_io += need;
+	return true;
+}
+
+static void files_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			  off_t off, bool plus)
 {
 	struct ifs *ifs = ifs_of(req);
-	struct fill_ctx c = { .req = req, .size = size };
+	struct fill_ctx c = { .req = req, .plus = plus };
 	struct ifs_fsview *fv;
 	uint64_t guest;
+	size_t len = 0;
+	char *buf;
 	int ret = 0;
 
 	if (off < 0) {
@@ -624,35 +672,67 @@ void ifs_files_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	c.fsid = fv->fsid;
-	c.buf = malloc(size ? size : 1);
-	if (!c.buf) {
+	buf = malloc(size ? size : 1);
+	if (!buf) {
 		fsview_put(fv);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	for (; off < DOT_ENTRIES && !c.overflow; off++) {
-		struct stat st = { .st_ino = ino, .st_mode = S_IFDIR };
-		size_t need = fuse_add_direntry(req, c.buf + c.len,
-						size - c.len,
-						off == 0 ? "." : "..", &st,
-						off + 1);
-		if (need > size - c.len) {
-			c.overflow = true;
+	/* "." and ".." carry no attributes (node ID 0): the kernel knows
+	 * those folders already. */
+	for (; off < DOT_ENTRIES; off++) {
+		struct fuse_entry_param e = { .attr.st_ino = ino & ~IFS_FILES_BIT,
+					      .attr.st_mode = S_IFDIR };
+		if (!add_reply_entry(req, plus, buf, size, &len,
+				     off == 0 ? "." : "..", &e, off + 1))
 			break;
-		}
-		c.len += need;
 	}
-	if (!c.overflow)
+	if (off >= DOT_ENTRIES) {
+		c.budget = size - len;
 		ret = fsys_readdir(fv->fs, guest, (uint64_t)off - DOT_ENTRIES,
 				   fill_one, &c);
+	}
+	for (size_t i = 0; i < c.nb; i++) {
+		struct fuse_entry_param e = { 0 };
+		struct fsys_stat st;
+
+		e.attr.st_ino = files_ino(fv->fsid, c.ents[i].guest) &
+				~IFS_FILES_BIT;
+		e.attr.st_mode = c.ents[i].type;
+		if (plus && fsys_getattr(fv->fs, c.ents[i].guest, &st) == 0 &&
+		    guest_ino_fits(st.ino)) {
+			e.ino = files_ino(fv->fsid, st.ino);
+			e.attr_timeout = FILES_TIMEOUT;
+			e.entry_timeout = FILES_TIMEOUT;
+			fill_stat(fv, &st, &e.attr);
+		}
+		add_reply_entry(req, plus, buf, size, &len, c.ents[i].name,
+				&e, (off_t)(c.ents[i].next_cookie +
+					    DOT_ENTRIES));
+		free(c.ents[i].name);
+	}
+	free(c.ents);
 	fsview_put(fv);
+	if (c.failed && len == 0)
+		ret = -ENOMEM;
 	/* An error after some entries: send those, the next call fails. */
-	if (ret < 0 && c.len == 0)
+	if (ret < 0 && len == 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_buf(req, c.buf, c.len);
-	free(c.buf);
+		fuse_reply_buf(req, buf, len);
+	free(buf);
+}
+
+void ifs_files_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+		       off_t off)
+{
+	files_readdir(req, ino, size, off, false);
+}
+
+void ifs_files_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off)
+{
+	files_readdir(req, ino, size, off, true);
 }
 
 void ifs_files_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence)

@@ -226,6 +226,9 @@ void ifs_files_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi);
 void ifs_files_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		       off_t off);
+/* readdirplus: entries with their attributes, each one a lookup. */
+void ifs_files_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off);
 void ifs_files_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence);
 void ifs_files_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size);
@@ -249,6 +252,8 @@ void ifs_files_free(struct ifs *ifs);
 /* Rereads the LVM volumes of view from its current table. */
 void ifs_lvm_rescan(struct ifs *ifs, struct ifs_view *view);
 void ifs_lvm_free(struct ifs *ifs);
+/* The view's volume groups for info, or NULL; valid until unmount. */
+const struct lvm_set *ifs_lvm_set(struct ifs_view *view);
 bool ifs_lvm_present(struct ifs_view *view);
 int ifs_lvm_vg_index(struct ifs_view *view, const char *name);
 int ifs_lvm_lv_index(struct ifs_view *view, int vg, const char *name);

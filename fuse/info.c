@@ -71,6 +71,7 @@ char *ifs_info_text(struct ifs *ifs, size_t *len_r)
 		.table = table,
 		.files = files,
 		.nb_files = nb_files,
+		.lvm = ifs_lvm_set(active),
 	};
 	f = open_memstream(&text, &len);
 	if (f) {

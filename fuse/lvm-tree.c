@@ -333,3 +333,14 @@ char *ifs_lvm_lv_attr(struct ifs_view *view, unsigned idx, const char *key)
 	pthread_rwlock_unlock(&view->table_lock);
 	return copy;
 }
+
+const struct lvm_set *ifs_lvm_set(struct ifs_view *view)
+{
+	const struct lvm_set *set;
+
+	/* Published sets live until unmount (retired, not freed). */
+	pthread_rwlock_rdlock(&view->table_lock);
+	set = view->lvm ? view->lvm->set : NULL;
+	pthread_rwlock_unlock(&view->table_lock);
+	return set;
+}

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -565,6 +566,55 @@ static void ifs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		end = next;
 	}
 	reply_copy(req, l->buf + start, end - start);
+}
+
+/* The tree's own folders answer readdirplus without attributes (node ID
+ * 0: the kernel looks each name up as after a plain readdir); inside a
+ * guest filesystem each entry comes with its attributes, which saves
+ * ls -l and file managers a lookup per file.
+ * Valid replies: fuse_reply_buf, fuse_reply_err. */
+static void ifs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			    off_t off, struct fuse_file_info *fi)
+{
+	struct dir_listing *l = (struct dir_listing *)(uintptr_t)fi->fh;
+	size_t pos = (size_t)off, len = 0;
+	char *buf;
+
+	if (ifs_files_ino(ino)) {
+		ifs_files_readdirplus(req, ino, size, off);
+		return;
+	}
+	if (off < 0 || pos >= l->len) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* The listing holds plain entries back to back (add_entry). */
+	while (pos < l->len) {
+		const struct fuse_dirent {
+			uint64_t ino, off;
+			uint32_t namelen, type;
+			char name[];
+		} *d = (const void *)(l->buf + pos);
+		struct fuse_entry_param e = { .attr.st_ino = d->ino,
+					      .attr.st_mode = d->type << 12 };
+		char name[NAME_MAX + 1];
+		size_t need;
+
+		snprintf(name, sizeof(name), "%.*s", (int)d->namelen, d->name);
+		need = fuse_add_direntry_plus(req, buf + len, size - len, name,
+					      &e, (off_t)d->off);
+		if (need > size - len)
+			break;
+		len += need;
+		pos = (size_t)d->off;
+	}
+	reply_copy(req, buf, len);
+	free(buf);
 }
 
 static void ifs_releasedir(fuse_req_t req, fuse_ino_t ino,
@@ -1265,6 +1315,7 @@ const struct fuse_lowlevel_ops ifs_ops = {
 	.setattr     = ifs_setattr,
 	.opendir     = ifs_opendir,
 	.readdir     = ifs_readdir,
+	.readdirplus = ifs_readdirplus,
 	.releasedir  = ifs_releasedir,
 	.open        = ifs_open,
 	.read        = ifs_read,

@@ -157,6 +157,92 @@ static int zstd_decompress(const uint8_t *in, size_t in_bytes, uint8_t *out,
 	return ret;
 }
 
+/* The decompressed-cluster cache. Only read-only handles use it: their
+ * compressed clusters cannot be freed and reused under them (a read-only
+ * top image is locked against writers; a snapshot holds a reference to
+ * every cluster it maps), so a host offset always names the same bytes.
+ * A handle that writes would have to drop entries on every free. */
+#define ZCACHE_MAX_BYTES (4u << 20)
+#define ZCACHE_MAX_ENTRIES 64u
+
+struct qcow2_zcache {
+	pthread_mutex_t lock;
+	size_t nb, next;
+	struct {
+		uint64_t host_off;  /* 0: empty */
+		uint8_t *data;      /* one cluster */
+	} ent[ZCACHE_MAX_ENTRIES];
+};
+
+void qcow2_zcache_free(struct qcow2_zcache *zc)
+{
+	if (!zc)
+		return;
+	for (size_t i = 0; i < zc->nb; i++)
+		free(zc->ent[i].data);
+	pthread_mutex_destroy(&zc->lock);
+	free(zc);
+}
+
+static struct qcow2_zcache *zcache_of(struct img *img, struct qcow2_state *s)
+{
+	struct qcow2_zcache *zc = __atomic_load_n(&s->zcache, __ATOMIC_ACQUIRE);
+
+	if (zc || !img->read_only)
+		return zc;
+	zc = calloc(1, sizeof(*zc));
+	if (!zc)
+		return NULL;
+	pthread_mutex_init(&zc->lock, NULL);
+	zc->nb = MIN((size_t)ZCACHE_MAX_ENTRIES,
+		     MAX((size_t)1, ZCACHE_MAX_BYTES / s->cluster_bytes));
+	for (size_t i = 0; i < zc->nb; i++) {
+		zc->ent[i].data = malloc(s->cluster_bytes);
+		if (!zc->ent[i].data) {
+			zc->nb = i;
+			break;
+		}
+	}
+	/* Two first readers may race: the loser frees its copy. */
+	struct qcow2_zcache *expected = NULL;
+	if (!__atomic_compare_exchange_n(&s->zcache, &expected, zc, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		qcow2_zcache_free(zc);
+		zc = expected;
+	}
+	return zc;
+}
+
+static bool zcache_get(struct qcow2_zcache *zc, uint64_t host_off,
+		       size_t cluster_bytes, void *buf, size_t off, size_t len)
+{
+	bool hit = false;
+
+	pthread_mutex_lock(&zc->lock);
+	for (size_t i = 0; i < zc->nb; i++) {
+		if (zc->ent[i].host_off == host_off) {
+			memcpy(buf, zc->ent[i].data + off, len);
+			hit = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&zc->lock);
+	(void)cluster_bytes;
+	return hit;
+}
+
+static void zcache_put(struct qcow2_zcache *zc, uint64_t host_off,
+		       const uint8_t *cluster, size_t cluster_bytes)
+{
+	pthread_mutex_lock(&zc->lock);
+	if (zc->nb) {
+		size_t i = zc->next++ % zc->nb;
+		memcpy(zc->ent[i].data, cluster, cluster_bytes);
+		zc->ent[i].host_off = host_off;
+	}
+	pthread_mutex_unlock(&zc->lock);
+}
+
 int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
 			  size_t off_in_cluster, size_t len)
 {
@@ -171,6 +257,12 @@ int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
 	if (host_off >= s->file_bytes || off_in_cluster >= s->cluster_bytes ||
 	    len > s->cluster_bytes - off_in_cluster)
 		return -EIO;
+	struct qcow2_zcache *zc = zcache_of(img, s);
+	/* Host offset 0 is the header, never compressed data: it marks an
+	 * empty cache slot. */
+	if (zc && host_off && zcache_get(zc, host_off, s->cluster_bytes, buf,
+					 off_in_cluster, len))
+		return 0;
 	/* bytes <= 2 * cluster size by construction of the descriptor. */
 	in = malloc(bytes);
 	if (!in)
@@ -180,7 +272,8 @@ int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
 		return ret;
 
 	/* A whole-cluster read decompresses straight into the caller's
-	 * buffer; a partial one goes through a bounce cluster. */
+	 * buffer; a partial one goes through a bounce cluster (and is the
+	 * one worth caching: the rest of the cluster is likely next). */
 	if (off_in_cluster == 0 && len == s->cluster_bytes) {
 		out = buf;
 	} else {
@@ -202,7 +295,10 @@ int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
 	}
 	if (ret < 0)
 		return ret;
-	if (out == cluster)
+	if (out == cluster) {
 		memcpy(buf, cluster + off_in_cluster, len);
+		if (zc && host_off)
+			zcache_put(zc, host_off, cluster, s->cluster_bytes);
+	}
 	return 0;
 }

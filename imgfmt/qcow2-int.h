@@ -171,6 +171,7 @@ struct qcow2_cache;
  * state with its own L1 table and borrows the rest (lock, cache, data
  * file, snapshot table) from its parent, which outlives it. */
 struct qcow2_state {
+	struct qcow2_zcache *zcache; /* lazily made; read-only handles */
 	/* Geometry. */
 	unsigned cluster_bits;
 	uint64_t cluster_bytes;
@@ -340,6 +341,13 @@ uint64_t qcow2_l1_entries_for(const struct qcow2_state *s,
 /* qcow2-compress.c: reads compressed cluster described by l2_entry and
  * copies [off_in_cluster, off_in_cluster + len) of it into buf. -EIO for
  * a bad descriptor or data that does not decompress to a full cluster. */
+/* A few decompressed clusters of a read-only handle (qcow2-compress.c),
+ * so that reads that end inside a compressed cluster, or many small reads
+ * of one (a filesystem's inodes and small files), inflate it once. Each
+ * handle owns its own (a snapshot's is never its parent's). */
+struct qcow2_zcache;
+void qcow2_zcache_free(struct qcow2_zcache *zc);
+
 int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
 			  size_t off_in_cluster, size_t len);
 /* Splits a compressed descriptor into host offset and byte count. */

@@ -257,6 +257,7 @@ int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 	ss->backing_format = NULL;
 	ss->data_file_name = NULL;
 	ss->owns_data_fd = false;
+	ss->zcache = NULL;
 	ss->parent = img;
 
 	snap->ops = img->ops;

@@ -644,6 +644,7 @@ static void qcow2_close(struct img *img)
 		 * the caller cared about was flushed by img_flush. */
 		(void)qcow2_close_write(img);
 	free(s->l1_table);
+	qcow2_zcache_free(s->zcache);
 	if (!s->parent) {
 		/* Only the top handle owns the shared pieces. */
 		qcow2_refcount_free(s);

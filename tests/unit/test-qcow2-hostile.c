@@ -1035,7 +1035,7 @@ static void run_case(const struct hcase *hc, const char *path)
 		}
 	}
 	limit_memory();
-	alarm(UNDER_ASAN ? 60 : 20);
+	alarm(UNDER_ASAN ? 180 : 90);
 	t0 = now();
 	ret = img_open(path, &opts, &img, &err);
 	if (now() - t0 > 2.0) {
@@ -1135,7 +1135,7 @@ static bool replay_one(const char *file)
 		assert(data && fd >= 0);
 		assert(read(fd, data, st.st_size) == st.st_size);
 		close(fd);
-		alarm(UNDER_ASAN ? 30 : 10);
+		alarm(UNDER_ASAN ? 120 : 60);
 		fuzz_format = IMG_FORMAT_QCOW2;
 		fuzz_qcow2_one(data, st.st_size);
 		fuzz_format = IMG_FORMAT_PROBE;
