@@ -187,6 +187,20 @@ int img_open_common(struct img *img, const char *path, enum img_format fmt,
 			return ret;
 		img->probed = true;
 	}
+	/* A driver that only reads gets a read-only descriptor and QEMU's
+	 * read locks only, so that qemu-img can still read the image while
+	 * it is mounted. */
+	if (!img->read_only && !img_driver(chosen)->pwrite) {
+		close(img->fd);
+		img->fd = -1;
+		img->read_only = true;
+		ret = open_image_file(path, true, &img->fd, err);
+		if (ret < 0)
+			return ret;
+		ret = img_lock_file(img->fd, path, false, err);
+		if (ret < 0)
+			return ret;
+	}
 	img->ops = img_driver(chosen);
 	ret = img->ops->open(img, err);
 	if (ret < 0)
