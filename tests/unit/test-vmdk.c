@@ -57,6 +57,7 @@
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 static char dir[] = "/tmp/test-vmdk-XXXXXX";
+#include "workdir.h"
 
 static uint64_t div_round_up_u(uint64_t x, uint64_t d)
 {
@@ -81,32 +82,6 @@ static void sh(const char *fmt, ...)
 	}
 	free(full);
 	free(cmd);
-}
-
-static char *path_of(const char *name)
-{
-	char *p;
-
-	assert(asprintf(&p, "%s/%s", dir, name) > 0);
-	return p;
-}
-
-static uint8_t *slurp(const char *name, size_t *len_r)
-{
-	char *p = path_of(name);
-	struct stat st;
-	uint8_t *buf;
-	int fd = open(p, O_RDONLY);
-
-	assert(fd >= 0);
-	assert(fstat(fd, &st) == 0);
-	buf = malloc((size_t)st.st_size + 1);
-	assert(buf);
-	assert(pread(fd, buf, (size_t)st.st_size, 0) == st.st_size);
-	close(fd);
-	free(p);
-	*len_r = (size_t)st.st_size;
-	return buf;
 }
 
 static void spit(const char *name, const void *buf, size_t len)
