@@ -271,10 +271,9 @@ static void fill_stat(const struct ifs_fsview *fv, const struct fsys_stat *fs,
 	 * without it (fsid << 40 | the guest's number, unique in the mount
 	 * since tree nodes stay below 2^40). */
 	st->st_ino = files_ino(fv->fsid, fs->ino) & ~IFS_FILES_BIT;
-	/* Never honour setuid/setgid from a guest (the mount is nosuid
-	 * too; this keeps a copy made with cp -a from carrying them
-	 * unexpectedly only where the kernel would). The bits are shown
-	 * as the guest has them. */
+	/* The mode is shown as the guest has it, setuid and setgid bits
+	 * included (cp -a must copy them); the mount is nosuid and nodev,
+	 * so the kernel never honours them. */
 	st->st_mode = fs->mode;
 	st->st_nlink = fs->nlink;
 	st->st_uid = fs->uid;
