@@ -377,6 +377,11 @@ static int count_one(void *ctx, const char *name)
 	return 0;
 }
 
+/* The block files whose type files/ reads. The listing shows only those
+ * that open, so this may count one more than is listed: find and fts
+ * treat a high count as "look at every entry", which is always right
+ * (a low one would make them skip folders). Opening them all for a stat
+ * of files/ would undo opening at first lookup. */
 static size_t count_files_dirs(struct ifs_view *view)
 {
 	size_t n = 0;
