@@ -10,7 +10,7 @@
  * The device is not trusted either: a used id that is not in flight is
  * reported (-EIO), not followed.
  */
-#include "vmm.h"
+#include "guest-driver.h"
 
 #include "checked.h"
 #include "endian.h"
@@ -176,9 +176,4 @@ bool vdrv_enable_cb(struct vdrv_queue *q)
 	used_idx = le16toh(__atomic_load_n((uint16_t *)(void *)(q->used + 2),
 					   __ATOMIC_ACQUIRE));
 	return used_idx != q->last_used_idx;
-}
-
-unsigned vdrv_in_flight(const struct vdrv_queue *q)
-{
-	return q->size - q->nb_free;
 }

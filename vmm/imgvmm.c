@@ -24,6 +24,7 @@
  * must hold (tests compare it with an imgfs mount and qemu-img).
  */
 #include "vmm.h"
+#include "guest-driver.h"
 #include "imgfmt.h"
 
 #include "checked.h"

@@ -557,18 +557,6 @@ static uint8_t execute_request(struct vblk *v, struct request *r)
 	}
 }
 
-int vblk_handle_chain(struct vblk *v, const struct vmm_mem *mem,
-		      const struct vq_chain *chain, uint32_t *used_len_r)
-{
-	struct request r;
-
-	if (parse_request(v, mem, chain, &r) < 0)
-		return -EIO;
-	*r.status = execute_request(v, &r);
-	*used_len_r = r.written + 1;
-	return 0;
-}
-
 /* ------------------------------------------------------------------------
  * Serving a queue. Requests are parsed as they are popped, but a read or
  * write whose data is one piece of host memory (nearly every one), and a

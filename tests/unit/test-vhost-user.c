@@ -14,6 +14,7 @@
  */
 #undef NDEBUG
 #include "vhost-user.h"
+#include "guest-driver.h"
 #include "imgfmt.h"
 #include "log.h"
 
