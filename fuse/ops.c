@@ -121,7 +121,8 @@ static void ifs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
 	/* Splice replies from the image file save a copy on large reads
-	 * (+20% measured); libfuse copies small replies anyway. */
+	 * (tests/bench/mount.sh shows the sequential-read difference);
+	 * libfuse copies small replies anyway. */
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	if (conn->capable & FUSE_CAP_SPLICE_MOVE)

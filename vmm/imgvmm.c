@@ -961,7 +961,9 @@ static void usage(FILE *f)
 		"      --ready-fd FD          vhost-user: write \"ready\" there\n");
 }
 
-int main(int argc, char **argv)
+/* Fills o from the command line. -1: go on; else the exit status. */
+static int parse_args(int argc, char **argv, struct options *o,
+		      int *ready_fd_r)
 {
 	static const struct option longopts[] = {
 		{ "format", required_argument, NULL, 'f' },
@@ -983,23 +985,13 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct options o = { .nb_queues = 0, .depth = 16, .nb_ops = 2000,
-			     .seed = 1, .max_req_bytes = 256 * 1024,
-			     .queue_size = 128 };
-	struct img_open_opts io = { 0 };
-	struct vblk_opts vo = { 0 };
-	struct img_err err = { 0 };
-	uint8_t serial[VIRTIO_BLK_ID_BYTES] = { 0 };
-	char serial_buf[VIRTIO_BLK_ID_BYTES + 1];
-	struct img *img = NULL;
-	struct vblk *vblk = NULL;
-	int c, ret, ready_fd = -1;
+	int c;
 
 	while ((c = getopt_long(argc, argv, "f:o:rq:d:n:s:m:h", longopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'f':
-			if (img_format_from_name(optarg, &o.format) < 0) {
+			if (img_format_from_name(optarg, &o->format) < 0) {
 				fprintf(stderr, "imgvmm: unknown format %s\n",
 					optarg);
 				return 2;
@@ -1007,34 +999,34 @@ int main(int argc, char **argv)
 			break;
 		case 'o':
 			if (!strcmp(optarg, "backing=local"))
-				o.backing = IMG_BACKING_LOCAL;
+				o->backing = IMG_BACKING_LOCAL;
 			else if (!strcmp(optarg, "backing=follow"))
-				o.backing = IMG_BACKING_FOLLOW;
+				o->backing = IMG_BACKING_FOLLOW;
 			else if (!strcmp(optarg, "backing=deny"))
-				o.backing = IMG_BACKING_DENY;
+				o->backing = IMG_BACKING_DENY;
 			else {
 				fprintf(stderr, "imgvmm: unknown option -o %s\n",
 					optarg);
 				return 2;
 			}
 			break;
-		case 'r': o.read_only = true; break;
-		case 'q': o.nb_queues = (unsigned)strtoul(optarg, NULL, 0); break;
-		case 'd': o.depth = (unsigned)strtoul(optarg, NULL, 0); break;
-		case 'n': o.nb_ops = strtoull(optarg, NULL, 0); break;
-		case 's': o.seed = strtoull(optarg, NULL, 0); break;
+		case 'r': o->read_only = true; break;
+		case 'q': o->nb_queues = (unsigned)strtoul(optarg, NULL, 0); break;
+		case 'd': o->depth = (unsigned)strtoul(optarg, NULL, 0); break;
+		case 'n': o->nb_ops = strtoull(optarg, NULL, 0); break;
+		case 's': o->seed = strtoull(optarg, NULL, 0); break;
 		case 'm':
-			o.max_req_bytes = (uint32_t)strtoul(optarg, NULL, 0) * 1024;
+			o->max_req_bytes = (uint32_t)strtoul(optarg, NULL, 0) * 1024;
 			break;
-		case 'R': o.read_mix = true; break;
-		case 'E': o.expect = optarg; break;
-		case 'D': o.dump = optarg; break;
-		case 'S': o.serial = optarg; break;
-		case 'Q': o.queue_size = (unsigned)strtoul(optarg, NULL, 0); break;
-		case 'V': o.vhost_socket = optarg; break;
-		case 'F': ready_fd = (int)strtol(optarg, NULL, 0); break;
-		case 'B': o.bench = true; break;
-		case 'K': o.quick = true; break;
+		case 'R': o->read_mix = true; break;
+		case 'E': o->expect = optarg; break;
+		case 'D': o->dump = optarg; break;
+		case 'S': o->serial = optarg; break;
+		case 'Q': o->queue_size = (unsigned)strtoul(optarg, NULL, 0); break;
+		case 'V': o->vhost_socket = optarg; break;
+		case 'F': *ready_fd_r = (int)strtol(optarg, NULL, 0); break;
+		case 'B': o->bench = true; break;
+		case 'K': o->quick = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -1043,61 +1035,92 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	o.image = argv[optind];
+	o->image = argv[optind];
 	if (getenv("IMGVMM_DEBUG"))
 		log_set_level(LOG_DEBUG);
-	if (o.nb_queues == 0)
-		o.nb_queues = o.vhost_socket ? 1 : 2;
-	if (o.nb_queues > 64 || o.depth == 0 || o.depth > 64 ||
-	    o.queue_size < 8 || o.queue_size > VQ_MAX_SIZE ||
-	    o.depth * (MAX_DATA_PIECES + 2) > o.queue_size ||
-	    o.max_req_bytes < SECTOR || o.max_req_bytes > (64u << 20)) {
+	if (o->nb_queues == 0)
+		o->nb_queues = o->vhost_socket ? 1 : 2;
+	if (o->nb_queues > 64 || o->depth == 0 || o->depth > 64 ||
+	    o->queue_size < 8 || o->queue_size > VQ_MAX_SIZE ||
+	    o->depth * (MAX_DATA_PIECES + 2) > o->queue_size ||
+	    o->max_req_bytes < SECTOR || o->max_req_bytes > (64u << 20)) {
 		fprintf(stderr, "imgvmm: --queues 1..64, --depth 1..64 with "
 				"depth * 6 <= --queue-size (8..1024), "
 				"--max-kib 1..65536\n");
 		return 2;
 	}
-	if (o.serial && strlen(o.serial) > VIRTIO_BLK_ID_BYTES) {
+	if (o->serial && strlen(o->serial) > VIRTIO_BLK_ID_BYTES) {
 		fprintf(stderr, "imgvmm: --serial: at most 20 bytes\n");
 		return 2;
 	}
-	if (!o.serial) {
-		CLEANUP_FREE char *copy = strdup(o.image);
+	if (!o->serial) {
+		static char serial_buf[VIRTIO_BLK_ID_BYTES + 1];
+		CLEANUP_FREE char *copy = strdup(o->image);
 
 		snprintf(serial_buf, sizeof(serial_buf), "%s",
 			 copy ? basename(copy) : "imgvmm");
-		o.serial = serial_buf;
+		o->serial = serial_buf;
 	}
-	memcpy(serial, o.serial, strlen(o.serial));
+	return -1;
+}
 
-	io.format = o.format;
-	io.read_only = o.read_only;
-	io.backing = o.backing;
-	ret = img_open(o.image, &io, &img, &err);
+/* Opens the image and the device on it. 0, or the exit status. */
+static int open_device(const struct options *o, struct img **img_r,
+		       struct vblk **vblk_r)
+{
+	struct img_open_opts io = { 0 };
+	struct vblk_opts vo = { 0 };
+	struct img_err err = { 0 };
+	int ret;
+
+	io.format = o->format;
+	io.read_only = o->read_only;
+	io.backing = o->backing;
+	ret = img_open(o->image, &io, img_r, &err);
 	if (ret < 0) {
 		fprintf(stderr, "imgvmm: %s\n", err.msg);
 		return 1;
 	}
-	if (!o.read_only && !img_writable(img) && !o.vhost_socket &&
-	    !o.bench && !o.read_mix) {
+	if (!o->read_only && !img_writable(*img_r) && !o->vhost_socket &&
+	    !o->bench && !o->read_mix) {
 		fprintf(stderr, "imgvmm: %s: this image cannot be written "
 				"(format driver); use --read or -r\n",
-			o.image);
-		img_close(img);
+			o->image);
+		img_close(*img_r);
 		return 1;
 	}
-	vo.read_only = o.read_only;
-	vo.serial = o.serial;
-	vo.nb_queues = o.nb_queues;
-	vo.queue_size = o.vhost_socket ? VQ_MAX_SIZE : o.queue_size;
-	ret = vblk_new(img, &vo, &vblk);
+	vo.read_only = o->read_only;
+	vo.serial = o->serial;
+	vo.nb_queues = o->nb_queues;
+	vo.queue_size = o->vhost_socket ? VQ_MAX_SIZE : o->queue_size;
+	ret = vblk_new(*img_r, &vo, vblk_r);
 	if (ret == 0)
-		ret = vblk_set_features(vblk, vblk_features(vblk));
+		ret = vblk_set_features(*vblk_r, vblk_features(*vblk_r));
 	if (ret < 0) {
 		fprintf(stderr, "imgvmm: device: %s\n", strerror(-ret));
-		img_close(img);
+		img_close(*img_r);
 		return 1;
 	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { .nb_queues = 0, .depth = 16, .nb_ops = 2000,
+			     .seed = 1, .max_req_bytes = 256 * 1024,
+			     .queue_size = 128 };
+	uint8_t serial[VIRTIO_BLK_ID_BYTES] = { 0 };
+	struct img *img = NULL;
+	struct vblk *vblk = NULL;
+	int ret, ready_fd = -1;
+
+	ret = parse_args(argc, argv, &o, &ready_fd);
+	if (ret >= 0)
+		return ret;
+	memcpy(serial, o.serial, strlen(o.serial));
+	ret = open_device(&o, &img, &vblk);
+	if (ret)
+		return ret;
 
 	if (o.vhost_socket) {
 		ret = vu_serve(vblk, o.vhost_socket, ready_fd);

@@ -398,12 +398,11 @@ static struct vu_ring *ring_of(struct vu_server *s, uint64_t index)
 /* Handles one message. Returns 1 when reply holds the answer, 0 when
  * the request was applied, -EPROTO when it is malformed, another -errno
  * when it was refused. */
-static int handle(struct vu_server *s, struct vu_msg *m,
-		  struct vu_reply *reply)
+/* The payload size each request needs (0: none). Descriptors that came
+ * with a request that carries none are closed, so none leaks. */
+static int check_payload(struct vu_msg *m)
 {
 	uint32_t need = 0;
-	struct vu_ring *r = NULL;
-	int fd = -1, ret;
 
 	switch (m->request) {
 	case VU_SET_FEATURES:
@@ -412,8 +411,6 @@ static int handle(struct vu_server *s, struct vu_msg *m,
 	case VU_SET_VRING_CALL:
 	case VU_SET_VRING_ERR:
 	case VU_SET_MEM_TABLE:
-		need = 8;
-		break;
 	case VU_SET_VRING_NUM:
 	case VU_SET_VRING_BASE:
 	case VU_GET_VRING_BASE:
@@ -430,12 +427,119 @@ static int handle(struct vu_server *s, struct vu_msg *m,
 	}
 	if (m->size < need)
 		return -EPROTO;
-	/* Only these carry descriptors. */
 	if (m->nb_fds && m->request != VU_SET_MEM_TABLE &&
 	    m->request != VU_SET_VRING_KICK && m->request != VU_SET_VRING_CALL &&
 	    m->request != VU_SET_VRING_ERR)
 		close_msg_fds(m);
+	return 0;
+}
 
+/* SET_VRING_NUM, _ADDR, _BASE, GET_VRING_BASE, SET_VRING_ENABLE: every
+ * change stops the ring first; it starts again once it has all it needs. */
+static int handle_ring_state(struct vu_server *s, struct vu_msg *m,
+			     struct vu_reply *reply)
+{
+	uint32_t index = m->request == VU_SET_VRING_ADDR ? m->p.addr.index
+							 : m->p.state.index;
+	struct vu_ring *r = ring_of(s, index);
+
+	if (!r)
+		return -EINVAL;
+	switch (m->request) {
+	case VU_SET_VRING_NUM:
+		/* A split ring's size is a power of two (virtio 1.x 2.7):
+		 * only then does "16-bit index modulo size" stay consistent
+		 * when the index wraps at 65536. */
+		if (m->p.state.num == 0 || m->p.state.num > VQ_MAX_SIZE ||
+		    (m->p.state.num & (m->p.state.num - 1)))
+			return -EINVAL;
+		ring_stop(r);
+		r->num = m->p.state.num;
+		return 0;
+	case VU_SET_VRING_ADDR:
+		ring_stop(r);
+		r->desc_uva = m->p.addr.desc_uva;
+		r->avail_uva = m->p.addr.avail_uva;
+		r->used_uva = m->p.addr.used_uva;
+		r->have_addr = true;
+		return ring_try_start(s, r);
+	case VU_SET_VRING_BASE:
+		if (m->p.state.num > UINT16_MAX)
+			return -EINVAL;
+		ring_stop(r);
+		r->base = (uint16_t)m->p.state.num;
+		return 0;
+	case VU_GET_VRING_BASE:
+		ring_stop(r);
+		/* The ring stays stopped until the next kick descriptor. */
+		close_fd(&r->kick_fd);
+		m->p.state.num = r->base;
+		return reply_msg(reply, m, 8);
+	default: /* VU_SET_VRING_ENABLE */
+		r->enabled = m->p.state.num != 0;
+		if (!r->enabled)
+			ring_stop(r);
+		return ring_try_start(s, r);
+	}
+}
+
+/* SET_VRING_KICK, _CALL, _ERR: the descriptor replaces the ring's old one. */
+static int handle_ring_fd(struct vu_server *s, struct vu_msg *m)
+{
+	struct vu_ring *r;
+	int fd = -1, ret;
+
+	ret = take_ring_fd(m, &fd);
+	if (ret < 0)
+		return ret;
+	r = ring_of(s, m->p.u64 & VU_VRING_IDX_MASK);
+	if (!r) {
+		if (fd >= 0)
+			close(fd);
+		return -EINVAL;
+	}
+	ring_stop(r);
+	if (m->request == VU_SET_VRING_KICK) {
+		close_fd(&r->kick_fd);
+		r->kick_fd = fd;
+	} else if (m->request == VU_SET_VRING_CALL) {
+		close_fd(&r->call_fd);
+		r->call_fd = fd;
+	} else {
+		close_fd(&r->err_fd);
+		r->err_fd = fd;
+	}
+	return ring_try_start(s, r);
+}
+
+static int handle_config(struct vu_server *s, struct vu_msg *m,
+			 struct vu_reply *reply)
+{
+	uint8_t cfg[VBLK_CONFIG_BYTES];
+	uint32_t off = m->p.config.offset, len = m->p.config.size;
+
+	if (len > sizeof(m->p.config.data) || m->size != 12 + len)
+		return -EPROTO;
+	if (m->request == VU_SET_CONFIG)
+		/* Only the writeback field is writable, and we do not offer
+		 * CONFIG_WCE: accept and ignore. */
+		return 0;
+	vblk_get_config(s->vblk, cfg);
+	memset(m->p.config.data, 0, len);
+	/* Bytes past our config space read as zero. */
+	if (off < sizeof(cfg))
+		memcpy(m->p.config.data, cfg + off,
+		       MIN((size_t)len, sizeof(cfg) - off));
+	return reply_msg(reply, m, 12 + len);
+}
+
+static int handle(struct vu_server *s, struct vu_msg *m,
+		  struct vu_reply *reply)
+{
+	int ret = check_payload(m);
+
+	if (ret < 0)
+		return ret;
 	switch (m->request) {
 	case VU_GET_FEATURES:
 		return reply_u64(reply, m,
@@ -469,95 +573,18 @@ static int handle(struct vu_server *s, struct vu_msg *m,
 	case VU_SET_MEM_TABLE:
 		return set_mem_table(s, m);
 	case VU_SET_VRING_NUM:
-		r = ring_of(s, m->p.state.index);
-		/* A split ring's size is a power of two (virtio 1.x 2.7):
-		 * only then does "16-bit index modulo size" stay consistent
-		 * when the index wraps at 65536. */
-		if (!r || m->p.state.num == 0 || m->p.state.num > VQ_MAX_SIZE ||
-		    (m->p.state.num & (m->p.state.num - 1)))
-			return -EINVAL;
-		ring_stop(r);
-		r->num = m->p.state.num;
-		return 0;
 	case VU_SET_VRING_ADDR:
-		r = ring_of(s, m->p.addr.index);
-		if (!r)
-			return -EINVAL;
-		ring_stop(r);
-		r->desc_uva = m->p.addr.desc_uva;
-		r->avail_uva = m->p.addr.avail_uva;
-		r->used_uva = m->p.addr.used_uva;
-		r->have_addr = true;
-		return ring_try_start(s, r);
 	case VU_SET_VRING_BASE:
-		r = ring_of(s, m->p.state.index);
-		if (!r || m->p.state.num > UINT16_MAX)
-			return -EINVAL;
-		ring_stop(r);
-		r->base = (uint16_t)m->p.state.num;
-		return 0;
 	case VU_GET_VRING_BASE:
-		r = ring_of(s, m->p.state.index);
-		if (!r)
-			return -EINVAL;
-		ring_stop(r);
-		/* The ring stays stopped until the next kick descriptor. */
-		close_fd(&r->kick_fd);
-		m->p.state.num = r->base;
-		return reply_msg(reply, m, 8);
+	case VU_SET_VRING_ENABLE:
+		return handle_ring_state(s, m, reply);
 	case VU_SET_VRING_KICK:
 	case VU_SET_VRING_CALL:
 	case VU_SET_VRING_ERR:
-		ret = take_ring_fd(m, &fd);
-		if (ret < 0)
-			return ret;
-		r = ring_of(s, m->p.u64 & VU_VRING_IDX_MASK);
-		if (!r) {
-			if (fd >= 0)
-				close(fd);
-			return -EINVAL;
-		}
-		ring_stop(r);
-		if (m->request == VU_SET_VRING_KICK) {
-			close_fd(&r->kick_fd);
-			r->kick_fd = fd;
-		} else if (m->request == VU_SET_VRING_CALL) {
-			close_fd(&r->call_fd);
-			r->call_fd = fd;
-		} else {
-			close_fd(&r->err_fd);
-			r->err_fd = fd;
-		}
-		return ring_try_start(s, r);
-	case VU_SET_VRING_ENABLE:
-		r = ring_of(s, m->p.state.index);
-		if (!r)
-			return -EINVAL;
-		r->enabled = m->p.state.num != 0;
-		if (!r->enabled)
-			ring_stop(r);
-		return ring_try_start(s, r);
-	case VU_GET_CONFIG: {
-		uint8_t cfg[VBLK_CONFIG_BYTES];
-		uint32_t off = m->p.config.offset, len = m->p.config.size;
-
-		if (len > sizeof(m->p.config.data) || m->size != 12 + len)
-			return -EPROTO;
-		vblk_get_config(s->vblk, cfg);
-		memset(m->p.config.data, 0, len);
-		/* Bytes past our config space read as zero. */
-		if (off < sizeof(cfg))
-			memcpy(m->p.config.data, cfg + off,
-			       MIN((size_t)len, sizeof(cfg) - off));
-		return reply_msg(reply, m, 12 + len);
-	}
+		return handle_ring_fd(s, m);
+	case VU_GET_CONFIG:
 	case VU_SET_CONFIG:
-		if (m->p.config.size > sizeof(m->p.config.data) ||
-		    m->size != 12 + m->p.config.size)
-			return -EPROTO;
-		/* Only the writeback field is writable, and we do not offer
-		 * CONFIG_WCE: accept and ignore. */
-		return 0;
+		return handle_config(s, m, reply);
 	default:
 		log_warn("vhost-user: request %u not supported", m->request);
 		return -ENOTSUP;

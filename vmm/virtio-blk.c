@@ -570,9 +570,10 @@ static uint8_t execute_request(struct vblk *v, struct request *r)
  * Our own work is then no longer wedged between system calls: on these
  * machines a pread leaves the caches and the return-stack predictor cold
  * for the code that runs after it (every return to a frame older than
- * the call mispredicts, ~7 ns each as measured here), and a request
- * parsed between two preads paid that in full. QEMU's virtio-blk also
- * gathers a queue's requests before it submits them.
+ * the call mispredicts; tests/bench/vmm-bench.sh shows the cost in its
+ * 4 KiB figures), and a request parsed between two preads paid that in
+ * full. QEMU's virtio-blk also gathers a queue's requests before it
+ * submits them.
  */
 struct deferred {
 	uint8_t *host; /* data; NULL: no I/O, the answer is st */

@@ -1,5 +1,5 @@
 /* test-vmdk.c: the VMDK and OVA drivers read what qemu-img writes, and
- * refuse or contain what a hostile file holds (issue 14).
+ * refuse or contain what a hostile file holds.
  *
  * Differential: qemu-img and qemu-io build each subformat qemu-img can
  * create (monolithicSparse, monolithicFlat, twoGbMaxExtentSparse/Flat,
