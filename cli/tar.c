@@ -322,153 +322,210 @@ static int copy_data(struct cli_walk *w, struct tar_state *t, uint64_t ino,
 	return 0;
 }
 
+/* One member being written: what kind, and for a sparse file its map. */
+struct member {
+	char *name;          /* as archived; folders end in '/' */
+	char type;           /* ustar typeflag */
+	const char *linkname;
+	char linkbuf[4096];
+	uint64_t size;       /* the member's data as archived */
+	uint64_t data_bytes; /* of that, the file's own bytes */
+	bool sparse;
+	uint64_t *segs;      /* sparse: offset, length pairs */
+	size_t nb_segs;
+	char *map;           /* sparse: the GNU 1.0 map, padded to a block */
+	size_t map_len;
+	char *sparse_name;   /* sparse: the ustar name GNU tar gives it */
+};
+
+static void member_free(struct member *m)
+{
+	free(m->name);
+	free(m->segs);
+	free(m->map);
+	free(m->sparse_name);
+}
+
+/* Sets m->type (and link, size, sparse map) from the entry. 1: the entry
+ * is left out (a socket, an unknown type, an unreadable symlink, which is
+ * reported). */
+static int classify(struct cli_walk *w, struct tar_state *t,
+		    const struct cli_walk_entry *e, struct member *m)
+{
+	const struct fsys_stat *st = &e->st;
+
+	if (!S_ISDIR(st->mode) && st->nlink > 1 &&
+	    (m->linkname = cli_links_find(&t->links, st->ino))) {
+		m->type = '1';
+	} else if (S_ISREG(st->mode)) {
+		m->type = '0';
+		m->size = m->data_bytes = st->size;
+		if (st->blocks * 512 < st->size)
+			m->sparse = sparse_map(w->fs, e->ino, st->size,
+					       &m->segs, &m->nb_segs);
+	} else if (S_ISDIR(st->mode)) {
+		m->type = '5';
+	} else if (S_ISLNK(st->mode)) {
+		ssize_t n = fsys_readlink(w->fs, e->ino, m->linkbuf,
+					  sizeof(m->linkbuf));
+		if (n < 0) {
+			cli_err(w->s, NULL, "%s%s: %s", w->place_prefix,
+				e->rel, strerror((int)-n));
+			w->failed = true;
+			return 1;
+		}
+		m->type = '2';
+		m->linkname = m->linkbuf;
+	} else if (S_ISCHR(st->mode)) {
+		m->type = '3';
+	} else if (S_ISBLK(st->mode)) {
+		m->type = '4';
+	} else if (S_ISFIFO(st->mode)) {
+		m->type = '6';
+	} else {
+		return 1;
+	}
+	return 0;
+}
+
+/* The pax records ustar cannot carry: long names, large owners, times
+ * with nanoseconds. */
+static void add_basic_records(struct pax *p, const struct member *m,
+			      const struct fsys_stat *st)
+{
+	char v[48];
+
+	if (strlen(m->name) >= 100)
+		pax_adds(p, "path", m->name);
+	if (m->linkname && strlen(m->linkname) >= 100)
+		pax_adds(p, "linkpath", m->linkname);
+	if (!fits_octal(st->uid, 8)) {
+		snprintf(v, sizeof(v), "%u", st->uid);
+		pax_adds(p, "uid", v);
+	}
+	if (!fits_octal(st->gid, 8)) {
+		snprintf(v, sizeof(v), "%u", st->gid);
+		pax_adds(p, "gid", v);
+	}
+	if (st->mtime.tv_nsec || st->mtime.tv_sec < 0) {
+		snprintf(v, sizeof(v), "%" PRId64 ".%09ld",
+			 (int64_t)st->mtime.tv_sec, st->mtime.tv_nsec);
+		pax_adds(p, "mtime", v);
+	}
+}
+
+/* GNU sparse 1.0: the map of data segments (then a last empty segment at
+ * the real size) leads the member's data, the pax records name the file,
+ * and the ustar name is GNU tar's "DIR/GNUSparseFile.0/BASE". */
+static int make_sparse_map(struct member *m, struct pax *p)
+{
+	size_t cap = 32 + m->nb_segs * 48, used;
+	const char *slash = strrchr(m->name, '/');
+	char v[24];
+	char *grown;
+
+	m->map = malloc(cap);
+	if (!m->map)
+		return -ENOMEM;
+	used = (size_t)snprintf(m->map, cap, "%zu\n", m->nb_segs + 1);
+	m->data_bytes = 0;
+	for (size_t i = 0; i < m->nb_segs; i++) {
+		used += (size_t)snprintf(m->map + used, cap - used,
+					 "%" PRIu64 "\n%" PRIu64 "\n",
+					 m->segs[2 * i], m->segs[2 * i + 1]);
+		m->data_bytes += m->segs[2 * i + 1];
+	}
+	used += (size_t)snprintf(m->map + used, cap - used, "%" PRIu64 "\n0\n",
+				 m->size);
+	m->map_len = align_up(used, TAR_BLOCK);
+	grown = realloc(m->map, m->map_len);
+	if (!grown)
+		return -ENOMEM;
+	m->map = grown;
+	memset(m->map + used, 0, m->map_len - used);
+
+	pax_adds(p, "GNU.sparse.major", "1");
+	pax_adds(p, "GNU.sparse.minor", "0");
+	pax_adds(p, "GNU.sparse.name", m->name);
+	snprintf(v, sizeof(v), "%" PRIu64, m->size);
+	pax_adds(p, "GNU.sparse.realsize", v);
+	if (asprintf(&m->sparse_name, "%.*sGNUSparseFile.0/%s",
+		     slash ? (int)(slash - m->name + 1) : 0, m->name,
+		     slash ? slash + 1 : m->name) < 0) {
+		m->sparse_name = NULL;
+		return -ENOMEM;
+	}
+	m->size = m->map_len + m->data_bytes;
+	return 0;
+}
+
+/* A regular member's data: the map and the segments, or the whole file;
+ * then the padding to a block. */
+static int write_body(struct cli_walk *w, struct tar_state *t,
+		      const struct cli_walk_entry *e, const struct member *m)
+{
+	static const uint8_t zero[TAR_BLOCK];
+	bool bad = false;
+	int ret;
+
+	if (m->sparse) {
+		ret = cli_out_write(&t->out, m->map, m->map_len);
+		for (size_t i = 0; !ret && i < m->nb_segs; i++)
+			ret = copy_data(w, t, e->ino, m->segs[2 * i],
+					m->segs[2 * i + 1], e->rel, &bad);
+	} else {
+		ret = copy_data(w, t, e->ino, 0, m->size, e->rel, &bad);
+	}
+	if (!ret && m->data_bytes % TAR_BLOCK)
+		ret = cli_out_write(&t->out, zero,
+				    TAR_BLOCK - m->data_bytes % TAR_BLOCK);
+	return ret;
+}
+
 static int tar_entry(struct cli_walk *w, const struct cli_walk_entry *e,
 		     bool post)
 {
 	struct tar_state *t = w->ctx;
 	const struct fsys_stat *st = &e->st;
-	CLEANUP_FREE char *name = NULL;
-	CLEANUP_FREE uint64_t *segs = NULL;
+	struct member m = { 0 };
 	struct pax p = { 0 };
-	char linkbuf[4096], type, mt[48];
-	const char *linkname = NULL;
-	uint64_t size = 0;
-	size_t nb_segs = 0;
-	bool is_dir = S_ISDIR(st->mode), sparse = false, bad = false;
+	char v[24];
 	int ret;
 
 	(void)post;
 	if (S_ISSOCK(st->mode))
 		return 0;
-	if (asprintf(&name, "%s%s%s", t->base, e->rel, is_dir ? "/" : "") < 0)
+	if (asprintf(&m.name, "%s%s%s", t->base, e->rel,
+		     S_ISDIR(st->mode) ? "/" : "") < 0)
 		return -ENOMEM;
-
-	if (!is_dir && st->nlink > 1 && (linkname = cli_links_find(&t->links,
-							      st->ino))) {
-		type = '1';
-	} else if (S_ISREG(st->mode)) {
-		type = '0';
-		size = st->size;
-		if (st->blocks * 512 < st->size)
-			sparse = sparse_map(w->fs, e->ino, st->size, &segs,
-					    &nb_segs);
-	} else if (S_ISDIR(st->mode)) {
-		type = '5';
-	} else if (S_ISLNK(st->mode)) {
-		ssize_t n = fsys_readlink(w->fs, e->ino, linkbuf,
-					  sizeof(linkbuf));
-		if (n < 0) {
-			cli_err(w->s, NULL, "%s%s: %s", w->place_prefix,
-				e->rel, strerror((int)-n));
-			w->failed = true;
-			return 0;
-		}
-		type = '2';
-		linkname = linkbuf;
-	} else if (S_ISCHR(st->mode)) {
-		type = '3';
-	} else if (S_ISBLK(st->mode)) {
-		type = '4';
-	} else if (S_ISFIFO(st->mode)) {
-		type = '6';
-	} else {
-		return 0;
+	ret = classify(w, t, e, &m);
+	if (ret) {
+		member_free(&m);
+		return ret > 0 ? 0 : ret;
 	}
-
-	if (strlen(name) >= 100)
-		pax_adds(&p, "path", name);
-	if (linkname && strlen(linkname) >= 100)
-		pax_adds(&p, "linkpath", linkname);
-	if (!fits_octal(st->uid, 8)) {
-		snprintf(mt, sizeof(mt), "%u", st->uid);
-		pax_adds(&p, "uid", mt);
-	}
-	if (!fits_octal(st->gid, 8)) {
-		snprintf(mt, sizeof(mt), "%u", st->gid);
-		pax_adds(&p, "gid", mt);
-	}
-	if (st->mtime.tv_nsec || st->mtime.tv_sec < 0) {
-		snprintf(mt, sizeof(mt), "%" PRId64 ".%09ld",
-			 (int64_t)st->mtime.tv_sec, st->mtime.tv_nsec);
-		pax_adds(&p, "mtime", mt);
-	}
-	if (type != '1')
+	add_basic_records(&p, &m, st);
+	if (m.type != '1')
 		add_xattrs(w, e->ino, &p);
-
-	CLEANUP_FREE char *map = NULL;
-	size_t map_len = 0;
-	uint64_t data_bytes = size;
-	CLEANUP_FREE char *sname = NULL;
-	if (sparse) {
-		size_t cap = 32 + nb_segs * 48, used;
-		const char *slash = strrchr(name, '/');
-
-		map = malloc(cap);
-		if (!map)
-			return -ENOMEM;
-		used = (size_t)snprintf(map, cap, "%zu\n", nb_segs + 1);
-		data_bytes = 0;
-		for (size_t i = 0; i < nb_segs; i++) {
-			used += (size_t)snprintf(map + used, cap - used,
-						 "%" PRIu64 "\n%" PRIu64 "\n",
-						 segs[2 * i], segs[2 * i + 1]);
-			data_bytes += segs[2 * i + 1];
-		}
-		/* A final empty segment at the end gives the real size. */
-		used += (size_t)snprintf(map + used, cap - used,
-					 "%" PRIu64 "\n0\n", size);
-		map_len = align_up(used, TAR_BLOCK);
-		pax_adds(&p, "GNU.sparse.major", "1");
-		pax_adds(&p, "GNU.sparse.minor", "0");
-		pax_adds(&p, "GNU.sparse.name", name);
-		snprintf(mt, sizeof(mt), "%" PRIu64, size);
-		pax_adds(&p, "GNU.sparse.realsize", mt);
-		if (asprintf(&sname, "%.*sGNUSparseFile.0/%s",
-			     slash ? (int)(slash - name + 1) : 0, name,
-			     slash ? slash + 1 : name) < 0)
-			return -ENOMEM;
-		char *grown = realloc(map, map_len);
-		if (!grown)
-			return -ENOMEM;
-		map = grown;
-		memset(map + used, 0, map_len - used);
-		size = map_len + data_bytes;
+	if (m.sparse)
+		ret = make_sparse_map(&m, &p);
+	if (!ret && !fits_octal(m.size, 12)) {
+		snprintf(v, sizeof(v), "%" PRIu64, m.size);
+		pax_adds(&p, "size", v);
 	}
-	if (!fits_octal(size, 12)) {
-		snprintf(mt, sizeof(mt), "%" PRIu64, size);
-		pax_adds(&p, "size", mt);
-	}
-	if (p.oom) {
-		free(p.buf);
-		return -ENOMEM;
-	}
-	ret = write_pax(t, &p, name, st);
+	if (!ret && p.oom)
+		ret = -ENOMEM;
+	if (!ret)
+		ret = write_pax(t, &p, m.name, st);
 	free(p.buf);
 	if (!ret)
-		ret = write_header(t, sparse ? sname : name, st, type, linkname,
-				   type == '0' ? size : 0);
-	if (ret < 0)
-		return ret;
-	if (type == '0' && st->nlink > 1) {
-		ret = cli_links_add(&t->links, st->ino, name);
-		if (ret < 0)
-			return ret;
-	}
-	if (type != '0')
-		return 0;
-	if (sparse) {
-		ret = cli_out_write(&t->out, map, map_len);
-		for (size_t i = 0; !ret && i < nb_segs; i++)
-			ret = copy_data(w, t, e->ino, segs[2 * i],
-					segs[2 * i + 1], e->rel, &bad);
-	} else {
-		ret = copy_data(w, t, e->ino, 0, size, e->rel, &bad);
-	}
-	if (!ret && data_bytes % TAR_BLOCK) {
-		static const uint8_t zero[TAR_BLOCK];
-		ret = cli_out_write(&t->out, zero,
-				    TAR_BLOCK - data_bytes % TAR_BLOCK);
-	}
+		ret = write_header(t, m.sparse ? m.sparse_name : m.name, st,
+				   m.type, m.linkname,
+				   m.type == '0' ? m.size : 0);
+	if (!ret && m.type == '0' && st->nlink > 1)
+		ret = cli_links_add(&t->links, st->ino, m.name);
+	if (!ret && m.type == '0')
+		ret = write_body(w, t, e, &m);
+	member_free(&m);
 	return ret;
 }
 
