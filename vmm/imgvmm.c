@@ -581,6 +581,109 @@ static int dump_model(struct run *r)
 	return fsync(fd) < 0 ? -errno : 0;
 }
 
+/* Lays out queue i: its rings, its request slots, its eventfds. 0, or 1
+ * after a message. */
+static int setup_queue(struct run *r, unsigned i, uint64_t ring_bytes)
+{
+	const struct options *o = r->o;
+	struct qctx *q = &r->q[i];
+	uint64_t stripe = r->disk_bytes / SECTOR / o->nb_queues * SECTOR;
+	uint64_t ring_gpa = guest_alloc(&r->g, ring_bytes, 4096);
+	uint8_t *ring = vmm_mem_gpa(&r->g.mem, ring_gpa, ring_bytes);
+
+	q->run = r;
+	q->idx = i;
+	q->rng = o->seed * 0x9e3779b97f4a7c15ull + i + 1;
+	q->stripe_off = stripe * i;
+	q->stripe_bytes = i + 1 == o->nb_queues ? r->disk_bytes - q->stripe_off
+						 : stripe;
+	q->kick_fd = q->call_fd = -1;
+	/* The ring area must not straddle the two halves: the device maps
+	 * each ring part in one piece. */
+	if (!ring) {
+		ring_gpa = guest_alloc(&r->g, ring_bytes, 4096);
+		ring = vmm_mem_gpa(&r->g.mem, ring_gpa, ring_bytes);
+	}
+	if (!ring ||
+	    vdrv_init(&q->drv, &r->g.mem, o->queue_size, ring_gpa,
+		      MAX_INDIRECT, true) < 0 ||
+	    vq_init(&q->vq, &r->g.mem, o->queue_size, q->drv.desc,
+		    q->drv.avail, q->drv.used, 0,
+		    vblk_driver_features(r->vblk)) < 0) {
+		fprintf(stderr, "imgvmm: cannot lay out queue %u\n", i);
+		return 1;
+	}
+	q->slots = calloc(o->depth, sizeof(*q->slots));
+	if (!q->slots)
+		goto nomem;
+	for (unsigned k = 0; k < o->depth; k++) {
+		struct slot *s = &q->slots[k];
+
+		/* Slots are packed so that some straddle the two regions of
+		 * guest memory. */
+		s->hdr_gpa = guest_alloc(&r->g, 16, 16);
+		s->status_gpa = guest_alloc(&r->g, 1, 1);
+		s->data_gpa = guest_alloc(&r->g, o->max_req_bytes, 512);
+		s->expect = malloc(o->max_req_bytes);
+		s->scratch = malloc(o->max_req_bytes);
+		s->disc = malloc(o->max_req_bytes / SECTOR);
+		if (!s->expect || !s->scratch || !s->disc)
+			goto nomem;
+	}
+	q->kick_fd = eventfd(0, EFD_CLOEXEC);
+	q->call_fd = eventfd(0, EFD_CLOEXEC);
+	if (r->g.next_gpa > GUEST_BASE_GPA + 2 * r->g.half_bytes ||
+	    q->kick_fd < 0 || q->call_fd < 0) {
+		fprintf(stderr, "imgvmm: guest memory layout\n");
+		return 1;
+	}
+	return 0;
+nomem:
+	fprintf(stderr, "imgvmm: queue %u: no memory for its slots\n", i);
+	return 1;
+}
+
+/* Stops queue i's device thread once its driver is done, adds up what it
+ * did and frees it. 0, or 1 when the queue saw an error. */
+static int finish_queue(struct run *r, unsigned i, uint64_t *counts,
+			uint64_t *verified)
+{
+	struct qctx *q = &r->q[i];
+	int status = 0;
+
+	pthread_join(q->drv_thread, NULL);
+	__atomic_store_n(&q->stop, true, __ATOMIC_RELEASE);
+	(void)!write(q->kick_fd, &(uint64_t){ 1 }, 8);
+	pthread_join(q->dev_thread, NULL);
+	if (q->err[0]) {
+		fprintf(stderr, "imgvmm: queue %u: %s\n", i, q->err);
+		status = 1;
+	}
+	for (int k = 0; k < NB_OPS; k++)
+		counts[k] += q->counts[k];
+	*verified += q->verified_bytes;
+	return status;
+}
+
+static void free_queues(struct run *r)
+{
+	for (unsigned i = 0; r->q && i < r->o->nb_queues; i++) {
+		struct qctx *q = &r->q[i];
+
+		for (unsigned k = 0; q->slots && k < r->o->depth; k++) {
+			free(q->slots[k].expect);
+			free(q->slots[k].scratch);
+			free(q->slots[k].disc);
+		}
+		free(q->slots);
+		if (q->kick_fd >= 0)
+			close(q->kick_fd);
+		if (q->call_fd >= 0)
+			close(q->call_fd);
+	}
+	free(r->q);
+}
+
 static int run_workload(struct options *o, struct img *img, struct vblk *vblk,
 			const uint8_t *serial)
 {
@@ -621,82 +724,16 @@ static int run_workload(struct options *o, struct img *img, struct vblk *vblk,
 		return 1;
 	}
 
-	for (unsigned i = 0; i < o->nb_queues; i++) {
-		struct qctx *q = &r.q[i];
-		uint64_t stripe = r.disk_bytes / SECTOR / o->nb_queues * SECTOR;
-		uint64_t ring_gpa = guest_alloc(&r.g, ring_bytes, 4096);
-		uint8_t *ring = vmm_mem_gpa(&r.g.mem, ring_gpa, ring_bytes);
-
-		q->run = &r;
-		q->idx = i;
-		q->rng = o->seed * 0x9e3779b97f4a7c15ull + i + 1;
-		q->stripe_off = stripe * i;
-		q->stripe_bytes = i + 1 == o->nb_queues ?
-					  r.disk_bytes - q->stripe_off :
-					  stripe;
-		/* The ring area must not straddle the two halves: the
-		 * device maps each ring part in one piece. */
-		if (!ring) {
-			ring_gpa = guest_alloc(&r.g, ring_bytes, 4096);
-			ring = vmm_mem_gpa(&r.g.mem, ring_gpa, ring_bytes);
-		}
-		if (!ring ||
-		    vdrv_init(&q->drv, &r.g.mem, o->queue_size, ring_gpa,
-			      MAX_INDIRECT, true) < 0 ||
-		    vq_init(&q->vq, &r.g.mem, o->queue_size, q->drv.desc,
-			    q->drv.avail, q->drv.used, 0,
-			    vblk_driver_features(vblk)) < 0) {
-			fprintf(stderr, "imgvmm: cannot lay out queue %u\n", i);
+	for (unsigned i = 0; i < o->nb_queues; i++)
+		if (setup_queue(&r, i, ring_bytes))
 			return 1;
-		}
-		q->slots = calloc(o->depth, sizeof(*q->slots));
-		for (unsigned k = 0; k < o->depth; k++) {
-			struct slot *s = &q->slots[k];
-
-			/* Slots are packed so that some straddle the two
-			 * regions of guest memory. */
-			s->hdr_gpa = guest_alloc(&r.g, 16, 16);
-			s->status_gpa = guest_alloc(&r.g, 1, 1);
-			s->data_gpa = guest_alloc(&r.g, o->max_req_bytes, 512);
-			s->expect = malloc(o->max_req_bytes);
-			s->scratch = malloc(o->max_req_bytes);
-			s->disc = malloc(o->max_req_bytes / SECTOR);
-		}
-		q->kick_fd = eventfd(0, EFD_CLOEXEC);
-		q->call_fd = eventfd(0, EFD_CLOEXEC);
-		if (r.g.next_gpa > GUEST_BASE_GPA + 2 * r.g.half_bytes ||
-		    q->kick_fd < 0 || q->call_fd < 0) {
-			fprintf(stderr, "imgvmm: guest memory layout\n");
-			return 1;
-		}
-	}
 	for (unsigned i = 0; i < o->nb_queues; i++) {
 		pthread_create(&r.q[i].dev_thread, NULL, device_thread, &r.q[i]);
 		pthread_create(&r.q[i].drv_thread, NULL, driver_thread, &r.q[i]);
 	}
-	for (unsigned i = 0; i < o->nb_queues; i++) {
-		struct qctx *q = &r.q[i];
-
-		pthread_join(q->drv_thread, NULL);
-		__atomic_store_n(&q->stop, true, __ATOMIC_RELEASE);
-		(void)!write(q->kick_fd, &(uint64_t){ 1 }, 8);
-		pthread_join(q->dev_thread, NULL);
-		if (q->err[0]) {
-			fprintf(stderr, "imgvmm: queue %u: %s\n", i, q->err);
-			status = 1;
-		}
-		for (int k = 0; k < NB_OPS; k++)
-			counts[k] += q->counts[k];
-		verified += q->verified_bytes;
-		for (unsigned k = 0; k < o->depth; k++) {
-			free(q->slots[k].expect);
-			free(q->slots[k].scratch);
-			free(q->slots[k].disc);
-		}
-		free(q->slots);
-		close(q->kick_fd);
-		close(q->call_fd);
-	}
+	for (unsigned i = 0; i < o->nb_queues; i++)
+		status |= finish_queue(&r, i, counts, &verified);
+	free_queues(&r);
 	if (status == 0 && !o->read_only && img_flush(img) < 0)
 		status = 1;
 	if (status == 0 && o->dump && (ret = dump_model(&r)) < 0) {
@@ -713,7 +750,6 @@ static int run_workload(struct options *o, struct img *img, struct vblk *vblk,
 	guest_free(&r.g);
 	free(r.model);
 	free(r.discarded);
-	free(r.q);
 	return status;
 }
 
