@@ -249,7 +249,7 @@ static struct ifs_fsview *fsview_of_ino(struct ifs *ifs, fuse_ino_t ino,
 		return NULL;
 	}
 	pthread_rwlock_rdlock(&fv->lock);
-	if (fv->stale || fv->view->deleted) {
+	if (fv->stale || ifs_view_is_deleted(fv->view)) {
 		pthread_rwlock_unlock(&fv->lock);
 		*err_r = -ESTALE;
 		return NULL;

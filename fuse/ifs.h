@@ -163,6 +163,13 @@ struct ifs_node {
 	uint64_t size;
 };
 
+/* rmdir marks a view deleted while other threads look at it: read the
+ * flag atomically. */
+static inline bool ifs_view_is_deleted(const struct ifs_view *view)
+{
+	return __atomic_load_n(&view->deleted, __ATOMIC_ACQUIRE);
+}
+
 int ifs_views_init(struct ifs *ifs);
 void ifs_views_free(struct ifs *ifs);
 struct ifs_view *ifs_view_by_slot(struct ifs *ifs, unsigned slot);

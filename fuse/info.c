@@ -45,7 +45,7 @@ char *ifs_info_text(struct ifs *ifs, size_t *len_r)
 	for (size_t i = 1; snaps && i < ifs->nb_views; i++) {
 		struct ifs_view *v = ifs->views[i];
 
-		if (v->deleted)
+		if (ifs_view_is_deleted(v))
 			continue;
 		snaps[nb_snaps++] = (struct cli_info_snapshot){
 			.dirname = v->dirname,

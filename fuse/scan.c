@@ -145,7 +145,7 @@ static void scan_pass(struct ifs *ifs)
 		pthread_mutex_unlock(&ifs->views_lock);
 		if (!view)
 			break;
-		if (__atomic_load_n(&view->deleted, __ATOMIC_ACQUIRE) ||
+		if (ifs_view_is_deleted(view) ||
 		    !__atomic_load_n(&view->img, __ATOMIC_ACQUIRE))
 			continue;
 		pthread_mutex_lock(&view->scan_mutex);

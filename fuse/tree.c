@@ -212,7 +212,7 @@ struct ifs_view *ifs_view_by_slot(struct ifs *ifs, unsigned slot)
 	if (lo < ifs->nb_views && ifs->views[lo]->slot == slot)
 		found = ifs->views[lo];
 	pthread_mutex_unlock(&ifs->views_lock);
-	return found && !found->deleted ? found : NULL;
+	return found && !ifs_view_is_deleted(found) ? found : NULL;
 }
 
 struct ifs_view *ifs_view_by_dirname(struct ifs *ifs, const char *name)
@@ -222,7 +222,7 @@ struct ifs_view *ifs_view_by_dirname(struct ifs *ifs, const char *name)
 	pthread_mutex_lock(&ifs->views_lock);
 	for (size_t i = 1; i < ifs->nb_views; i++) {
 		struct ifs_view *v = ifs->views[i];
-		if (!v->deleted && strcmp(v->dirname, name) == 0) {
+		if (!ifs_view_is_deleted(v) && strcmp(v->dirname, name) == 0) {
 			found = v;
 			break;
 		}
@@ -440,7 +440,7 @@ void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 		nlink_t nlink = 2;
 		pthread_mutex_lock(&ifs->views_lock);
 		for (size_t i = 1; i < ifs->nb_views; i++)
-			nlink += !ifs->views[i]->deleted;
+			nlink += !ifs_view_is_deleted(ifs->views[i]);
 		pthread_mutex_unlock(&ifs->views_lock);
 		st->st_mode = S_IFDIR | (ro ? 0555 : 0755);
 		st->st_nlink = nlink;

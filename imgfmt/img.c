@@ -277,12 +277,12 @@ uint64_t img_size(const struct img *img)
 
 bool img_is_read_only(const struct img *img)
 {
-	return img->read_only;
+	return img_read_only_now(img);
 }
 
 bool img_writable(const struct img *img)
 {
-	return !img->read_only && img->ops->pwrite;
+	return !img_read_only_now(img) && img->ops->pwrite;
 }
 
 const char *img_path(const struct img *img)
@@ -314,7 +314,7 @@ int img_get_info(struct img *img, struct img_info *info)
 static int check_request(struct img *img, uint64_t off, uint64_t len,
 			 bool write)
 {
-	if (write && img->read_only)
+	if (write && img_read_only_now(img))
 		return -EROFS;
 	if (!range_within(off, len, img->size))
 		return write ? -ENOSPC : -EINVAL;
@@ -365,7 +365,7 @@ int img_write_zeroes(struct img *img, uint64_t off, uint64_t len)
 
 int img_flush(struct img *img)
 {
-	if (img->read_only || !img->ops->flush)
+	if (img_read_only_now(img) || !img->ops->flush)
 		return 0;
 	return img->ops->flush(img);
 }
@@ -487,7 +487,7 @@ int img_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 int img_snapshot_create(struct img *img, const char *name,
 			struct img_err *err)
 {
-	if (img->read_only)
+	if (img_read_only_now(img))
 		return img_err(err, -EROFS, "%s: image is read-only",
 			       img->path);
 	if (!img->ops->snapshot_create)
@@ -498,7 +498,7 @@ int img_snapshot_create(struct img *img, const char *name,
 
 int img_snapshot_delete(struct img *img, const char *id, struct img_err *err)
 {
-	if (img->read_only)
+	if (img_read_only_now(img))
 		return img_err(err, -EROFS, "%s: image is read-only",
 			       img->path);
 	if (!img->ops->snapshot_delete)

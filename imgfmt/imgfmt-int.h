@@ -55,6 +55,10 @@ struct img {
 	char *real_path;  /* realpath(path), for loop checks */
 	int fd;           /* the image file; owned unless shares_fd */
 	bool shares_fd;   /* snapshot handles borrow their parent's fd */
+	/* Set at open; afterwards only ever turned on, by a qcow2 driver
+	 * that found corruption (under its metadata lock) while requests
+	 * of other threads check it unlocked: read it with
+	 * img_read_only_now, write it with __atomic_store_n. */
 	bool read_only;
 	bool probed;      /* format was probed, not given (raw write rule) */
 	uint64_t size;    /* virtual size in bytes */
@@ -68,6 +72,12 @@ struct img {
 	struct img *backing;
 	void *priv;       /* driver state */
 };
+
+/* img->read_only as of now (see struct img). */
+static inline bool img_read_only_now(const struct img *img)
+{
+	return __atomic_load_n(&img->read_only, __ATOMIC_ACQUIRE);
+}
 
 /* Longest backing chain we open: deep enough for any real image, short
  * enough that a hostile chain cannot exhaust descriptors. */

@@ -71,7 +71,8 @@ int qcow2_signal_corruption(struct img *img, const char *fmt, ...)
 		if (full_pwrite(img->fd, be, 8, 72) == 0)
 			(void)fdatasync(img->fd);
 	}
-	img->read_only = true;
+	/* Requests check this without the metadata lock (img.c). */
+	__atomic_store_n(&img->read_only, true, __ATOMIC_RELEASE);
 	return -EIO;
 }
 

@@ -182,7 +182,11 @@ int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,
 
 	*list_r = NULL;
 	*nb_r = 0;
-	if (s->parent || s->nb_snapshots == 0)
+	if (s->parent)
+		return 0;
+	/* Create and delete replace the table under the metadata lock. */
+	LOCK_FOR_SCOPE(s->lock);
+	if (s->nb_snapshots == 0)
 		return 0;
 	list = calloc(s->nb_snapshots, sizeof(*list));
 	if (!list)
@@ -219,6 +223,10 @@ int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 	if (s->parent)
 		return img_err(err, -ENOENT, "%s: a snapshot has no "
 			       "snapshots of its own", img->path);
+	/* The table, the file size and the state copied below change under
+	 * the metadata lock (writes, create, delete); the L1 read stays
+	 * inside it so a delete cannot free the table while we read it. */
+	LOCK_FOR_SCOPE(s->lock);
 	for (uint32_t i = 0; i < s->nb_snapshots && !sn; i++)
 		if (strcmp(s->snapshots[i].id, id) == 0)
 			sn = &s->snapshots[i];

@@ -1,7 +1,8 @@
 #!/bin/bash
 # test.sh: installs what is needed, builds, and runs every test of imgfs:
 #   1. unit tests (meson test) in a normal build and in an ASan/UBSan build,
-#      and the unit tests of the threaded readers in a ThreadSanitizer build
+#      and in a ThreadSanitizer build the unit tests of the threaded readers
+#      and the concurrent bats cases against its daemon (no report allowed)
 #   2. integration tests (bats, tests/bats/*.bats) against the normal build
 #   3. each libFuzzer target for a short fixed time (tests/fuzz/run.sh)
 #   4. the packages (scripts/package-test.sh): Debian packages built from a
@@ -53,6 +54,34 @@ else
 	failed=$((failed + 1)); failures+=("asan build failed")
 fi
 
+# The daemon of the TSan build serves the bats cases that do several
+# things at once: concurrent.bats (snapshots taken and deleted during
+# writes, readers during rescans, parallel readers of files/) and fio
+# --verify on several partitions at once. The daemons run as the test
+# user, so each writes its reports to a folder anyone may write; a report
+# fails the step even when the case itself passed.
+tsan_daemon() {
+	local logs tap f p
+	logs=$(mktemp -d) tap=$(mktemp)
+	chmod 1777 "$logs"
+	{
+		export TSAN_OPTIONS="log_path=$logs/tsan second_deadlock_stack=1"
+		export IMGFS_BUILD_DIR=$root/build-tsan
+		bats --tap tests/bats/concurrent.bats
+		bats --tap -f 'fio --verify' tests/bats/write-faults.bats
+	} | tee "$tap"
+	p=$(grep -E '^ok ' "$tap" | grep -vc '# skip')
+	f=$(grep -c '^not ok ' "$tap")
+	passed=$((passed + p)) failed=$((failed + f))
+	((f)) && failures+=("bats (tsan daemon): $f failed")
+	if grep -l 'ThreadSanitizer' "$logs"/tsan.* 2>/dev/null; then
+		cat "$logs"/tsan.* >&2
+		failed=$((failed + 1))
+		failures+=("ThreadSanitizer reported races in the daemon")
+	fi
+	rm -rf "$logs" "$tap"
+}
+
 # The readers that several threads use at once: the filesystem drivers,
 # the image formats read in parallel, the device model. (The qcow2 suites
 # run too long under TSan on these machines for every CI run.)
@@ -64,6 +93,7 @@ if bash scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false; then
 		test-fsys-fat test-fsys-ext test-vpc test-vdi test-vhdx \
 		test-virtio-blk test-img-raw
 	count_meson build-tsan "unit (tsan)"
+	tsan_daemon
 else
 	failed=$((failed + 1)); failures+=("tsan build failed")
 fi
