@@ -1,5 +1,7 @@
 #!/bin/sh
-# run.sh [SECONDS]: build the libFuzzer targets, seed them, run each one.
+# run.sh [SECONDS | --long]: build the libFuzzer targets, seed them, run
+# each one. --long runs each for an hour (FUZZ_LONG_SECONDS to change it):
+# the optional deep run, by hand or on a spare machine, never in CI.
 #
 # Builds build-fuzz (CC=clang, -Dfuzzing=true; FUZZ_BUILD=DIR for another)
 # if it is not there yet, makes the seed corpora with make-corpus.sh (one
@@ -18,7 +20,12 @@ set -eu
 # scratch images it leaves in /dev/shm whatever happens.
 trap 'rm -f /dev/shm/fuzz-qcow2-*.img /dev/shm/fuzz-fsys-fat-*.img /dev/shm/fuzz-vpc-*.img /dev/shm/fuzz-vdi-*.img /dev/shm/fuzz-vmdk-*.img /dev/shm/fuzz-vhdx-*.img /dev/shm/fuzz-lvm-*.img; rm -rf /dev/shm/fuzz-vpc-*.d' EXIT
 
-secs=${1:-60}
+case ${1:-} in
+--long) secs=${FUZZ_LONG_SECONDS:-3600} ;;
+'') secs=60 ;;
+*[!0-9]*) echo "usage: run.sh [SECONDS | --long]" >&2; exit 2 ;;
+*) secs=$1 ;;
+esac
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD:-$src/build-fuzz}
 targets=${FUZZ_TARGETS:-"fuzz-qcow2 fuzz-probe fuzz-qcow2-write fuzz-virtq fuzz-vhost-user fuzz-partition fuzz-vpc fuzz-vdi fuzz-fsys-fat fuzz-fsys-ext fuzz-vmdk fuzz-ova fuzz-vhdx fuzz-lvm"}
