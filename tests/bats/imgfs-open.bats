@@ -136,7 +136,7 @@ make_fat_disk() {
 	pid=$(daemon_pid "$mnt")
 	wait "$BG_PID"
 	is_mounted "$mnt"
-	wait_until 30 refute_mounted "$mnt"
+	wait_until "$IMGFS_HANG_DEADLINE" refute_mounted "$mnt"
 	wait_until "$IMGFS_EXIT_DEADLINE" pids_gone "$pid"
 	[[ ! -e $mnt ]]
 }
@@ -151,7 +151,7 @@ make_fat_disk() {
 	assert_eq "$output" "$mnt"
 	wait "$BG_PID"
 	is_mounted "$mnt"
-	wait_until 30 refute_mounted "$mnt"
+	wait_until "$IMGFS_HANG_DEADLINE" refute_mounted "$mnt"
 }
 
 @test "imgfs-open --unmount unmounts at once and removes the folder" {

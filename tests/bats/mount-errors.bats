@@ -262,7 +262,7 @@ image_locked() {
 	qemu-io "$IMG" <qemu-io.in >qemu-io.out 2>&1 3>&- &
 	QEMU_IO_PID=$!
 	exec 7>qemu-io.in
-	wait_until 10 image_locked "$IMG"
+	wait_until "$IMGFS_HANG_DEADLINE" image_locked "$IMG"
 	fails_with "imgfs: $IMG: in use by another process that has it open for write (a running QEMU or qemu-img?); it cannot be read consistently while it changes" \
 		-o ro "$IMG" "$MNT"
 	exec 7>&-

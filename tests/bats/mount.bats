@@ -122,10 +122,10 @@ load helpers
 	give_to_user "$IMG"
 	as_user "$IMGFS" -f "$IMG" "$MNT" </dev/null >foreground.out 2>&1 3>&- &
 	BG_PID=$!
-	wait_until 10 is_mounted "$MNT"
+	wait_until "$IMGFS_HANG_DEADLINE" is_mounted "$MNT"
 	# In the foreground nothing says when the scan is done: the partitions
 	# appear once it is.
-	wait_until 10 as_user test -e "$MNT/p3"
+	wait_until "$IMGFS_HANG_DEADLINE" as_user test -e "$MNT/p3"
 	run -0 as_user head -c 16 "$MNT/p3"
 	assert_eq "$output" "imgfs p3 pattern"
 	as_user fusermount3 -u "$MNT"

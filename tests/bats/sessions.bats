@@ -510,12 +510,12 @@ blocked() {
 	BG_PID=$!
 	as_user python3 reader.py "$MNT/p2" direct gate >direct.out &
 	direct_pid=$!
-	wait_until 10 test -s gate.buffered -a -s gate.direct
+	wait_until "$IMGFS_HANG_DEADLINE" test -s gate.buffered -a -s gate.direct
 	kill -STOP "$pid"
 	as_user touch gate
-	wait_until 10 blocked gate.buffered gate.direct
+	wait_until "$IMGFS_HANG_DEADLINE" blocked gate.buffered gate.direct
 	kill -KILL "$pid"
-	if ! wait_until 10 pids_gone "$BG_PID" "$direct_pid"; then
+	if ! wait_until "$IMGFS_HANG_DEADLINE" pids_gone "$BG_PID" "$direct_pid"; then
 		echo "a reader still waits 10 s after the daemon died" >&2
 		return 1
 	fi

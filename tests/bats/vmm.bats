@@ -200,7 +200,7 @@ serve() {
 	rm -f "$2" vu.log
 	start_bg "$IMGVMM" --vhost-user "$2" --serial vhost_user_blk "$1" \
 		2>vu.log
-	wait_until 10 grep -q "listening on" vu.log
+	wait_until "$IMGFS_HANG_DEADLINE" grep -q "listening on" vu.log
 }
 
 # assert_pattern: the image holds the guest's pattern at vda1 + 64 KiB, as
@@ -290,7 +290,7 @@ boot_gpt() {
 		--blockdev driver=file,filename="$PWD/b.raw",node-name=file \
 		--blockdev driver=raw,file=file,node-name=disk \
 		--export type=vhost-user-blk,id=exp,node-name=disk,addr.type=unix,addr.path="$PWD/qsd.sock",writable=on
-	wait_until 10 test -S "$PWD/qsd.sock"
+	wait_until "$IMGFS_HANG_DEADLINE" test -S "$PWD/qsd.sock"
 	boot "$PWD/qsd.sock" qsd.txt
 	diff imgvmm.txt qsd.txt
 	cmp a.raw b.raw

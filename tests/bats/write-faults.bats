@@ -19,7 +19,7 @@ teardown() {
 	if [[ -n ${QSD_PID:-} ]]; then
 		# SIGTERM: qemu-storage-daemon unmounts its FUSE export itself.
 		kill -TERM "$QSD_PID" 2>/dev/null || true
-		wait_until 10 pids_gone "$QSD_PID" || kill -KILL "$QSD_PID" 2>/dev/null || true
+		wait_until "$IMGFS_HANG_DEADLINE" pids_gone "$QSD_PID" || kill -KILL "$QSD_PID" 2>/dev/null || true
 		wait "$QSD_PID" 2>/dev/null || true
 	fi
 	# A daemon that was killed must take its connection with it; if it
@@ -106,7 +106,7 @@ kill_cycles() {
 		# A random moment: after 1 to 12 acknowledged blocks, with fio
 		# writing all along.
 		want=$(($(wc -l <acked.log) + RANDOM % 12 + 1))
-		wait_until 20 acked_at_least "$want"
+		wait_until "$IMGFS_HANG_DEADLINE" acked_at_least "$want"
 		echo "cycle $cycle: kill -9 after $want acknowledged blocks" >&2
 		kill -KILL "$pid"
 		if ! wait_until "$IMGFS_EXIT_DEADLINE" process_gone "$pid"; then
@@ -115,7 +115,7 @@ kill_cycles() {
 			return 1
 		fi
 		# The writers see the dead mount and stop.
-		wait_until 10 pids_gone "$FIO_PID" "$ACK_PID"
+		wait_until "$IMGFS_HANG_DEADLINE" pids_gone "$FIO_PID" "$ACK_PID"
 		wait "$FIO_PID" "$ACK_PID" || true
 		FIO_PID= ACK_PID=
 		as_user fusermount3 -u "$MNT"
@@ -269,7 +269,7 @@ small_fs() {
 	qemu-io "$IMG" <qemu-io.in >qemu-io.out 2>&1 3>&- &
 	QEMU_IO_PID=$!
 	exec 7>qemu-io.in
-	wait_until 10 image_locked "$IMG"
+	wait_until "$IMGFS_HANG_DEADLINE" image_locked "$IMG"
 	run -1 --separate-stderr as_user "$IMGFS" "$IMG" "$MNT"
 	assert_eq "$output" ""
 	assert_eq "$stderr" "imgfs: $IMG: in use by another process that does not allow write access (a running QEMU or qemu-img?)"
@@ -292,8 +292,8 @@ small_fs() {
 		--export "type=fuse,id=exp,node-name=fmt,mountpoint=$PWD/export,writable=on" \
 		</dev/null >qsd.log 2>&1 3>&- &
 	QSD_PID=$!
-	wait_until 10 image_locked "$IMG"
-	wait_until 10 is_mounted "$PWD/export"
+	wait_until "$IMGFS_HANG_DEADLINE" image_locked "$IMG"
+	wait_until "$IMGFS_HANG_DEADLINE" is_mounted "$PWD/export"
 	run -1 --separate-stderr as_user "$IMGFS" "$IMG" "$MNT"
 	assert_eq "$output" ""
 	assert_eq "$stderr" "imgfs: $IMG: in use by another process that does not allow write access (a running QEMU or qemu-img?)"

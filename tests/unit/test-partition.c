@@ -543,7 +543,8 @@ static void replay_partition(const char *path)
 			rl.rlim_cur = rl.rlim_max = pages * 4096 + (512ul << 20);
 			assert(setrlimit(RLIMIT_AS, &rl) == 0);
 		}
-		alarm(30);
+		/* Guards a hang: generous for a loaded machine. */
+		alarm(UNDER_ASAN ? 120 : 60);
 		fuzz_partition_one(buf, n);
 		_exit(0);
 	}
