@@ -56,14 +56,11 @@
  * past what the object needs: the file's size in clusters, or 2 MiB for a
  * directory (the format's limit of 65536 entries). Reading past the
  * usable part of a file gives -EIO; a directory lists what it has, then
- * -EIO. A subdirectory entry that points to the root (cluster 0 or the
- * FAT32 root cluster), to the directory holding it, or to that
- * directory's parent is a directory cycle: it is listed, lookup gives
- * -EIO for it, and so do getattr, readdir and lookup in it by inode
- * number (those know the entry but not its directory's parent, so they
- * catch the root and the holding directory only). Longer cycles are not
- * detected: a tree walker sees them as an ever deeper tree, bounded by
- * its own path limits.
+ * -EIO. A directory cycle of any depth (a subdirectory entry leading
+ * back to the root or to any ancestor) is caught by the rule that a
+ * directory's ".." names the directory whose entry leads to it (see
+ * dir_is_cycle): the looping entry is listed, and lookup, getattr,
+ * readdir and lookup in it by inode number give -EIO for it alone.
  *
  * Concurrency and memory. One mutex guards the FAT cache (FAT_NB_CHUNKS
  * chunks of FAT_CHUNK_BYTES, read on demand, direct-mapped: 2 MiB at
@@ -195,7 +192,6 @@ struct fat_dir {
 	uint64_t ino;
 	bool fixed;
 	uint32_t start;  /* first cluster (chain) */
-	uint32_t parent; /* the cluster of its "..": 0 for the root */
 };
 
 /* ------------------------------------------------------------------ */
@@ -904,7 +900,6 @@ static void root_dir(const struct fat *fs, struct fat_dir *dir)
 		.ino = FAT_ROOT_INO,
 		.fixed = fs->bits != 32,
 		.start = fs->bits == 32 ? fs->root_cluster : 0,
-		.parent = 0,
 	};
 }
 
@@ -929,27 +924,75 @@ static uint32_t pos_cluster(const struct fat *fs, uint64_t pos)
 	return (uint32_t)((pos - fs->data_off) / fs->cluster_bytes) + 2;
 }
 
-/* A subdirectory entry whose cluster is an ancestor: the root, the
- * cluster it lies in (its own directory, or part of it), or the parent
- * (cluster of the holder's "..", when known: 0 means not known). */
-static bool dir_is_cycle(const struct fat *fs, const uint8_t *de,
-			 uint64_t pos, uint32_t holder_start,
-			 uint32_t holder_parent)
+/* The cluster named by the ".." entry of the directory starting at c
+ * (0: the root), or -EIO when its second entry is not a "..". */
+static int dir_dotdot(struct fat *fs, uint32_t c, uint32_t *parent_r)
 {
-	uint32_t c = de_cluster(fs, de);
+	uint8_t de[32];
 
-	if (c == 0 || (fs->bits == 32 && c == fs->root_cluster))
-		return true;
-	if (c == pos_cluster(fs, pos) || c == holder_start)
-		return true;
-	return holder_parent != 0 && c == holder_parent;
+	if (img_pread(fs->img, de, 32, cluster_off(fs, c) + 32) < 0)
+		return -EIO;
+	if (de[0] != '.' || de[1] != '.' || !is_dot_entry(de) ||
+	    !(de[11] & ATTR_DIR))
+		return -EIO;
+	*parent_r = de_cluster(fs, de);
+	return 0;
 }
 
-/* st of the object whose short entry de lies at pos (holder_*: see
+/* Does the chain from start reach cluster c within a directory's
+ * length limit? */
+static bool chain_holds(struct fat *fs, uint32_t start, uint32_t c)
+{
+	uint32_t max = FAT_MAX_DIR_BYTES / fs->cluster_bytes + 1;
+
+	LOCK_FOR_SCOPE(&fs->lock);
+	for (uint32_t i = 0; i < max && fat_is_cluster(fs, start); i++) {
+		if (start == c)
+			return true;
+		if (fat_get_locked(fs, start, &start) < 0)
+			return false;
+	}
+	return false;
+}
+
+/* Is the subdirectory entry de (lying at pos) a way back into an
+ * ancestor? The root is never a subdirectory, and each directory's ".."
+ * must name the directory whose entry leads to it. With that rule every
+ * directory reached from the root has a chain of ".." entries leading
+ * back to it, one step shorter at each level, so no walk from the root
+ * can go round a cycle of any length: a cycle would need a directory
+ * whose ".." names two different parents. holder is the directory the
+ * entry was found in, or NULL when only the entry's position is known
+ * (getattr or readdir by inode number): then the ".." directory must be
+ * the one holding that position. A directory without a ".." entry
+ * cannot be placed and counts as a cycle too (-EIO on it alone). */
+static bool dir_is_cycle(struct fat *fs, const uint8_t *de, uint64_t pos,
+			 const struct fat_dir *holder)
+{
+	uint32_t c = de_cluster(fs, de);
+	uint32_t root = fs->bits == 32 ? fs->root_cluster : 0;
+	uint32_t parent;
+
+	if (c == 0 || c == root)
+		return true;
+	if (!fat_is_cluster(fs, c))
+		return false; /* a bad chain: the chain check answers -EIO */
+	if (c == pos_cluster(fs, pos) || dir_dotdot(fs, c, &parent) < 0)
+		return true;
+	if (parent == root)
+		parent = 0; /* FAT32 writers may name the root by its cluster */
+	if (holder)
+		return holder->ino == FAT_ROOT_INO ? parent != 0 :
+						     parent != holder->start;
+	if (fs->bits != 32 && pos < fs->data_off)
+		return parent != 0; /* an entry in the fixed root region */
+	return !chain_holds(fs, parent ? parent : root, pos_cluster(fs, pos));
+}
+
+/* st of the object whose short entry de lies at pos (holder: see
  * dir_is_cycle). -EIO for a directory cycle. */
 static int entry_stat(struct fat *fs, const uint8_t *de, uint64_t pos,
-		      uint32_t holder_start, uint32_t holder_parent,
-		      struct fsys_stat *st)
+		      const struct fat_dir *holder, struct fsys_stat *st)
 {
 	uint8_t attr = de[11];
 
@@ -963,7 +1006,7 @@ static int entry_stat(struct fat *fs, const uint8_t *de, uint64_t pos,
 	if (attr & ATTR_DIR) {
 		struct fat_dir dir;
 
-		if (dir_is_cycle(fs, de, pos, holder_start, holder_parent))
+		if (dir_is_cycle(fs, de, pos, holder))
 			return -EIO;
 		dir = (struct fat_dir){ .ino = st->ino,
 					.start = de_cluster(fs, de) };
@@ -1009,20 +1052,6 @@ static int ino_entry(struct fat *fs, uint64_t ino, uint8_t de[32],
 	return 0;
 }
 
-/* The cluster of the ".." entry of the directory starting at c (0: the
- * root, or unknown). */
-static uint32_t dir_parent(struct fat *fs, uint32_t c)
-{
-	uint8_t de[32];
-
-	if (img_pread(fs->img, de, 32, cluster_off(fs, c) + 32) < 0)
-		return 0;
-	if (de[0] != '.' || de[1] != '.' || !is_dot_entry(de) ||
-	    !(de[11] & ATTR_DIR))
-		return 0;
-	return de_cluster(fs, de);
-}
-
 /* The directory ino names: -ENOTDIR for a file, -EIO for a cycle. */
 static int ino_dir(struct fat *fs, uint64_t ino, struct fat_dir *dir)
 {
@@ -1039,10 +1068,9 @@ static int ino_dir(struct fat *fs, uint64_t ino, struct fat_dir *dir)
 		return ret;
 	if (!(de[11] & ATTR_DIR))
 		return -ENOTDIR;
-	if (dir_is_cycle(fs, de, pos, 0, 0))
+	if (dir_is_cycle(fs, de, pos, NULL))
 		return -EIO;
 	*dir = (struct fat_dir){ .ino = ino, .start = de_cluster(fs, de) };
-	dir->parent = dir_parent(fs, dir->start);
 	return 0;
 }
 
@@ -1063,7 +1091,7 @@ static int fat_getattr(void *priv, uint64_t ino, struct fsys_stat *st_r)
 	ret = ino_entry(fs, ino, de, &pos);
 	if (ret < 0)
 		return ret;
-	return entry_stat(fs, de, pos, 0, 0, st_r);
+	return entry_stat(fs, de, pos, NULL, st_r);
 }
 
 struct lookup_ctx {
@@ -1139,7 +1167,7 @@ static int fat_lookup(void *priv, uint64_t dir_ino, const char *name,
 	if (!lc.found)
 		return ret < 0 ? ret : -ENOENT;
 	lookup_hint(fs, dir_ino, lc.next_index, true);
-	return entry_stat(fs, lc.de, lc.pos, dir.start, dir.parent, st_r);
+	return entry_stat(fs, lc.de, lc.pos, &dir, st_r);
 }
 
 struct readdir_ctx {

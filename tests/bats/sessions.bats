@@ -722,3 +722,46 @@ p2: Software caused connection abort"
 	unmount_image
 	assert_eq "$(sha256sum "$IMG" | cut -d' ' -f1)" "$before"
 }
+
+# le16_at FILE OFFSET VALUE: writes VALUE as two little-endian bytes.
+le16_at() {
+	printf "\\x$(printf %02x $(($3 & 255)))\\x$(printf %02x $(($3 >> 8)))" |
+		dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+@test "a FAT folder whose entry leads back to an ancestor three levels up: find of files/p1 ends, naming that entry alone with 'Input/output error'" {
+	require mkfs.vfat mcopy mshowfat
+	mkdir -p src/A/B/C
+	echo ok >src/OK.TXT
+	echo deep >src/A/B/C/LOOP
+	echo beside >src/A/B/C/NEXT.TXT
+	truncate -s 20M p1.img
+	mkfs.vfat -F 16 -s 1 -S 512 -n LOOPFAT p1.img >/dev/null
+	mcopy -s -m -i p1.img src/A src/OK.TXT ::/
+	# C/LOOP becomes a folder whose first cluster is A's.
+	a_cluster=$(mshowfat -i p1.img ::/A | sed -n 's/.*<\([0-9]*\)[->].*/\1/p')
+	[[ $a_cluster =~ ^[0-9]+$ ]]
+	loop_at=$(grep -obUaF 'LOOP       ' p1.img | cut -d: -f1)
+	[[ $loop_at =~ ^[0-9]+$ ]]
+	printf '\x10' | dd of=p1.img bs=1 seek=$((loop_at + 11)) conv=notrunc status=none
+	le16_at p1.img $((loop_at + 26)) "$a_cluster"
+	truncate -s 24M disk.raw
+	printf 'label: gpt\nstart=2048, size=40960\n' | sfdisk -q disk.raw
+	put_file disk.raw $((2048 * 512)) p1.img
+	qemu-img convert -f raw -O qcow2 disk.raw "$IMG"
+	mount_image -o ro
+	run -1 --separate-stderr bounded 60 as_user find "$MNT/files/p1"
+	assert_eq "$output" "$MNT/files/p1
+$MNT/files/p1/A
+$MNT/files/p1/A/B
+$MNT/files/p1/A/B/C
+$MNT/files/p1/A/B/C/LOOP
+$MNT/files/p1/A/B/C/NEXT.TXT
+$MNT/files/p1/OK.TXT"
+	assert_eq "$stderr" "find: '$MNT/files/p1/A/B/C/LOOP': Input/output error"
+	run -0 as_user cat "$MNT/files/p1/A/B/C/NEXT.TXT"
+	assert_eq "$output" beside
+	run -1 as_user stat -c %F "$MNT/files/p1/A/B/C/LOOP"
+	assert_eq "$output" "stat: cannot statx '$MNT/files/p1/A/B/C/LOOP': Input/output error"
+	unmount_image
+}

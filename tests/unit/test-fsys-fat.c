@@ -603,8 +603,8 @@ static uint64_t ent_pos(struct fsys *fs, const char *path)
 }
 
 struct layout {
-	uint64_t a, b, c, sub, sub_file, sub2, sub2_x, lng, abc;
-	uint16_t a_cl, b_cl, sub_cl, sub2_cl;
+	uint64_t a, b, c, sub, sub_file, sub2, sub2_x, sub3, sub3_y, lng, abc;
+	uint16_t a_cl, b_cl, sub_cl, sub2_cl, sub3_cl;
 };
 
 static uint16_t cl_at(uint64_t pos)
@@ -629,6 +629,8 @@ static void learn_layout(struct layout *l)
 	l->sub_file = ent_pos(fi.fs, "SUB/FILE.TXT");
 	l->sub2 = ent_pos(fi.fs, "SUB/SUB2");
 	l->sub2_x = ent_pos(fi.fs, "SUB/SUB2/X.TXT");
+	l->sub3 = ent_pos(fi.fs, "SUB/SUB2/SUB3");
+	l->sub3_y = ent_pos(fi.fs, "SUB/SUB2/SUB3/Y.TXT");
 	l->lng = ent_pos(fi.fs, "Long name file.txt");
 	l->abc = ent_pos(fi.fs, "ABC.TXT");
 	close_fat(&fi);
@@ -636,6 +638,7 @@ static void learn_layout(struct layout *l)
 	l->b_cl = cl_at(l->b);
 	l->sub_cl = cl_at(l->sub);
 	l->sub2_cl = cl_at(l->sub2);
+	l->sub3_cl = cl_at(l->sub3);
 }
 
 /* b.bin still reads right (the rest stays readable). */
@@ -1003,6 +1006,49 @@ static void test_damage(void)
 	assert(lookup_path(fi.fs, "SUB/SUB2/X.TXT", &st) == -EIO);
 	assert(lookup_path(fi.fs, "SUB/FILE.TXT", &st) == 0);
 	close_fat(&fi), cases++;
+	/* SUB/SUB2/SUB3/Y.TXT made a directory pointing at SUB, three
+	 * levels up: a walker would see SUB/SUB2/SUB3/Y.TXT/SUB2/... */
+	fresh(pristine);
+	buf[0] = 0x10;
+	patch(l.sub3_y + 11, buf, 1);
+	patch16(l.sub3_y + 26, l.sub_cl);
+	open_work(&fi);
+	assert(lookup_path(fi.fs, "SUB/SUB2/SUB3", &st) == 0);
+	assert(dir_has(fi.fs, st.ino, "Y.TXT"));
+	assert(lookup_path(fi.fs, "SUB/SUB2/SUB3/Y.TXT", &st) == -EIO);
+	assert(fsys_getattr(fi.fs, (l.sub3_y / 32) + 16, &st) == -EIO);
+	assert(fsys_readdir(fi.fs, (l.sub3_y / 32) + 16, 0, collect, &nm) ==
+	       -EIO);
+	assert(fsys_lookup(fi.fs, (l.sub3_y / 32) + 16, "SUB2", &st) == -EIO);
+	assert(lookup_path(fi.fs, "SUB/SUB2/X.TXT", &st) == 0);
+	assert(lookup_path(fi.fs, "SUB/FILE.TXT", &st) == 0);
+	expect_b_ok(fi.fs);
+	close_fat(&fi), cases++;
+	/* The same loop with SUB's ".." rewritten to name SUB3, so that the
+	 * looping entry looks right: now SUB itself does not fit under the
+	 * root, and no walk from the root gets into the loop. */
+	fresh(pristine);
+	buf[0] = 0x10;
+	patch(l.sub3_y + 11, buf, 1);
+	patch16(l.sub3_y + 26, l.sub_cl);
+	patch16(data_off + (l.sub_cl - 2ull) * 512 + 32 + 26, l.sub3_cl);
+	open_work(&fi);
+	assert(dir_has(fi.fs, fsys_root_ino(fi.fs), "SUB"));
+	assert(lookup_path(fi.fs, "SUB", &st) == -EIO);
+	assert(fsys_getattr(fi.fs, (l.sub / 32) + 16, &st) == -EIO);
+	assert(lookup_path(fi.fs, "ABC.TXT", &st) == 0);
+	expect_b_ok(fi.fs);
+	close_fat(&fi), cases++;
+	/* SUB2 without its ".." entry (deleted): it cannot be placed in the
+	 * tree, so it gives -EIO; SUB next to it stays readable. */
+	fresh(pristine);
+	buf[0] = 0xe5;
+	patch(data_off + (l.sub2_cl - 2ull) * 512 + 32, buf, 1);
+	open_work(&fi);
+	assert(lookup_path(fi.fs, "SUB/SUB2", &st) == -EIO);
+	assert(fsys_getattr(fi.fs, (l.sub2 / 32) + 16, &st) == -EIO);
+	assert(lookup_path(fi.fs, "SUB/FILE.TXT", &st) == 0);
+	close_fat(&fi), cases++;
 	/* A subdirectory with cluster 0: the root. */
 	fresh(pristine);
 	buf[0] = 0x10;
@@ -1166,11 +1212,12 @@ static void make_damage_images(void)
 	snprintf(pristine, sizeof(pristine), "%s/pristine16.img", tmp);
 	snprintf(pristine32, sizeof(pristine32), "%s/pristine32.img", tmp);
 	snprintf(work, sizeof(work), "%s/work.img", tmp);
-	sh("mkdir -p '%s/SUB/SUB2' && cd '%s' && "
+	sh("mkdir -p '%s/SUB/SUB2/SUB3' && cd '%s' && "
 	   "printf '%%2048s' '' | tr ' ' a > a.bin && "
 	   "printf '%%1000s' '' | tr ' ' b > b.bin && "
 	   "printf '%%512s' '' | tr ' ' c > c.bin && "
 	   "echo f > SUB/FILE.TXT && echo x > SUB/SUB2/X.TXT && "
+	   "echo y > SUB/SUB2/SUB3/Y.TXT && "
 	   "echo l > 'Long name file.txt' && echo abc > ABC.TXT",
 	   src, src);
 	/* Files copied one by one, in order, so clusters are consecutive. */
