@@ -16,9 +16,15 @@
  * and new metadata.
  *
  * Filesystems are opened at the first lookup of files/X, not at mount
- * time, and stay open until they turn stale or the mount ends (a handle
- * costs little: libext2fs keeps the group descriptors, FAT a small
- * cache).
+ * time, and closed again by the idle closer (a thread started with the
+ * first one) when no file or folder in them is open and no request has
+ * used them for -o files_idle seconds, so that a disk with many
+ * partitions and snapshots costs only what is browsed. A closed fsview
+ * keeps its fsid: the next request for any of its inodes (the kernel
+ * may still hold them) reopens it, and since both drivers derive their
+ * inode numbers from the filesystem alone (ext: the guest's, FAT: where
+ * the entry lies), every number the kernel holds means the same object
+ * again.
  *
  * Permissions: the mounting user (and root) may read everything; with
  * allow_other every other caller is checked against the guest's owners
@@ -27,9 +33,10 @@
  *
  * Locking: fsviews_lock guards the table of fsviews (fsviews,
  * nb_fsviews). Each fsview's rwlock is held shared by every request
- * that uses its fsys handle and exclusively while it is closed, so a
- * handle is never freed under a reader. fsview structs themselves live
- * until unmount (handlers keep pointers to them).
+ * that uses its fsys handle and exclusively while it is closed or
+ * reopened, so a handle is never freed under a reader. fsview structs
+ * themselves live until unmount (handlers keep pointers to them).
+ * idle_lock guards only the idle closer's stop flag.
  */
 #include "ifs.h"
 #include "cli.h"
@@ -43,7 +50,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FILES_TIMEOUT 60.0
@@ -64,8 +73,11 @@ struct ifs_fsview {
 	                         * makes this view stale */
 	pthread_rwlock_t lock;  /* shared: using fs; exclusive: closing */
 	bool stale;             /* guarded by lock (written exclusively) */
+	/* Both NULL while closed for idleness (and once stale). */
 	struct img *win;
 	struct fsys *fs;
+	uint64_t last_used_ms;  /* CLOCK_MONOTONIC; atomic */
+	unsigned nb_handles;    /* open files and folders; atomic */
 };
 
 struct files_dir_handle {
@@ -145,10 +157,172 @@ static void fsview_close_locked(struct ifs_fsview *fv)
 	fv->win = NULL;
 }
 
-/* The open fsview for this block file, opening it when there is none.
- * Returns it with its lock held shared, or NULL with *err_r set. */
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Opens fv's window and filesystem (fv->lock exclusive, or fv not yet
+ * shared). On failure both stay NULL. */
+static int fsview_open_locked(struct ifs_fsview *fv, struct img_err *err)
+{
+	int ret = img_window_open(fv->base, fv->base_start, fv->base_size,
+				  true, &fv->win);
+
+	if (ret == 0)
+		ret = fsys_open(fv->win, &fv->fs, err);
+	if (ret < 0)
+		fsview_close_locked(fv);
+	__atomic_store_n(&fv->last_used_ms, now_ms(), __ATOMIC_RELAXED);
+	return ret;
+}
+
+/* Called with fv->lock held shared and fv not stale: notes the use and
+ * makes sure the filesystem is open, reopening it after an idle close.
+ * Returns 0 with the lock still held shared, or -errno with it
+ * released. */
+static int fsview_use(struct ifs_fsview *fv)
+{
+	for (;;) {
+		struct img_err err = { 0 };
+		int ret = 0;
+
+		__atomic_store_n(&fv->last_used_ms, now_ms(), __ATOMIC_RELAXED);
+		if (fv->fs)
+			return 0;
+		pthread_rwlock_unlock(&fv->lock);
+		pthread_rwlock_wrlock(&fv->lock);
+		if (fv->stale)
+			ret = -ESTALE;
+		else if (!fv->fs)
+			ret = fsview_open_locked(fv, &err);
+		pthread_rwlock_unlock(&fv->lock);
+		if (ret < 0 && ret != -ESTALE) {
+			/* It opened before: the image changed under us, or
+			 * memory ran out. */
+			log_err("%s: files/%s: cannot reopen: %s",
+				img_path(fv->view->img), fv->name,
+				err.msg[0] ? err.msg : strerror(-ret));
+			return ret == -ENOMEM ? -ENOMEM : -EIO;
+		}
+		if (ret < 0)
+			return ret;
+		pthread_rwlock_rdlock(&fv->lock);
+		if (fv->stale || fv->view->deleted) {
+			pthread_rwlock_unlock(&fv->lock);
+			return -ESTALE;
+		}
+	}
+}
+
+/* Closes the filesystems nobody used for the idle time. A busy fsview
+ * (its lock held by a request) is in use, so it is skipped rather than
+ * waited for. */
+static void close_idle(struct ifs *ifs, uint64_t idle_ms)
+{
+	uint64_t now = now_ms();
+	unsigned closed = 0;
+
+	pthread_mutex_lock(&ifs->fsviews_lock);
+	for (size_t i = 0; i < ifs->nb_fsviews; i++) {
+		struct ifs_fsview *fv = ifs->fsviews[i];
+		uint64_t used = __atomic_load_n(&fv->last_used_ms,
+						__ATOMIC_RELAXED);
+
+		if (now - used < idle_ms ||
+		    __atomic_load_n(&fv->nb_handles, __ATOMIC_RELAXED) ||
+		    pthread_rwlock_trywrlock(&fv->lock) != 0)
+			continue;
+		if (!fv->stale && fv->fs) {
+			fsview_close_locked(fv);
+			closed++;
+			log_info("%s: files/%s: closed, unused for %" PRIu64
+				 " s", img_path(fv->view->img), fv->name,
+				 idle_ms / 1000);
+		}
+		pthread_rwlock_unlock(&fv->lock);
+	}
+	pthread_mutex_unlock(&ifs->fsviews_lock);
+	/* Give the freed caches back to the system. */
+	if (closed)
+		malloc_trim(0);
+}
+
+/* The idle closer: looks twice per idle period until unmount. */
+static void *idle_main(void *arg)
+{
+	struct ifs *ifs = arg;
+	uint64_t idle_ms = (uint64_t)ifs->opts->files_idle_sec * 1000;
+	uint64_t period_ms = MAX(idle_ms / 2, (uint64_t)500);
+
+	pthread_mutex_lock(&ifs->files_idle_lock);
+	while (!ifs->files_idle_stop) {
+		struct timespec until;
+		uint64_t ns;
+
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		ns = (uint64_t)until.tv_nsec + period_ms % 1000 * 1000000;
+		until.tv_sec += (time_t)(period_ms / 1000 + ns / 1000000000);
+		until.tv_nsec = (long)(ns % 1000000000);
+		pthread_cond_timedwait(&ifs->files_idle_cond,
+				       &ifs->files_idle_lock, &until);
+		if (ifs->files_idle_stop)
+			break;
+		pthread_mutex_unlock(&ifs->files_idle_lock);
+		close_idle(ifs, idle_ms);
+		pthread_mutex_lock(&ifs->files_idle_lock);
+	}
+	pthread_mutex_unlock(&ifs->files_idle_lock);
+	return NULL;
+}
+
+/* Starts the idle closer once (under fsviews_open_lock). Without it
+ * filesystems simply stay open. */
+static void idle_start(struct ifs *ifs)
+{
+	pthread_condattr_t attr;
+
+	if (ifs->files_idle_started || ifs->opts->files_idle_sec == 0)
+		return;
+	pthread_mutex_init(&ifs->files_idle_lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&ifs->files_idle_cond, &attr);
+	pthread_condattr_destroy(&attr);
+	ifs->files_idle_stop = false;
+	if (pthread_create(&ifs->files_idle_thread, NULL, idle_main, ifs)) {
+		log_warn("%s: cannot start the thread closing unused "
+			 "filesystems: they stay open", img_path(ifs->img));
+		pthread_cond_destroy(&ifs->files_idle_cond);
+		pthread_mutex_destroy(&ifs->files_idle_lock);
+		return;
+	}
+	ifs->files_idle_started = true;
+}
+
+static void idle_stop(struct ifs *ifs)
+{
+	if (!ifs->files_idle_started)
+		return;
+	pthread_mutex_lock(&ifs->files_idle_lock);
+	ifs->files_idle_stop = true;
+	pthread_cond_signal(&ifs->files_idle_cond);
+	pthread_mutex_unlock(&ifs->files_idle_lock);
+	pthread_join(ifs->files_idle_thread, NULL);
+	pthread_cond_destroy(&ifs->files_idle_cond);
+	pthread_mutex_destroy(&ifs->files_idle_lock);
+	ifs->files_idle_started = false;
+}
+
+/* The fsview for this block file, opening it when there is none (and,
+ * with need_fs, reopening it after an idle close). Returns it with its
+ * lock held shared, or NULL with *err_r set. */
 static struct ifs_fsview *fsview_get(struct ifs *ifs, struct ifs_view *view,
-				     const struct fs_target *t, int *err_r)
+				     const struct fs_target *t, bool need_fs,
+				     int *err_r)
 {
 	struct ifs_fsview *fv = NULL, **grown;
 	struct img_err err = { 0 };
@@ -176,6 +350,11 @@ static struct ifs_fsview *fsview_get(struct ifs *ifs, struct ifs_view *view,
 	pthread_mutex_unlock(&ifs->fsviews_lock);
 	if (fv) {
 		pthread_mutex_unlock(&ifs->fsviews_open_lock);
+		ret = need_fs ? fsview_use(fv) : 0;
+		if (ret < 0) {
+			*err_r = ret;
+			return NULL;
+		}
 		return fv;
 	}
 	if (ifs->nb_fsviews >= FILES_MAX_FSID) {
@@ -197,9 +376,7 @@ static struct ifs_fsview *fsview_get(struct ifs *ifs, struct ifs_view *view,
 	fv->start = t->disk_start;
 	fv->size = t->disk_size;
 	pthread_rwlock_init(&fv->lock, NULL);
-	ret = img_window_open(t->base, t->start, t->size, true, &fv->win);
-	if (ret == 0)
-		ret = fsys_open(fv->win, &fv->fs, &err);
+	ret = fsview_open_locked(fv, &err);
 	pthread_mutex_lock(&ifs->fsviews_lock);
 	grown = ret == 0 ? realloc(ifs->fsviews, (ifs->nb_fsviews + 1) *
 							 sizeof(*grown)) :
@@ -227,6 +404,7 @@ static struct ifs_fsview *fsview_get(struct ifs *ifs, struct ifs_view *view,
 	__atomic_store_n(&ifs->nb_fsviews, ifs->nb_fsviews + 1,
 			 __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&ifs->fsviews_lock);
+	idle_start(ifs);
 	pthread_mutex_unlock(&ifs->fsviews_open_lock);
 	return fv;
 }
@@ -254,6 +432,9 @@ static struct ifs_fsview *fsview_of_ino(struct ifs *ifs, fuse_ino_t ino,
 		*err_r = -ESTALE;
 		return NULL;
 	}
+	*err_r = fsview_use(fv);
+	if (*err_r < 0)
+		return NULL;
 	*guest_r = ino & FILES_GUEST_MASK;
 	return fv;
 }
@@ -384,7 +565,7 @@ static void lookup_target(fuse_req_t req, struct ifs_view *view,
 	const char *name = t->name;
 	int ret;
 
-	fv = fsview_get(ifs, view, t, &ret);
+	fv = fsview_get(ifs, view, t, true, &ret);
 	if (!fv) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -481,8 +662,27 @@ static int check_open(fuse_req_t req, struct ifs *ifs, fuse_ino_t ino,
 		else if (!caller_may(req, ifs, &st, R_OK))
 			ret = -EACCES;
 	}
+	/* Counted until release: an open file keeps its filesystem open. */
+	if (ret == 0)
+		__atomic_add_fetch(&fv->nb_handles, 1, __ATOMIC_RELAXED);
 	fsview_put(fv);
 	return ret;
+}
+
+void ifs_files_release(struct ifs *ifs, fuse_ino_t ino)
+{
+	unsigned fsid = (unsigned)((ino & ~IFS_FILES_BIT) >>
+				   IFS_FILES_FSID_SHIFT);
+	struct ifs_fsview *fv = NULL;
+
+	pthread_mutex_lock(&ifs->fsviews_lock);
+	if (fsid >= 1 && fsid <= ifs->nb_fsviews)
+		fv = ifs->fsviews[fsid - 1];
+	pthread_mutex_unlock(&ifs->fsviews_lock);
+	if (fv) {
+		__atomic_store_n(&fv->last_used_ms, now_ms(), __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&fv->nb_handles, 1, __ATOMIC_RELAXED);
+	}
 }
 
 void ifs_files_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -497,7 +697,9 @@ void ifs_files_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->keep_cache = 1;
 	fi->noflush = 1;
 	fi->fh = 0;
-	fuse_reply_open(req, fi);
+	/* An interrupted opener gets no release: uncount it now. */
+	if (fuse_reply_open(req, fi) != 0)
+		ifs_files_release(ifs_of(req), ino);
 }
 
 void ifs_files_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
@@ -568,7 +770,8 @@ void ifs_files_opendir(fuse_req_t req, fuse_ino_t ino,
 	fi->fh = 0;
 	fi->cache_readdir = 1;
 	fi->keep_cache = 1;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) != 0)
+		ifs_files_release(ifs_of(req), ino);
 }
 
 /* Directory offsets: 0 starts the listing with ".", 1 continues with
@@ -843,7 +1046,9 @@ bool ifs_files_usable(struct ifs *ifs, struct ifs_view *view,
 
 	if (find_block_file(view, name, &t) < 0)
 		return false;
-	fv = fsview_get(ifs, view, &t, &ret);
+	/* A filesystem closed for idleness opened before: it is usable
+	 * without reopening it (listing files/ must not open them all). */
+	fv = fsview_get(ifs, view, &t, false, &ret);
 	if (!fv)
 		return false;
 	fsview_put(fv);
@@ -918,6 +1123,7 @@ void ifs_files_invalidate(struct ifs *ifs, struct ifs_view *view,
 
 void ifs_files_free(struct ifs *ifs)
 {
+	idle_stop(ifs);
 	for (size_t i = 0; i < ifs->nb_fsviews; i++) {
 		struct ifs_fsview *fv = ifs->fsviews[i];
 

@@ -64,6 +64,9 @@ struct ifs_options {
 	enum img_format format;
 	enum img_backing_policy backing;
 	size_t cache_bytes;
+	/* -o files_idle: seconds unused before a filesystem under files/
+	 * is closed (0: never). */
+	unsigned files_idle_sec;
 	unsigned disk_index;    /* -o disk=N: which disk of an OVA, from 1 */
 	/* Mount options handed to the kernel (noatime, nodev, ...), as one
 	 * comma-separated string, or empty. */
@@ -140,6 +143,13 @@ struct ifs {
 	pthread_mutex_t fsviews_open_lock;
 	struct ifs_fsview **fsviews;
 	size_t nb_fsviews;
+	/* The thread closing unused filesystems (files.c), started with
+	 * the first one; files_idle_lock guards files_idle_stop. */
+	pthread_t files_idle_thread;
+	bool files_idle_started;
+	bool files_idle_stop;
+	pthread_mutex_t files_idle_lock;
+	pthread_cond_t files_idle_cond;
 	/* LVM scan results replaced by a rescan, freed at unmount
 	 * (lvm-tree.c); guarded by views_lock. */
 	struct ifs_lvm *lvm_retired;
@@ -227,6 +237,8 @@ void ifs_files_lookup_root(fuse_req_t req, struct ifs_view *view,
 void ifs_files_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
 void ifs_files_getattr(fuse_req_t req, fuse_ino_t ino);
 void ifs_files_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+/* The release of a file or folder ifs_files_open(dir) opened. */
+void ifs_files_release(struct ifs *ifs, fuse_ino_t ino);
 void ifs_files_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
 void ifs_files_readlink(fuse_req_t req, fuse_ino_t ino);
 void ifs_files_opendir(fuse_req_t req, fuse_ino_t ino,

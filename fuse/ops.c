@@ -623,7 +623,9 @@ static void ifs_releasedir(fuse_req_t req, fuse_ino_t ino,
 {
 	struct dir_listing *l = (struct dir_listing *)(uintptr_t)fi->fh;
 
-	if (!ifs_files_ino(ino) && l) {
+	if (ifs_files_ino(ino)) {
+		ifs_files_release(ifs_of(req), ino);
+	} else if (l) {
 		free(l->buf);
 		free(l);
 	}
@@ -918,6 +920,7 @@ static void ifs_release(fuse_req_t req, fuse_ino_t ino,
 	unsigned slot = (unsigned)(ino >> IFS_SLOT_SHIFT);
 
 	if (ifs_files_ino(ino)) {
+		ifs_files_release(ifs, ino);
 		fuse_reply_err(req, 0);
 		return;
 	}

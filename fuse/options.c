@@ -151,6 +151,17 @@ static int parse_one_option(struct ifs_options *opts, char *opt)
 				"4096 to 4G, K/M/G suffix allowed)\n", value);
 			return -EINVAL;
 		}
+	} else if (strcmp(opt, "files_idle") == 0 && value) {
+		char *end;
+		unsigned long n = strtoul(value, &end, 10);
+
+		if (!*value || *end || n > 86400) {
+			fprintf(stderr, "imgfs: bad files_idle '%s' (seconds a "
+				"filesystem under files/ stays open unused, "
+				"0 to 86400, 0: until unmount)\n", value);
+			return -EINVAL;
+		}
+		opts->files_idle_sec = (unsigned)n;
 	} else if (in_list(kernel_options, opt) && !value) {
 		add_kernel_opt(opts, opt);
 	} else if (in_list(ignored_options, opt) ||
@@ -194,6 +205,7 @@ int ifs_parse_options(int argc, char **argv, struct ifs_options *opts)
 	int nb_positional = 0, c;
 
 	memset(opts, 0, sizeof(*opts));
+	opts->files_idle_sec = 60;
 	opterr = 0;
 	/* "+" is not used: options may follow the paths (mount.fuse3). */
 	while (optind < argc) {

@@ -102,7 +102,7 @@ complete -F _imgfs_open imgfs-open"
 
 @test "-o <TAB> offers the mount options, and backing= its three policies, after a comma too" {
 	run -0 complete_words _imgfs imgfs -o ""
-	assert_eq "$output" "$(printf '%s\n' ro rw allow_other backing= cache_size= format= disk= noatime nodev nosuid noexec | LC_ALL=C sort)"
+	assert_eq "$output" "$(printf '%s\n' ro rw allow_other backing= cache_size= files_idle= format= disk= noatime nodev nosuid noexec | LC_ALL=C sort)"
 	run -0 complete_words _imgfs imgfs -o a
 	assert_eq "$output" "allow_other"
 	run -0 complete_words _imgfs imgfs -o ro,backing =

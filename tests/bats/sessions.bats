@@ -765,3 +765,73 @@ $MNT/files/p1/OK.TXT"
 	assert_eq "$output" "stat: cannot statx '$MNT/files/p1/A/B/C/LOOP': Input/output error"
 	unmount_image
 }
+
+# rss_kib PID: the resident memory of a process.
+rss_kib() {
+	awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"
+}
+
+# closed_count NAME: how often the daemon's log says files/NAME closed.
+closed_count() {
+	grep -c "files/$1: closed, unused for 2 s" daemon.log || true
+}
+
+# closed_times NAME N: the log says files/NAME closed N times.
+closed_times() {
+	[[ $(closed_count "$1") == "$2" ]]
+}
+
+@test "files/ closes a filesystem left unused for files_idle seconds, keeps one with an open file, and reopens it with the same inode numbers and contents" {
+	make_session_disk "$IMG"
+	give_to_user "$IMG"
+	as_user "$IMGFS" -f -o ro,files_idle=2 "$IMG" "$MNT" </dev/null >daemon.log 2>&1 3>&- &
+	BG_PID=$!
+	wait_until 10 is_mounted "$MNT"
+	wait_until 10 as_user test -e "$MNT/p2"
+	# Browse both: every name looked up, every file of p1 read; a file
+	# of p2 stays open meanwhile, until ./let-go appears.
+	as_user ls -lR "$MNT/files/p1" "$MNT/files/p2" >/dev/null
+	as_user sh -c 'exec 4<"$1"; while [ ! -e let-go ]; do sleep 0.2; done' sh "$MNT/files/p2/empty.txt" &
+	holder=$!
+	run -0 as_user sh -c 'cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum' sh "$MNT/files/p1"
+	sums=$output
+	run -0 as_user stat -c '%i %n' "$MNT/files/p1/etc/hard-a" \
+		"$MNT/files/p1/deep/a/b/c/d/e/f/g/h/bottom.txt" \
+		"$MNT/files/p2/EFI/BOOT/BOOTX64.EFI" "$MNT/files/p2/empty.txt"
+	inodes=$output
+	pid=$(daemon_pid)
+	rss_open=$(rss_kib "$pid")
+	wait_until 10 closed_times p1 1
+	sleep 3
+	assert_eq "$(closed_count p2)" 0
+	rss_closed=$(rss_kib "$pid")
+	echo "# daemon RSS: $rss_open KiB browsed, $rss_closed KiB with p1 closed" >&3
+	touch let-go
+	wait "$holder"
+	wait_until 10 closed_times p2 1
+	# The kernel still holds the old nodes: reading a file p2 never
+	# read, and listing folders, go to the closed filesystems and reopen
+	# them, under the same inode numbers.
+	run -0 as_user cat "$MNT/files/p2/EFI/BOOT/BOOTX64.EFI"
+	run -0 as_user sh -c 'cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum' sh "$MNT/files/p1"
+	assert_eq "$output" "$sums"
+	run -0 as_user stat -c '%i %n' "$MNT/files/p1/etc/hard-a" \
+		"$MNT/files/p1/deep/a/b/c/d/e/f/g/h/bottom.txt" \
+		"$MNT/files/p2/EFI/BOOT/BOOTX64.EFI" "$MNT/files/p2/empty.txt"
+	assert_eq "$output" "$inodes"
+	# Drop the kernel's caches of the mount, so that the next stat asks
+	# the daemon again after another idle close.
+	wait_until 10 closed_times p1 2
+	sync; echo 2 >/proc/sys/vm/drop_caches
+	run -0 as_user stat -c '%i %n' "$MNT/files/p1/etc/hard-a" \
+		"$MNT/files/p1/deep/a/b/c/d/e/f/g/h/bottom.txt" \
+		"$MNT/files/p2/EFI/BOOT/BOOTX64.EFI" "$MNT/files/p2/empty.txt"
+	assert_eq "$output" "$inodes"
+	run -0 as_user cat "$MNT/files/p1/etc/os-release"
+	assert_eq "${lines[0]}" 'NAME="imgfs test"'
+	run -1 grep -c "cannot reopen" daemon.log
+	as_user fusermount3 -u "$MNT"
+	wait "$BG_PID"
+	BG_PID=
+	refute_mounted
+}
