@@ -84,7 +84,8 @@ struct cli_blockfile {
 	const char *fs_type;      /* blkid's, or NULL (borrowed) */
 	bool container;           /* an extended partition */
 	bool is_table;            /* "disk" of a disk with partitions */
-	bool is_lv;               /* an LVM logical volume */
+	const struct lvm_lv *lv;  /* an LVM logical volume, or NULL */
+	struct part_table *lv_table; /* its cli_scan_img, by cli_blockfile_fs */
 	struct fsys *fs;          /* after cli_blockfile_fs */
 };
 

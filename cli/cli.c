@@ -378,6 +378,7 @@ int cli_info_print(struct cli_session *s, FILE *f, bool json)
 	struct cli_disk *d = &s->active;
 	struct cli_info_snapshot *snaps = NULL;
 	struct cli_info_files *files = NULL;
+	struct part_table **lv_tables = NULL;
 	size_t nb_files = 0, cap;
 	struct cli_info_data data;
 	int ret;
@@ -392,9 +393,11 @@ int cli_info_print(struct cli_session *s, FILE *f, bool json)
 	snaps = calloc(s->nb_snaps + 1, sizeof(*snaps));
 	cap = d->table->nb_parts + 1 + lvm_nb_lvs(d->lvm);
 	files = calloc(cap, sizeof(*files));
-	if (!snaps || !files) {
+	lv_tables = calloc(lvm_nb_lvs(d->lvm) + 1, sizeof(*lv_tables));
+	if (!snaps || !files || !lv_tables) {
 		free(snaps);
 		free(files);
+		free(lv_tables);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < s->nb_snaps; i++) {
@@ -415,25 +418,16 @@ int cli_info_print(struct cli_session *s, FILE *f, bool json)
 	nb_files = cli_info_files_from_table(d->table, files, cap);
 	for (size_t i = 0; i < lvm_nb_lvs(d->lvm) && nb_files < cap; i++) {
 		const struct lvm_lv *lv = lvm_lv_at(d->lvm, i);
-		struct cli_info_files *fi = &files[nb_files++];
 		struct img *lvimg = NULL;
 		struct img_err err;
 
-		snprintf(fi->name, sizeof(fi->name), "lvm/%s/%s", lv->vg_name,
-			 lv->name);
-		if (lv->unreadable) {
-			snprintf(fi->reason, sizeof(fi->reason), "%s",
-				 lv->unreadable);
-		} else if (lvm_lv_open(d->lvm, i, true, &lvimg, &err) < 0) {
-			snprintf(fi->reason, sizeof(fi->reason), "%.159s",
-				 err.msg);
-		} else {
-			fi->shown = fsys_probe(lvimg);
-			if (!fi->shown)
-				snprintf(fi->reason, sizeof(fi->reason),
-					 "no filesystem imgfs reads");
+		if (!lv->unreadable &&
+		    lvm_lv_open(d->lvm, i, true, &lvimg, &err) == 0) {
+			if (cli_scan_img(lvimg, &lv_tables[i]) < 0)
+				lv_tables[i] = NULL;
 			img_close(lvimg);
 		}
+		cli_info_files_of_lv(lv, lv_tables[i], &files[nb_files++]);
 	}
 	data = (struct cli_info_data){
 		.img = s->img,
@@ -446,8 +440,12 @@ int cli_info_print(struct cli_session *s, FILE *f, bool json)
 		.files = files,
 		.nb_files = nb_files,
 		.lvm = d->lvm,
+		.lv_tables = (const struct part_table *const *)lv_tables,
 	};
 	ret = cli_info_write(f, &data, json);
+	for (size_t i = 0; i < lvm_nb_lvs(d->lvm); i++)
+		part_table_free(lv_tables[i]);
+	free(lv_tables);
 	free(snaps);
 	free(files);
 	return ret;

@@ -3,7 +3,8 @@
  * the mount and the command print the same thing.
  *
  * Text: "key value" lines for the image, then one header line and one
- * row per snapshot, per block file's files/ status, per volume and per
+ * row per snapshot, per block file's files/ status, per volume group,
+ * physical volume, logical volume (with the filesystem in it) and
  * partition, columns separated by spaces, "-" for an empty value. Sizes
  * are in bytes (exact, so scripts need no unit parsing). The partition
  * table comes last (scripts read from its header row to the end).
@@ -77,6 +78,31 @@ size_t cli_info_files_from_table(const struct part_table *t,
 			f->reason[0] = '\0';
 	}
 	return n;
+}
+
+bool cli_lv_files_shown(const struct part_table *t)
+{
+	return t && t->nb_parts == 0 && cli_fs_type_readable(t->disk_fs_type);
+}
+
+void cli_info_files_of_lv(const struct lvm_lv *lv, const struct part_table *t,
+			  struct cli_info_files *f)
+{
+	snprintf(f->name, sizeof(f->name), "lvm/%s/%s", lv->vg_name, lv->name);
+	f->shown = false;
+	f->reason[0] = '\0';
+	if (lv->unreadable)
+		snprintf(f->reason, sizeof(f->reason), "%s", lv->unreadable);
+	else if (!t)
+		snprintf(f->reason, sizeof(f->reason), "cannot be read");
+	else if (t->nb_parts)
+		snprintf(f->reason, sizeof(f->reason), "holds a partition "
+			 "table (%s), not a filesystem", t->label);
+	else
+		f->shown = !cli_files_reason(t->disk_fs_type, false, f->reason,
+					     sizeof(f->reason));
+	if (f->shown)
+		f->reason[0] = '\0';
 }
 
 static const char *dash(const char *s)
@@ -175,9 +201,17 @@ static void text_files(FILE *f, const struct cli_info_data *d)
 			yes_no(d->files[i].shown), dash(d->files[i].reason));
 }
 
+/* The scan of LV i, or NULL. */
+static const struct part_table *lv_table(const struct cli_info_data *d,
+					 size_t i)
+{
+	return d->lv_tables ? d->lv_tables[i] : NULL;
+}
+
 static void text_lvm(FILE *f, const struct cli_info_data *d)
 {
 	size_t nb_vgs = d->lvm ? lvm_nb_vgs(d->lvm) : 0;
+	size_t nb_pvs = d->lvm ? lvm_nb_pvs(d->lvm) : 0;
 	size_t nb_lvs = d->lvm ? lvm_nb_lvs(d->lvm) : 0;
 
 	if (!nb_vgs)
@@ -187,19 +221,34 @@ static void text_lvm(FILE *f, const struct cli_info_data *d)
 	for (size_t i = 0; i < nb_vgs; i++) {
 		const struct lvm_vg *vg = lvm_vg_at(d->lvm, i);
 
-		fprintf(f, "%s %s %" PRIu64 " %" PRIu64 " %s\n", vg->name,
+		fprintf(f, "%s %s %" PRIu64 " %" PRIu64 " %s\n", dash(vg->name),
 			dash(vg->uuid), vg->seqno, vg->extent_bytes,
 			dash(vg->error));
 	}
+	fprintf(f, "\nphysical-volumes %zu\n", nb_pvs);
+	if (nb_pvs)
+		fprintf(f, "VG UUID FILE SIZE NOTE\n");
+	for (size_t i = 0; i < nb_pvs; i++) {
+		const struct lvm_pv *pv = lvm_pv_at(d->lvm, i);
+
+		fprintf(f, "%s %s %s %" PRIu64 " %s\n", pv->vg_name,
+			dash(pv->uuid), dash(pv->source), pv->size_bytes,
+			pv->source ? "-" : "missing");
+	}
 	fprintf(f, "\nlogical-volumes %zu\n", nb_lvs);
 	if (nb_lvs)
-		fprintf(f, "FILE SIZE SEGMENTS UUID UNREADABLE\n");
+		fprintf(f, "FILE SIZE SEGMENTS UUID FSTYPE LABEL FSUUID "
+			"UNREADABLE\n");
 	for (size_t i = 0; i < nb_lvs; i++) {
 		const struct lvm_lv *lv = lvm_lv_at(d->lvm, i);
+		const struct part_table *t = lv_table(d, i);
 
-		fprintf(f, "lvm/%s/%s %" PRIu64 " %s %s %s\n", lv->vg_name,
-			lv->name, lv->size_bytes, dash(lv->segment_types),
-			dash(lv->uuid), dash(lv->unreadable));
+		fprintf(f, "lvm/%s/%s %" PRIu64 " %s %s %s %s %s %s\n",
+			lv->vg_name, lv->name, lv->size_bytes,
+			dash(lv->segment_types), dash(lv->uuid),
+			dash(t ? t->disk_fs_type : NULL),
+			dash(t ? t->disk_fs_label : NULL),
+			dash(t ? t->disk_fs_uuid : NULL), dash(lv->unreadable));
 	}
 }
 
@@ -446,6 +495,7 @@ static void json_partitions(FILE *f, bool *first,
 static void json_lvm(FILE *f, bool *first, const struct cli_info_data *d)
 {
 	size_t nb_vgs = d->lvm ? lvm_nb_vgs(d->lvm) : 0;
+	size_t nb_pvs = d->lvm ? lvm_nb_pvs(d->lvm) : 0;
 	size_t nb_lvs = d->lvm ? lvm_nb_lvs(d->lvm) : 0;
 
 	json_key(f, first, "volume_groups");
@@ -463,10 +513,26 @@ static void json_lvm(FILE *f, bool *first, const struct cli_info_data *d)
 		fputc('}', f);
 	}
 	fputc(']', f);
+	json_key(f, first, "physical_volumes");
+	fputc('[', f);
+	for (size_t i = 0; i < nb_pvs; i++) {
+		const struct lvm_pv *pv = lvm_pv_at(d->lvm, i);
+		bool fb = true;
+
+		fputs(i ? ", {" : "{", f);
+		json_kstr(f, &fb, "vg", pv->vg_name);
+		json_kstr(f, &fb, "uuid", pv->uuid);
+		json_kstr(f, &fb, "file", pv->source);
+		json_kuint(f, &fb, "size", pv->size_bytes);
+		json_kbool(f, &fb, "missing", !pv->source);
+		fputc('}', f);
+	}
+	fputc(']', f);
 	json_key(f, first, "logical_volumes");
 	fputc('[', f);
 	for (size_t i = 0; i < nb_lvs; i++) {
 		const struct lvm_lv *lv = lvm_lv_at(d->lvm, i);
+		const struct part_table *t = lv_table(d, i);
 		char name[300];
 		bool fb = true;
 
@@ -479,6 +545,9 @@ static void json_lvm(FILE *f, bool *first, const struct cli_info_data *d)
 		json_kstr(f, &fb, "uuid", lv->uuid);
 		json_kuint(f, &fb, "size", lv->size_bytes);
 		json_kstr(f, &fb, "segment_types", lv->segment_types);
+		json_kstr(f, &fb, "fs_type", t ? t->disk_fs_type : NULL);
+		json_kstr(f, &fb, "fs_label", t ? t->disk_fs_label : NULL);
+		json_kstr(f, &fb, "fs_uuid", t ? t->disk_fs_uuid : NULL);
 		json_kstr(f, &fb, "unreadable", lv->unreadable);
 		json_files(f, &fb, d, name);
 		fputc('}', f);

@@ -220,7 +220,7 @@ static int list_disk_root(struct vctx *v, struct cli_disk *d, bool active,
 		ret = vadd(l, v, "info", false, info_size(v->s));
 	if (!ret && active)
 		ret = vadd(l, v, "snapshots", true, 0);
-	if (!ret && lvm_nb_lvs(d->lvm))
+	if (!ret && lvm_nb_vgs(d->lvm))
 		ret = vadd(l, v, "lvm", true, 0);
 	for (size_t i = 0; !ret && i < d->table->nb_parts; i++) {
 		char name[32];
@@ -296,21 +296,26 @@ static int list_virtual(struct vctx *v, const char *name, struct ls_list *l)
 		if (strchr(vg, '/'))
 			return 1;
 		ret = cli_disk_lvm(s, d);
-		for (size_t i = 0; !ret && i < lvm_nb_lvs(d->lvm); i++) {
+		/* As the mount: lvm/ lists every VG found, lvm/VG the
+		 * volumes that can be read (info says why the others
+		 * cannot). */
+		for (size_t i = 0; !ret && !vg[0] && i < lvm_nb_vgs(d->lvm);
+		     i++) {
+			const char *vg_name = lvm_vg_at(d->lvm, i)->name;
+			bool seen = !vg_name[0];
+
+			for (size_t k = 0; k < l->nb; k++)
+				seen |= !strcmp(l->e[k].name, vg_name);
+			if (!seen)
+				ret = vadd(l, v, vg_name, true, 0);
+		}
+		for (size_t i = 0; !ret && vg[0] && i < lvm_nb_lvs(d->lvm);
+		     i++) {
 			const struct lvm_lv *lv = lvm_lv_at(d->lvm, i);
 
-			if (!vg[0]) {
-				bool seen = false;
-
-				for (size_t k = 0; k < l->nb; k++)
-					seen |= !strcmp(l->e[k].name,
-							lv->vg_name);
-				if (!seen)
-					ret = vadd(l, v, lv->vg_name, true, 0);
-			} else if (strcmp(lv->vg_name, vg) == 0) {
+			if (!lv->unreadable && strcmp(lv->vg_name, vg) == 0)
 				ret = vadd(l, v, lv->name, false,
 					   lv->size_bytes);
-			}
 		}
 		bool vg_known = false;
 

@@ -113,31 +113,13 @@ void cli_session_close(struct cli_session *s)
 	memset(s, 0, sizeof(*s));
 }
 
-static int img_reader_read(void *ctx, void *buf, size_t len, uint64_t off)
-{
-	return img_pread(ctx, buf, len, off);
-}
-
-static int img_reader_hole(void *ctx, uint64_t off, uint64_t len,
-			   uint64_t *run_r)
-{
-	struct img_extent ext;
-	int ret = img_block_status(ctx, off, len, &ext);
-
-	if (ret < 0)
-		return ret;
-	*run_r = MIN(ext.len, len);
-	return ext.kind != IMG_EXTENT_DATA;
-}
-
 int cli_disk_table(struct cli_session *s, struct cli_disk *d)
 {
-	struct part_reader rd = { d->img, img_reader_read, img_reader_hole };
 	int ret;
 
 	if (d->scanned)
 		return 0;
-	ret = part_scan_reader(&rd, img_size(d->img), &d->table);
+	ret = cli_scan_img(d->img, &d->table);
 	if (ret < 0) {
 		cli_err(s, d->prefix[0] ? d->prefix : NULL,
 			"cannot read the partition table: %s", strerror(-ret));
@@ -339,12 +321,17 @@ static int disk_blockfile(struct cli_session *s, struct cli_disk *d,
 			    strcmp(lv->name, slash + 1))
 				continue;
 			ret = lvm_lv_open(d->lvm, i, true, &bf->img, &err);
-			if (ret < 0)
+			if (ret < 0) {
+				/* The reason alone: the message names the
+				 * place already. */
 				cli_err(s, full, "%s",
-					err.msg[0] ? err.msg : strerror(-ret));
-			bf->fs_type = NULL;
-			bf->is_lv = true;
-			return ret;
+					lv->unreadable ? lv->unreadable :
+					err.msg[0]     ? err.msg :
+							 strerror(-ret));
+				return ret;
+			}
+			bf->lv = lv;
+			return 0;
 		}
 		cli_err(s, full, "no such logical volume (%zu found)",
 			lvm_nb_lvs(d->lvm));
@@ -420,6 +407,8 @@ void cli_blockfile_close(struct cli_blockfile *bf)
 	bf->fs = NULL;
 	img_close(bf->img);
 	bf->img = NULL;
+	part_table_free(bf->lv_table);
+	bf->lv_table = NULL;
 }
 
 int cli_blockfile_fs(struct cli_session *s, struct cli_blockfile *bf)
@@ -435,7 +424,18 @@ int cli_blockfile_fs(struct cli_session *s, struct cli_blockfile *bf)
 			"filesystem (its files are in pN:)");
 		return -EMEDIUMTYPE;
 	}
-	if (!bf->is_lv &&
+	/* What a volume holds, by the partitions' probe (the rule the
+	 * mount's files/lvm/VG/LV follows). */
+	if (bf->lv && !bf->lv_table && cli_scan_img(bf->img, &bf->lv_table) < 0)
+		bf->lv_table = NULL;
+	if (bf->lv && !cli_lv_files_shown(bf->lv_table)) {
+		struct cli_info_files f;
+
+		cli_info_files_of_lv(bf->lv, bf->lv_table, &f);
+		cli_err(s, bf->name, "%s", f.reason);
+		return -EMEDIUMTYPE;
+	}
+	if (!bf->lv &&
 	    cli_files_reason(bf->fs_type, bf->container, why, sizeof(why))) {
 		cli_err(s, bf->name, "%s", why);
 		return -EMEDIUMTYPE;

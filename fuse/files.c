@@ -549,7 +549,7 @@ void ifs_files_lookup_lv(fuse_req_t req, struct ifs_view *view, int vg,
 	free(vg_name);
 	t.start = 0;
 	t.size = img_size(t.base);
-	if (!fsys_probe(t.base)) {
+	if (!ifs_lvm_lv_files_shown(view, (unsigned)lv)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}

@@ -197,6 +197,9 @@ void ifs_view_publish_table(struct ifs *ifs, struct ifs_view *view,
  * Returns a malloc'ed value or NULL. */
 char *ifs_part_attr(struct ifs_view *view, unsigned number,
 		    const char *key);
+/* fstype, label or uuid of the filesystem on a whole block file that a
+ * table describes (t->disk_fs_*), borrowed; NULL for another key or t. */
+const char *ifs_table_disk_attr(const struct part_table *t, const char *key);
 /* Bytes stored in the view's image itself within [start, start+size),
  * cached until the view is next written. */
 uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
@@ -271,22 +274,31 @@ void ifs_files_free(struct ifs *ifs);
 /* Rereads the LVM volumes of view from its current table. */
 void ifs_lvm_rescan(struct ifs *ifs, struct ifs_view *view);
 void ifs_lvm_free(struct ifs *ifs);
-/* The view's volume groups for info, or NULL; valid until unmount. */
-const struct lvm_set *ifs_lvm_set(struct ifs_view *view);
+/* The view's volume groups for info, or NULL, and per LV index what the
+ * volume holds (a scan as for a whole disk; NULL entries for those not
+ * scanned); both from one scan, valid until unmount. */
+const struct lvm_set *ifs_lvm_set(struct ifs_view *view,
+				  const struct part_table *const **tables_r);
 bool ifs_lvm_present(struct ifs_view *view);
 int ifs_lvm_vg_index(struct ifs_view *view, const char *name);
 int ifs_lvm_lv_index(struct ifs_view *view, int vg, const char *name);
 int ifs_lvm_list_vgs(struct ifs_view *view,
 		     int (*add)(void *ctx, const char *name, unsigned idx),
 		     void *ctx);
-int ifs_lvm_list_lvs(struct ifs_view *view, int vg,
+/* The readable LVs of VG vg; files_only: those whose filesystem
+ * files/lvm/VG/ shows (the partitions' rule, cli_lv_files_shown). */
+int ifs_lvm_list_lvs(struct ifs_view *view, int vg, bool files_only,
 		     int (*add)(void *ctx, const char *name, unsigned idx),
 		     void *ctx);
+bool ifs_lvm_lv_files_shown(struct ifs_view *view, unsigned idx);
+
 /* The handle of LV idx (owned by the view; valid until unmount) and the
  * range of the disk its PVs lie in; NULL when there is none. */
 struct img *ifs_lvm_lv_img(struct ifs_view *view, unsigned idx,
 			   uint64_t *pv_start_r, uint64_t *pv_size_r);
-/* vguuid, lvuuid, segtype, vg of LV idx: malloc'ed, or NULL. */
+/* vguuid, lvuuid, segtype, vg, and fstype, label, uuid of the filesystem
+ * in it (as for the disk, ifs_table_disk_attr) of LV idx: malloc'ed, or
+ * NULL. */
 char *ifs_lvm_lv_attr(struct ifs_view *view, unsigned idx, const char *key);
 /* files/lvm/VG/name: the filesystem of that volume. */
 void ifs_files_lookup_lv(fuse_req_t req, struct ifs_view *view, int vg,

@@ -4,8 +4,9 @@
  * info IMAGE` prints too, so the two always agree. This file only
  * gathers what the mount has into plain data: the active image, the
  * snapshot views that are not deleted, a copy of the active view's
- * partition table (taken under table_lock, printed without it), and the
- * files/ status of each block file by the rule files.c follows.
+ * partition table (taken under table_lock, printed without it), the LVM
+ * scan with what each volume holds, and the files/ status of each block
+ * file by the rule files.c follows.
  */
 #include "ifs.h"
 
@@ -21,6 +22,9 @@ char *ifs_info_text(struct ifs *ifs, size_t *len_r)
 	struct cli_info_snapshot *snaps = NULL;
 	struct cli_info_files *files = NULL;
 	struct part_table *table = NULL;
+	const struct lvm_set *lvm;
+	const struct part_table *const *lv_tables;
+	size_t nb_lvs;
 	struct cli_info_data d;
 	size_t nb_snaps = 0, nb_files = 0;
 	char *text = NULL;
@@ -31,11 +35,18 @@ char *ifs_info_text(struct ifs *ifs, size_t *len_r)
 	pthread_rwlock_rdlock(&active->table_lock);
 	table = part_table_dup(active->table);
 	pthread_rwlock_unlock(&active->table_lock);
+	/* The LVM scan (set and per-volume tables) lives until unmount. */
+	lvm = ifs_lvm_set(active, &lv_tables);
+	nb_lvs = lvm && lv_tables ? lvm_nb_lvs(lvm) : 0;
 	if (table) {
-		files = calloc(table->nb_parts + 1, sizeof(*files));
+		size_t cap = table->nb_parts + 1 + nb_lvs;
+
+		files = calloc(cap, sizeof(*files));
 		if (files)
-			nb_files = cli_info_files_from_table(
-				table, files, table->nb_parts + 1);
+			nb_files = cli_info_files_from_table(table, files, cap);
+		for (size_t i = 0; files && i < nb_lvs && nb_files < cap; i++)
+			cli_info_files_of_lv(lvm_lv_at(lvm, i), lv_tables[i],
+					     &files[nb_files++]);
 	}
 
 	/* Views are never freed before unmount, so their strings outlive
@@ -71,7 +82,8 @@ char *ifs_info_text(struct ifs *ifs, size_t *len_r)
 		.table = table,
 		.files = files,
 		.nb_files = nb_files,
-		.lvm = ifs_lvm_set(active),
+		.lvm = lvm,
+		.lv_tables = lv_tables,
 	};
 	f = open_memstream(&text, &len);
 	if (f) {

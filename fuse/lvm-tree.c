@@ -22,6 +22,7 @@
 #include "ifs.h"
 
 #include "checked.h"
+#include "cli.h"
 #include "log.h"
 
 #include <errno.h>
@@ -35,6 +36,9 @@ struct ifs_lvm {
 	char **src_names;
 	size_t nb_srcs;
 	struct img **lvs;      /* per lvm_lv_at index; NULL: unreadable */
+	/* Per index: what the volume holds (cli_scan_img, the partitions'
+	 * probe), or NULL when it is unreadable or the scan failed. */
+	struct part_table **lv_tables;
 	size_t nb_lvs;
 	uint64_t pv_start, pv_end; /* the disk range all PVs lie in */
 	struct ifs_lvm *retired_next;
@@ -44,9 +48,12 @@ static void lvm_free_one(struct ifs_lvm *l)
 {
 	if (!l)
 		return;
-	for (size_t i = 0; i < l->nb_lvs; i++)
+	for (size_t i = 0; i < l->nb_lvs; i++) {
 		img_close(l->lvs[i]);
+		part_table_free(l->lv_tables[i]);
+	}
 	free(l->lvs);
+	free(l->lv_tables);
 	lvm_set_free(l->set);
 	for (size_t i = 0; i < l->nb_srcs; i++) {
 		img_close(l->srcs[i]);
@@ -139,7 +146,10 @@ static struct ifs_lvm *lvm_build(struct ifs_view *view,
 	}
 	l->nb_lvs = lvm_nb_lvs(l->set);
 	l->lvs = calloc(l->nb_lvs ? l->nb_lvs : 1, sizeof(*l->lvs));
-	if (!l->lvs) {
+	l->lv_tables = calloc(l->nb_lvs ? l->nb_lvs : 1,
+			      sizeof(*l->lv_tables));
+	if (!l->lvs || !l->lv_tables) {
+		l->nb_lvs = 0;
 		lvm_free_one(l);
 		return NULL;
 	}
@@ -154,6 +164,14 @@ static struct ifs_lvm *lvm_build(struct ifs_view *view,
 			l->lvs[i] = NULL;
 			log_warn("%s: lvm/%s/%s: %s", img_path(view->img),
 				 lv->vg_name, lv->name, err.msg);
+			continue;
+		}
+		ret = cli_scan_img(l->lvs[i], &l->lv_tables[i]);
+		if (ret < 0) {
+			l->lv_tables[i] = NULL;
+			log_warn("%s: lvm/%s/%s: cannot probe its filesystem: "
+				 "%s", img_path(view->img), lv->vg_name,
+				 lv->name, strerror(-ret));
 		}
 	}
 	return l;
@@ -215,22 +233,26 @@ bool ifs_lvm_present(struct ifs_view *view)
 	return yes;
 }
 
+static int vg_index_locked(struct ifs_view *view, const char *name)
+{
+	for (size_t i = 0; view->lvm && i < lvm_nb_vgs(view->lvm->set); i++)
+		if (strcmp(lvm_vg_at(view->lvm->set, i)->name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
 int ifs_lvm_vg_index(struct ifs_view *view, const char *name)
 {
-	int found = -1;
+	int found;
 
 	pthread_rwlock_rdlock(&view->table_lock);
-	for (size_t i = 0; view->lvm && i < lvm_nb_vgs(view->lvm->set); i++)
-		if (strcmp(lvm_vg_at(view->lvm->set, i)->name, name) == 0) {
-			found = (int)i;
-			break;
-		}
+	found = vg_index_locked(view, name);
 	pthread_rwlock_unlock(&view->table_lock);
 	return found;
 }
 
-/* Index of the LV named name in VG vg, readable ones only (with_fs:
- * those whose content files/ could show are not told apart here). */
+/* Index of the LV named name in VG vg, readable ones only (whether
+ * files/ shows its content is ifs_lvm_lv_files_shown). */
 int ifs_lvm_lv_index(struct ifs_view *view, int vg, const char *name)
 {
 	int found = -1;
@@ -263,14 +285,19 @@ int ifs_lvm_list_vgs(struct ifs_view *view,
 
 	pthread_rwlock_rdlock(&view->table_lock);
 	for (size_t i = 0;
-	     view->lvm && i < lvm_nb_vgs(view->lvm->set) && !ret; i++)
-		ret = add(ctx, lvm_vg_at(view->lvm->set, i)->name,
-			  (unsigned)i);
+	     view->lvm && i < lvm_nb_vgs(view->lvm->set) && !ret; i++) {
+		const char *name = lvm_vg_at(view->lvm->set, i)->name;
+
+		/* A VG none of whose copies could be parsed has no name
+		 * (info lists it); two copies of one name show once. */
+		if (name[0] && vg_index_locked(view, name) == (int)i)
+			ret = add(ctx, name, (unsigned)i);
+	}
 	pthread_rwlock_unlock(&view->table_lock);
 	return ret;
 }
 
-int ifs_lvm_list_lvs(struct ifs_view *view, int vg,
+int ifs_lvm_list_lvs(struct ifs_view *view, int vg, bool files_only,
 		     int (*add)(void *ctx, const char *name, unsigned idx),
 		     void *ctx)
 {
@@ -285,7 +312,9 @@ int ifs_lvm_list_lvs(struct ifs_view *view, int vg,
 		for (size_t i = 0; i < view->lvm->nb_lvs && !ret; i++) {
 			const struct lvm_lv *lv = lvm_lv_at(view->lvm->set, i);
 			if (view->lvm->lvs[i] &&
-			    strcmp(lv->vg_name, vg_name) == 0)
+			    strcmp(lv->vg_name, vg_name) == 0 &&
+			    (!files_only ||
+			     cli_lv_files_shown(view->lvm->lv_tables[i])))
 				ret = add(ctx, lv->name, (unsigned)i);
 		}
 	}
@@ -319,7 +348,11 @@ char *ifs_lvm_lv_attr(struct ifs_view *view, unsigned idx, const char *key)
 	if (view->lvm && idx < view->lvm->nb_lvs) {
 		const struct lvm_lv *lv = lvm_lv_at(view->lvm->set, idx);
 
-		if (!strcmp(key, "vguuid"))
+		if (!strcmp(key, "fstype") || !strcmp(key, "label") ||
+		    !strcmp(key, "uuid"))
+			value = ifs_table_disk_attr(view->lvm->lv_tables[idx],
+						    key);
+		else if (!strcmp(key, "vguuid"))
 			value = lv->vg_uuid;
 		else if (!strcmp(key, "lvuuid"))
 			value = lv->uuid;
@@ -334,13 +367,28 @@ char *ifs_lvm_lv_attr(struct ifs_view *view, unsigned idx, const char *key)
 	return copy;
 }
 
-const struct lvm_set *ifs_lvm_set(struct ifs_view *view)
+bool ifs_lvm_lv_files_shown(struct ifs_view *view, unsigned idx)
+{
+	bool shown = false;
+
+	pthread_rwlock_rdlock(&view->table_lock);
+	if (view->lvm && idx < view->lvm->nb_lvs)
+		shown = cli_lv_files_shown(view->lvm->lv_tables[idx]);
+	pthread_rwlock_unlock(&view->table_lock);
+	return shown;
+}
+
+const struct lvm_set *ifs_lvm_set(struct ifs_view *view,
+				  const struct part_table *const **tables_r)
 {
 	const struct lvm_set *set;
 
 	/* Published sets live until unmount (retired, not freed). */
 	pthread_rwlock_rdlock(&view->table_lock);
 	set = view->lvm ? view->lvm->set : NULL;
+	*tables_r = view->lvm ? (const struct part_table *const *)
+					view->lvm->lv_tables
+			      : NULL;
 	pthread_rwlock_unlock(&view->table_lock);
 	return set;
 }

@@ -51,7 +51,7 @@ static const char *xattr_keys[] = {
 };
 
 static const char *lv_xattr_keys[] = {
-	"vg", "vguuid", "lvuuid", "segtype",
+	"fstype", "label", "uuid", "vg", "vguuid", "lvuuid", "segtype",
 };
 
 /* The value of user.imgfs.KEY of a node, malloc'ed, or NULL. */
@@ -487,8 +487,8 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 		ret = ifs_lvm_list_vgs(node.view, add_indexed_entry, &ac);
 	} else if (!ret && (node.node == IFS_NODE_VG_BASE ||
 			    node.node == IFS_NODE_FILES_VG_BASE)) {
-		/* files/lvm/VG lists every readable volume; a lookup of one
-		 * without a filesystem imgfs reads fails with ENOENT. */
+		/* lvm/VG lists every readable volume, files/lvm/VG those
+		 * whose filesystem files/ shows (the partitions' rule). */
 		struct add_ctx ac = { req, l, node.view->slot,
 				      node.node == IFS_NODE_VG_BASE
 					      ? IFS_NODE_LV_BASE
@@ -496,6 +496,7 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 				      node.node == IFS_NODE_VG_BASE ? S_IFREG
 								    : S_IFDIR };
 		ret = ifs_lvm_list_lvs(node.view, (int)node.index,
+				       node.node == IFS_NODE_FILES_VG_BASE,
 				       add_indexed_entry, &ac);
 	} else if (!ret && node.node == IFS_NODE_SNAPDIR) {
 		pthread_mutex_lock(&ifs->views_lock);

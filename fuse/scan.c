@@ -3,8 +3,9 @@
  * partition/ reads from a file descriptor. A raw image is its own disk,
  * so its table is read from the image file. Every other view (qcow2 and
  * the read-only formats, and every snapshot) has no descriptor whose
- * bytes are the disk: part_scan_reader copies the regions a scan reads
- * from the view's image handle into a sparse memory file and scans that.
+ * bytes are the disk: cli_scan_img (part_scan_reader) copies the regions
+ * a scan reads from the view's image handle into a sparse memory file
+ * and scans that.
  * No scan goes through our own mount, so none can wait on a FUSE request
  * of ours: a scan may run in any thread, a handler included, and a kill
  * of the daemon never finds a thread stuck on its own mount.
@@ -17,6 +18,7 @@
  */
 #include "ifs.h"
 
+#include "cli.h"
 #include "log.h"
 
 #include <errno.h>
@@ -44,24 +46,6 @@ static int scan_file(const char *path, uint64_t size, struct part_table **t)
 	return ret;
 }
 
-static int reader_read(void *ctx, void *buf, size_t len, uint64_t off)
-{
-	return img_pread(ctx, buf, len, off);
-}
-
-/* Holes and zero extents are left out of the memory file. */
-static int reader_is_zero(void *ctx, uint64_t off, uint64_t len,
-			  uint64_t *run_len_r)
-{
-	struct img_extent ext;
-	int ret = img_block_status(ctx, off, len, &ext);
-
-	if (ret < 0)
-		return ret;
-	*run_len_r = ext.len;
-	return ext.kind != IMG_EXTENT_DATA;
-}
-
 static void scan_view(struct ifs *ifs, struct ifs_view *view)
 {
 	struct part_table *table = NULL;
@@ -73,12 +57,7 @@ static void scan_view(struct ifs *ifs, struct ifs_view *view)
 		ret = scan_file(ifs->opts->image_abs, img_size(view->img),
 				&table);
 	} else {
-		struct part_reader rd = {
-			.ctx = view->img,
-			.read = reader_read,
-			.is_zero_or_hole = reader_is_zero,
-		};
-		ret = part_scan_reader(&rd, img_size(view->img), &table);
+		ret = cli_scan_img(view->img, &table);
 	}
 	if (ret < 0) {
 		log_err("%s%s%s: partition scan failed: %s",

@@ -467,20 +467,28 @@ void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 	}
 }
 
+const char *ifs_table_disk_attr(const struct part_table *t, const char *key)
+{
+	if (!t)
+		return NULL;
+	if (!strcmp(key, "fstype"))
+		return t->disk_fs_type;
+	if (!strcmp(key, "label"))
+		return t->disk_fs_label;
+	if (!strcmp(key, "uuid"))
+		return t->disk_fs_uuid;
+	return NULL;
+}
+
 char *ifs_part_attr(struct ifs_view *view, unsigned number, const char *key)
 {
 	const char *value = NULL;
 	char *copy = NULL;
 
 	pthread_rwlock_rdlock(&view->table_lock);
-	if (number == 0 && view->table) {
+	if (number == 0) {
 		/* The disk itself: a filesystem with no partition table. */
-		if (!strcmp(key, "fstype"))
-			value = view->table->disk_fs_type;
-		else if (!strcmp(key, "label"))
-			value = view->table->disk_fs_label;
-		else if (!strcmp(key, "uuid"))
-			value = view->table->disk_fs_uuid;
+		value = ifs_table_disk_attr(view->table, key);
 	} else {
 		const struct part_entry *e = find_part_locked(view, number);
 		if (!e)

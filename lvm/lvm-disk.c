@@ -237,7 +237,8 @@ static int read_mda(struct img *img, const char *src_name, uint64_t mda_off,
 	/* Even a copy we refuse is parsed for its name, so the reason can
 	 * be shown under the VG it belongs to. */
 	if (vg_identity(c, why, sizeof(why)) < 0) {
-		set_why(c->why, sizeof(c->why), "%s: %s", src_name, why);
+		set_why(c->why, sizeof(c->why), "%s: metadata text%s: %s",
+			src_name, crc != rcrc ? " (bad checksum)" : "", why);
 		c->vg = NULL;
 		c->vg_name = c->vg_uuid = NULL;
 		return 1;

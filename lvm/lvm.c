@@ -888,6 +888,9 @@ int lvm_scan(const struct lvm_source *srcs, size_t nb_srcs,
 	set->nb_srcs = nb_srcs;
 	for (size_t s = 0; s < nb_srcs; s++) {
 		set->srcs[s] = srcs[s];
+		/* The caller's names may not outlive the scan; lvm_pv.source
+		 * and lvm_source_is_pv use the set's copy. */
+		set->srcs[s].name = set_printf(set, "%s", srcs[s].name);
 		ret = lvm_disk_read(srcs[s].img, srcs[s].name, set->disks, s,
 				    &budget, &set->disks[s]);
 		if (ret == -ENOMEM)

@@ -35,6 +35,12 @@ enum cli_dirname_kind {
 int cli_snapshot_dirnames(const struct img_snapshot *list, size_t nb,
 			  char **dirnames, enum cli_dirname_kind *kind);
 
+/* part_scan_reader over an image handle (scan-img.c): the partition
+ * table of a disk, or for a block file with no table entry of its own (a
+ * logical volume) a table with no partitions whose disk_fs_* name what
+ * it holds, as libblkid names a partition's. 0 or -errno, as part_scan. */
+int cli_scan_img(struct img *img, struct part_table **table_r);
+
 /* True for the filesystem types (libblkid's names) imgfs reads files of. */
 bool cli_fs_type_readable(const char *fs_type);
 
@@ -66,6 +72,9 @@ struct cli_info_data {
 	const struct cli_info_files *files;
 	size_t nb_files;
 	const struct lvm_set *lvm;      /* NULL or none found */
+	/* Per LV index of lvm: cli_scan_img of the volume, or NULL when it
+	 * cannot be read (or was not scanned). NULL: none scanned. */
+	const struct part_table *const *lv_tables;
 };
 
 /* Writes the info text (the mount's MOUNTPOINT/info) or, with json, one
@@ -78,6 +87,13 @@ int cli_info_write(FILE *f, const struct cli_info_data *d, bool json);
  * is one imgfs reads. Returns how many entries were filled. */
 size_t cli_info_files_from_table(const struct part_table *table,
 				 struct cli_info_files *files, size_t cap);
+/* The files/lvm/VG/LV entry of a volume: lv->unreadable, else t (its
+ * cli_scan_img) by the partitions' rule; a volume holding a partition
+ * table shows none. t NULL: the volume could not be scanned. */
+void cli_info_files_of_lv(const struct lvm_lv *lv, const struct part_table *t,
+			  struct cli_info_files *f);
+/* True when files/lvm/VG/LV shows the volume whose scan is t. */
+bool cli_lv_files_shown(const struct part_table *t);
 /* Why a block file with this blkid type shows no files, written into
  * buf ("no filesystem imgfs reads (swap)"); false when it shows them. */
 bool cli_files_reason(const char *fs_type, bool container, char *buf,

@@ -20,7 +20,7 @@ struct lvm_set;
 
 /* A block file that may hold a physical volume. */
 struct lvm_source {
-	const char *name;   /* as the tree shows it: "p2", "disk" */
+	const char *name;   /* as the tree shows it: "p2", "disk"; copied */
 	struct img *img;    /* borrowed; open until lvm_set_free */
 };
 

@@ -1,0 +1,40 @@
+/* scan-img.c: the partition layer's scan over an image handle.
+ *
+ * partition/ reads from a descriptor; an image handle (a qcow2 disk, a
+ * snapshot, an LVM logical volume) has none, so part_scan_reader copies
+ * the regions the scan reads into a sparse memory file, leaving holes
+ * and zero extents out. The commands use it for their disks, the mount
+ * for its non-raw views, and both for logical volumes, so a volume's
+ * filesystem is named by the same libblkid probe as a partition's.
+ */
+#include "cli.h"
+
+#include "checked.h"
+
+static int reader_read(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	return img_pread(ctx, buf, len, off);
+}
+
+static int reader_is_zero(void *ctx, uint64_t off, uint64_t len,
+			  uint64_t *run_len_r)
+{
+	struct img_extent ext;
+	int ret = img_block_status(ctx, off, len, &ext);
+
+	if (ret < 0)
+		return ret;
+	*run_len_r = MIN(ext.len, len);
+	return ext.kind != IMG_EXTENT_DATA;
+}
+
+int cli_scan_img(struct img *img, struct part_table **table_r)
+{
+	struct part_reader rd = {
+		.ctx = img,
+		.read = reader_read,
+		.is_zero_or_hole = reader_is_zero,
+	};
+
+	return part_scan_reader(&rd, img_size(img), table_r);
+}
