@@ -419,9 +419,39 @@ int qcow2_close_write(struct img *img);
  * qcow2_cache_put_locked(s->l2_cache, *slice_r). */
 int qcow2_l2_entry_rw_locked(struct img *img, uint64_t guest_off,
 			     uint8_t **slice_r, uint8_t **entry_r);
-/* Writes one 8-byte or 4-byte header field range [off, off + len). */
-int qcow2_write_header_bytes(struct img *img, uint64_t off, const void *p,
-			     size_t len);
+
+/* qcow2-header.c: the header fields the driver rewrites, by name. */
+enum qcow2_hdr_field {
+	QCOW2_HDR_REFCOUNT_TABLE_OFFSET,
+	QCOW2_HDR_REFCOUNT_TABLE_CLUSTERS,
+	QCOW2_HDR_NB_SNAPSHOTS,
+	QCOW2_HDR_SNAPSHOTS_OFFSET,
+	QCOW2_HDR_INCOMPAT,
+	QCOW2_HDR_COMPAT,
+	QCOW2_HDR_AUTOCLEAR,
+	QCOW2_HDR_NB_FIELDS,
+};
+
+struct qcow2_hdr_value {
+	enum qcow2_hdr_field field;
+	uint64_t value;
+};
+
+/* Writes nb fields, adjacent in the header and given in header order, in
+ * one pwrite, makes them durable, and only then stores the values in the
+ * decoded state (incompat, nb_snapshots, ...). On failure (-errno) the
+ * state is unchanged. Top-level handle; expects *s->lock held. */
+int qcow2_header_write_locked(struct img *img,
+			      const struct qcow2_hdr_value *vals, size_t nb);
+
+static inline int qcow2_header_write_field_locked(struct img *img,
+						  enum qcow2_hdr_field field,
+						  uint64_t value)
+{
+	struct qcow2_hdr_value v = { field, value };
+
+	return qcow2_header_write_locked(img, &v, 1);
+}
 
 /* qcow2-snapshot.c */
 int qcow2_snapshot_create(struct img *img, const char *name,

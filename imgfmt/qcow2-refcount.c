@@ -63,14 +63,11 @@ int qcow2_signal_corruption(struct img *img, const char *fmt, ...)
 	}
 	/* As QEMU: set the corrupt bit (v3 only has it) so nobody writes
 	 * the image again until it is repaired, then stop writing. */
-	if (s->version >= 3 && !(s->incompat & QCOW2_INCOMPAT_CORRUPT)) {
-		uint8_t be[8];
-
-		s->incompat |= QCOW2_INCOMPAT_CORRUPT;
-		put_be64(be, s->incompat);
-		if (full_pwrite(img->fd, be, 8, 72) == 0)
-			(void)fdatasync(img->fd);
-	}
+	if (s->version >= 3 && !(s->incompat & QCOW2_INCOMPAT_CORRUPT) &&
+	    !s->parent)
+		(void)qcow2_header_write_field_locked(
+			img, QCOW2_HDR_INCOMPAT,
+			s->incompat | QCOW2_INCOMPAT_CORRUPT);
 	/* Requests check this without the metadata lock (img.c). */
 	__atomic_store_n(&img->read_only, true, __ATOMIC_RELEASE);
 	return -EIO;
@@ -329,7 +326,6 @@ static int grow_reftable(struct img *img, uint64_t need_end)
 			     s->cluster_bytes;
 	uint64_t *table = NULL;
 	uint8_t *buf = NULL;
-	uint8_t hdr[12];
 	int ret;
 
 	/* Start on a block boundary past the file and the request, so the
@@ -391,23 +387,22 @@ static int grow_reftable(struct img *img, uint64_t need_end)
 	ret = qcow2_cache_flush_locked(s->rc_cache);
 	if (ret < 0)
 		goto out;
-	put_be64(hdr, (start + nb_blocks) << s->cluster_bits);
-	put_be32(hdr + 8, (uint32_t)table_clusters);
-	ret = full_pwrite(img->fd, hdr, sizeof(hdr), 48);
+	ret = qcow2_header_write_locked(
+		img,
+		(struct qcow2_hdr_value[]){
+			{ QCOW2_HDR_REFCOUNT_TABLE_OFFSET,
+			  (start + nb_blocks) << s->cluster_bits },
+			{ QCOW2_HDR_REFCOUNT_TABLE_CLUSTERS, table_clusters },
+		},
+		2);
 	if (ret < 0)
 		goto out;
-	if (fdatasync(img->fd) < 0) {
-		ret = -errno;
-		goto out;
-	}
 	for (uint64_t i = 0; i < entries; i++)
 		table[i] = get_be64(&table[i]);
 	free(s->reftable);
 	s->reftable = table;
 	table = NULL;
 	s->reftable_entries = entries;
-	s->refcount_table_offset = (start + nb_blocks) << s->cluster_bits;
-	s->refcount_table_clusters = (uint32_t)table_clusters;
 	qcow2_meta_forget_locked(img);
 	/* The header no longer names the old table; its clusters are
 	 * dropped like any other (after the next durable metadata). */

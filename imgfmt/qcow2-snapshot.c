@@ -350,16 +350,19 @@ static int encode_table(const struct qcow2_snapshot *sn, uint32_t nb,
 	return 0;
 }
 
-/* Writes a new table of nb entries (skipping skip), makes it and its
- * refcount durable, switches the header, and drops the old table. */
-static int switch_table_locked(struct img *img, uint32_t skip)
+/* Writes a new table: the nb_snapshots entries but skip, and, when
+ * append, the entry placed past them at s->snapshots[nb_snapshots] (the
+ * caller made room). Makes it and its refcount durable, switches the
+ * header, and drops the old table. The table in memory follows only once
+ * the header names the new one. */
+static int switch_table_locked(struct img *img, uint32_t skip, bool append)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	uint32_t nb = s->nb_snapshots, new_nb = nb - (skip < nb);
+	uint32_t nb = s->nb_snapshots + append;
+	uint32_t new_nb = nb - (skip < nb);
 	CLEANUP_FREE uint8_t *buf = NULL;
 	uint64_t bytes, off = 0, old_off = s->snapshots_offset;
 	uint64_t old_bytes = s->snapshots_bytes;
-	uint8_t hdr[12];
 	int ret;
 
 	ret = encode_table(s->snapshots, nb, skip, &buf, &bytes);
@@ -379,14 +382,15 @@ static int switch_table_locked(struct img *img, uint32_t skip)
 	ret = qcow2_cache_flush_locked(s->rc_cache);
 	if (ret < 0)
 		return ret;
-	put_be32(hdr, new_nb);
-	put_be64(hdr + 4, off);
-	ret = qcow2_write_header_bytes(img, 60, hdr, sizeof(hdr));
+	ret = qcow2_header_write_locked(
+		img,
+		(struct qcow2_hdr_value[]){
+			{ QCOW2_HDR_NB_SNAPSHOTS, new_nb },
+			{ QCOW2_HDR_SNAPSHOTS_OFFSET, off },
+		},
+		2);
 	if (ret < 0)
 		return ret;
-	if (fdatasync(img->fd) < 0)
-		return -errno;
-	s->snapshots_offset = off;
 	s->snapshots_bytes = bytes;
 	if (skip < nb) {
 		free(s->snapshots[skip].id);
@@ -394,7 +398,6 @@ static int switch_table_locked(struct img *img, uint32_t skip)
 		memmove(&s->snapshots[skip], &s->snapshots[skip + 1],
 			(nb - skip - 1) * sizeof(*s->snapshots));
 	}
-	s->nb_snapshots = new_nb;
 	/* The header no longer names the old table. */
 	if (old_bytes)
 		return qcow2_defer_unref_locked(img, old_off, old_bytes);
@@ -683,11 +686,10 @@ static int create_locked(struct img *img, const char *name,
 		goto halfway;
 	}
 	s->snapshots = grown;
-	s->snapshots[s->nb_snapshots++] = sn;
+	s->snapshots[s->nb_snapshots] = sn;
 	/* skip = UINT32_MAX: keep every entry, the new one included. */
-	ret = switch_table_locked(img, UINT32_MAX);
+	ret = switch_table_locked(img, UINT32_MAX, true);
 	if (ret < 0) {
-		s->nb_snapshots--;
 		free(sn.name);
 		free(sn.id);
 		goto halfway;
@@ -766,7 +768,7 @@ static int delete_locked(struct img *img, uint32_t idx, struct img_err *err)
 	/* The header stops naming the snapshot before any of its
 	 * clusters loses a reference. */
 	if (ret == 0)
-		ret = switch_table_locked(img, idx);
+		ret = switch_table_locked(img, idx, false);
 	if (ret < 0)
 		return img_err(err, ret, "%s: cannot delete snapshot: %s",
 			       img->path, strerror(-ret));

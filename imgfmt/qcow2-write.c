@@ -58,41 +58,35 @@
 
 enum sc_kind { SC_UNALLOC, SC_ZERO, SC_DATA, SC_COMPRESSED };
 
-int qcow2_write_header_bytes(struct img *img, uint64_t off, const void *p,
-			     size_t len)
-{
-	return full_pwrite(img->fd, p, len, off);
-}
-
 int qcow2_begin_write_locked(struct img *img)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	uint8_t be[8];
+	uint64_t incompat = s->incompat, autoclear = s->autoclear;
 	int ret;
 
 	if (s->writing_started)
 		return 0;
-	if (s->version >= 3 && (s->autoclear & ~QCOW2_AUTOCLEAR_DATA_FILE_RAW)) {
-		/* QEMU's rule: a writer clears the autoclear bits it does
-		 * not maintain (bitmaps included: we do not update them),
-		 * so their data is known stale. */
-		s->autoclear &= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
-		put_be64(be, s->autoclear);
-		ret = qcow2_write_header_bytes(img, 88, be, 8);
+	/* QEMU's rule: a writer clears the autoclear bits it does not
+	 * maintain (bitmaps included: we do not update them), so their data
+	 * is known stale. */
+	if (s->version >= 3)
+		autoclear &= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
+	/* As QEMU: with lazy refcounts the dirty bit is set before the
+	 * first write and cleared at a clean close. */
+	if (s->version >= 3 && (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS))
+		incompat |= QCOW2_INCOMPAT_DIRTY;
+	if (incompat != s->incompat || autoclear != s->autoclear) {
+		ret = qcow2_header_write_locked(
+			img,
+			(struct qcow2_hdr_value[]){
+				{ QCOW2_HDR_INCOMPAT, incompat },
+				{ QCOW2_HDR_COMPAT, s->compat },
+				{ QCOW2_HDR_AUTOCLEAR, autoclear },
+			},
+			3);
 		if (ret < 0)
 			return ret;
 	}
-	if (s->version >= 3 && (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS)) {
-		/* As QEMU: with lazy refcounts the dirty bit is set before
-		 * the first write and cleared at a clean close. */
-		s->incompat |= QCOW2_INCOMPAT_DIRTY;
-		put_be64(be, s->incompat);
-		ret = qcow2_write_header_bytes(img, 72, be, 8);
-		if (ret < 0)
-			return ret;
-	}
-	if (fdatasync(img->fd) < 0)
-		return -errno;
 	s->writing_started = true;
 	return 0;
 }
@@ -1030,22 +1024,16 @@ int qcow2_flush(struct img *img)
 int qcow2_close_write(struct img *img)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	uint8_t be[8];
 	int ret;
 
 	LOCK_FOR_SCOPE(s->lock);
 	ret = qcow2_flush_locked(img);
 	if (ret < 0)
 		return ret;
-	if (s->incompat & QCOW2_INCOMPAT_DIRTY) {
-		/* Everything is durable: the refcounts are right again. */
-		s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
-		put_be64(be, s->incompat);
-		ret = qcow2_write_header_bytes(img, 72, be, 8);
-		if (ret < 0)
-			return ret;
-		if (fdatasync(img->fd) < 0)
-			return -errno;
-	}
+	/* Everything is durable: the refcounts are right again. */
+	if (s->incompat & QCOW2_INCOMPAT_DIRTY)
+		return qcow2_header_write_field_locked(
+			img, QCOW2_HDR_INCOMPAT,
+			s->incompat & ~QCOW2_INCOMPAT_DIRTY);
 	return 0;
 }
