@@ -14,22 +14,6 @@ bats_require_minimum_version 1.5.0
 
 load helpers
 
-# nofuse CMD...: CMD as the test user, /dev/fuse hidden (see the top).
-nofuse() {
-	if [[ $EUID -ne 0 ]]; then
-		"$@"
-		return
-	fi
-	: >"$BATS_TEST_TMPDIR/no-fuse"
-	unshare --mount --propagation private -- sh -c '
-		if [ -e /dev/fuse ]; then mount --bind "$1" /dev/fuse || exit 99; fi
-		shift
-		exec "$@"' nofuse "$BATS_TEST_TMPDIR/no-fuse" \
-		setpriv --reuid="$IMGFS_TEST_USER" --regid="$IMGFS_TEST_USER" \
-		--init-groups -- env HOME="$BATS_TEST_TMPDIR" \
-		USER="$IMGFS_TEST_USER" LOGNAME="$IMGFS_TEST_USER" "$@"
-}
-
 # make_cli_tree DIR: what a root filesystem has and copies get wrong:
 # long and odd names (a path over 100 bytes, UTF-8, spaces), relative,
 # absolute and dangling symlinks, three names of one inode, a sparse file

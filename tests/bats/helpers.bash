@@ -340,6 +340,42 @@ teardown() {
 	imgfs_teardown
 }
 
+# nofuse CMD...: CMD as the test user (as is, when the suite runs
+# unprivileged) in a private mount namespace where an empty regular file is
+# bind-mounted over /dev/fuse, so nothing in it can mount a FUSE
+# filesystem: what the commands without FUSE read, they read themselves.
+nofuse() {
+	if [[ $EUID -ne 0 ]]; then
+		"$@"
+		return
+	fi
+	: >"$BATS_TEST_TMPDIR/no-fuse"
+	unshare --mount --propagation private -- sh -c '
+		if [ -e /dev/fuse ]; then mount --bind "$1" /dev/fuse || exit 99; fi
+		shift
+		exec "$@"' nofuse "$BATS_TEST_TMPDIR/no-fuse" \
+		setpriv --reuid="$IMGFS_TEST_USER" --regid="$IMGFS_TEST_USER" \
+		--init-groups -- env HOME="$BATS_TEST_TMPDIR" \
+		USER="$IMGFS_TEST_USER" LOGNAME="$IMGFS_TEST_USER" "$@"
+}
+
+# lvm_conf DEV...: a private lvm2 configuration (LVM_SYSTEM_DIR=./lvmetc)
+# that sees the loop devices DEV... only: not the host's disks, nor loop
+# devices other tests use at the same time; nothing is activated, backed
+# up or archived.
+lvm_conf() {
+	local d filter=""
+	for d; do filter+="\"a|^$d\$|\", "; done
+	mkdir -p lvmetc
+	cat >lvmetc/lvm.conf <<-EOF2
+		devices { obtain_device_list_from_udev = 0 scan_lvs = 0 use_devicesfile = 0 global_filter = [ $filter"r|.*|" ] }
+		activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }
+		global { use_lvmlockd = 0 }
+		backup { backup = 0 archive = 0 }
+	EOF2
+	export LVM_SYSTEM_DIR=$PWD/lvmetc
+}
+
 # ---------------------------------------------------------------------------
 # Building disks (in the current folder, the test's)
 

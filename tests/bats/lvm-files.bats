@@ -22,43 +22,17 @@
 #     swap-vol   4 MiB linear, mkswap
 #     data3     12 MiB striped over p2, p3, p4 (16 KiB stripes), ext4
 #     data2      8 MiB striped over p3, p4 (256 KiB stripes), a pattern
+#
+# Copies of it get damaged metadata, a PV wiped, or volumes lvm2 cannot
+# make without device-mapper (mirror, raid1, thin, cache, snapshot) in
+# lvm2's own text format, with the checksums set right (mda_edit). One
+# test makes its own whole-disk VG with hyphenated names.
 
 bats_require_minimum_version 1.5.0
 
 load helpers
 
 ROOT_UUID=4f1e2d3c-5b6a-4798-8a9b-0c1d2e3f4a5b
-
-# nofuse CMD...: CMD as the test user where /dev/fuse is an empty file,
-# so only the commands' own reading can be at work (as cli.bats does).
-nofuse() {
-	if [[ $EUID -ne 0 ]]; then
-		"$@"
-		return
-	fi
-	: >"$BATS_TEST_TMPDIR/no-fuse"
-	unshare --mount --propagation private -- sh -c '
-		if [ -e /dev/fuse ]; then mount --bind "$1" /dev/fuse || exit 99; fi
-		shift
-		exec "$@"' nofuse "$BATS_TEST_TMPDIR/no-fuse" \
-		setpriv --reuid="$IMGFS_TEST_USER" --regid="$IMGFS_TEST_USER" \
-		--init-groups -- env HOME="$BATS_TEST_TMPDIR" \
-		USER="$IMGFS_TEST_USER" LOGNAME="$IMGFS_TEST_USER" "$@"
-}
-
-# lvm_conf DEV...: a private lvm2 configuration that sees DEV... only.
-lvm_conf() {
-	local d filter=""
-	for d; do filter+="\"a|^$d\$|\", "; done
-	mkdir -p lvmetc
-	cat >lvmetc/lvm.conf <<-EOF2
-		devices { obtain_device_list_from_udev = 0 scan_lvs = 0 use_devicesfile = 0 global_filter = [ $filter"r|.*|" ] }
-		activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }
-		global { use_lvmlockd = 0 }
-		backup { backup = 0 archive = 0 }
-	EOF2
-	export LVM_SYSTEM_DIR=$PWD/lvmetc
-}
 
 # lv_map VG/LV: where lvm2 put the volume, one line per segment:
 # "SEG_START_BYTES SEG_SIZE_BYTES STRIPE_BYTES DEV:FIRST_PE DEV:FIRST_PE..."
@@ -188,6 +162,16 @@ teardown_file() {
 	for d in $(losetup -j "$BATS_FILE_TMPDIR/lvm.raw" -O NAME -n 2>/dev/null); do
 		losetup -d "$d"
 	done
+}
+
+# A test that makes its own disk on a loop device detaches it here, also
+# when it failed half-way.
+teardown() {
+	local d
+	for d in $(losetup -j "$BATS_TEST_TMPDIR/whole.raw" -O NAME -n 2>/dev/null); do
+		losetup -d "$d"
+	done
+	imgfs_teardown
 }
 
 setup() {
@@ -538,4 +522,40 @@ lvm/vg0/thin1 thin volumes are not supported"
 	cmp snap-swap.out "$B/swap-vol.img"
 	run -0 nofuse "$IMGFS" cat "$IMG" snapshots/installed/lvm/vg0/root:/etc/os-release
 	assert_eq "$output" 'NAME="imgfs lvm"'
+}
+
+@test "a VG on a whole disk with hyphens in its names shows them as lvm2 names them, not as device-mapper doubles them" {
+	local loop map
+	truncate -s 16M whole.raw
+	loop=$(losetup -f --show whole.raw)
+	lvm_conf "$loop"
+	{
+		pvcreate -q -y "$loop"
+		vgcreate -q -s 1m my-vg "$loop"
+		lvcreate --driverloaded n -an -Zn -y -q -n data-1 -L 4m my-vg
+		lvcreate --driverloaded n -an -Zn -y -q -n a--b -L 2m my-vg
+	} >lvm.log 2>&1
+	declare -gA PART_OF=([$loop]=0)
+	for lv in data-1 a--b; do
+		lv_map "my-vg/$lv" >"map.$lv"
+		pv_offsets "map.$lv"
+	done
+	losetup -d "$loop"
+	pattern_bytes "hyphenated data-1" 4M >data-1.img
+	pattern_bytes "doubled a--b" 2M >a--b.img
+	lv_put whole.raw map.data-1 data-1.img
+	lv_put whole.raw map.a--b a--b.img
+	qemu-img convert -f raw -O qcow2 whole.raw "$IMG"
+	mount_image -o ro
+	run -0 as_user ls "$MNT/lvm" "$MNT/lvm/my-vg"
+	assert_eq "$output" "$(printf '%s\n' "$MNT/lvm:" my-vg "" "$MNT/lvm/my-vg:" a--b data-1)"
+	as_user cmp "$MNT/lvm/my-vg/data-1" data-1.img
+	as_user cmp "$MNT/lvm/my-vg/a--b" a--b.img
+	run -0 as_user getfattr --absolute-names -n user.imgfs.vg --only-values "$MNT/lvm/my-vg/a--b"
+	assert_eq "$output" my-vg
+	unmount_image
+	run -0 nofuse "$IMGFS" ls "$IMG" lvm/my-vg
+	assert_eq "$output" $'a--b\ndata-1'
+	nofuse sh -c '"$1" cat "$2" lvm/my-vg/a--b >ab.out' cat "$IMGFS" "$IMG"
+	cmp ab.out a--b.img
 }

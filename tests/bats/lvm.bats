@@ -18,19 +18,6 @@ setup_file() {
 	export LVM_SUPPRESS_FD_WARNINGS=1
 }
 
-# lvm_conf DEVICE: a private lvm2 configuration that sees DEVICE only (not
-# the host's disks, nor loop devices other tests use at the same time).
-lvm_conf() {
-	mkdir -p lvmetc
-	cat >lvmetc/lvm.conf <<-EOF2
-		devices { obtain_device_list_from_udev = 0 scan_lvs = 0 use_devicesfile = 0 global_filter = [ "a|^$1\$|" "r|.*|" ] }
-		activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }
-		global { use_lvmlockd = 0 }
-		backup { backup = 0 archive = 0 }
-	EOF2
-	export LVM_SYSTEM_DIR=$PWD/lvmetc
-}
-
 teardown() {
 	local d
 	for d in $(losetup -j "$PWD/lvm.raw" -O NAME -n 2>/dev/null); do
