@@ -751,31 +751,41 @@ static void ifs_open(fuse_req_t req, fuse_ino_t ino,
 /* Answers a read of [off, off+size) of the disk (already clipped) with
  * the fewest copies: one extent of plain data is spliced from the image
  * file, one hole is answered from the zero page, and anything else
- * (compressed clusters, mixed ranges) is read into a buffer. */
+ * (compressed clusters, mixed ranges) is read into a buffer. The splice
+ * reads the host offset after block status returned, with no lock held:
+ * the pin keeps that host space from being reused for another range
+ * (a discard and a flush could free it) until the reply has been sent. */
 static void reply_disk_read(fuse_req_t req, struct img *img, size_t size,
 			    uint64_t off)
 {
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 	struct img_extent ext;
+	struct img_pin pin;
 	char *buf;
 	int ret;
 
-	ret = img_block_status(img, off, size, &ext);
+	ret = img_block_status_pinned(img, off, size, &ext, &pin);
 	if (ret == 0 && ext.len == size) {
 		if (ext.kind == IMG_EXTENT_DATA && ext.host_fd >= 0) {
 			bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK |
 					  FUSE_BUF_FD_RETRY;
 			bv.buf[0].fd = ext.host_fd;
 			bv.buf[0].pos = (off_t)ext.host_off;
+			/* Returns once the data is in the kernel's hands
+			 * (copied out of the pipe into the request). */
 			fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+			img_unpin(&pin);
 			return;
 		}
 		if (ext.kind != IMG_EXTENT_DATA && zero_buf &&
 		    size <= ZERO_BUF_BYTES) {
+			img_unpin(&pin); /* holds nothing: not DATA */
 			fuse_reply_buf(req, zero_buf, size);
 			return;
 		}
 	}
+	/* img_pread pins what it reads by itself. */
+	img_unpin(&pin);
 	buf = malloc(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);

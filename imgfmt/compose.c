@@ -332,21 +332,30 @@ static int compose_flush(struct img *img)
 	return 0;
 }
 
-/* The source resolves its own chain; the extent is clipped to the piece
- * that is contiguous there and keeps the depth the source found. */
-static int compose_block_status(struct img *img, uint64_t off, uint64_t len,
-				struct img_extent *ext_r)
+/* The source resolves its own chain (and pins, when asked); the extent
+ * is clipped to the piece that is contiguous there and keeps the depth
+ * the source found. */
+static int compose_block_status_pinned(struct img *img, uint64_t off,
+				       uint64_t len, struct img_extent *ext_r,
+				       struct img_pin *pin_r)
 {
 	struct img *src;
 	uint64_t src_off, run;
 	int ret;
 
 	map(img, off, len, &src, &src_off, &run);
-	ret = img_block_status(src, src_off, run, ext_r);
+	ret = pin_r ? img_block_status_pinned(src, src_off, run, ext_r, pin_r)
+		    : img_block_status(src, src_off, run, ext_r);
 	if (ret < 0)
 		return ret;
 	ext_r->off = off;
 	return 0;
+}
+
+static int compose_block_status(struct img *img, uint64_t off, uint64_t len,
+				struct img_extent *ext_r)
+{
+	return compose_block_status_pinned(img, off, len, ext_r, NULL);
 }
 
 static int compose_get_info(struct img *img, struct img_info *info)
@@ -368,5 +377,6 @@ const struct img_ops img_compose_ops = {
 	.write_zeroes = compose_write_zeroes,
 	.flush        = compose_flush,
 	.block_status = compose_block_status,
+	.block_status_pinned = compose_block_status_pinned,
 	.get_info     = compose_get_info,
 };

@@ -386,12 +386,17 @@ int img_read_backing(struct img *img, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-int img_block_status(struct img *img, uint64_t off, uint64_t len,
-		     struct img_extent *ext_r)
+/* img_block_status, pinning the DATA extent's host bytes when pin_r is
+ * not NULL. Only a layer that answers DATA takes a pin, and the walk
+ * ends there, so there is at most one. */
+static int block_status_chain(struct img *img, uint64_t off, uint64_t len,
+			      struct img_extent *ext_r, struct img_pin *pin_r)
 {
 	unsigned depth = 0;
 	int ret = check_request(img, off, len, false);
 
+	if (pin_r)
+		pin_r->domain = NULL;
 	if (ret < 0)
 		return ret;
 	if (len == 0)
@@ -403,7 +408,12 @@ int img_block_status(struct img *img, uint64_t off, uint64_t len,
 		ext_r->host_fd = -1;
 		/* A driver that resolves a chain itself (a window) reports
 		 * the depth it found; others leave it 0. */
-		if (img->ops->block_status) {
+		if (pin_r && img->ops->block_status_pinned) {
+			ret = img->ops->block_status_pinned(img, off, len,
+							    ext_r, pin_r);
+			if (ret < 0)
+				return ret;
+		} else if (img->ops->block_status) {
 			ret = img->ops->block_status(img, off, len, ext_r);
 			if (ret < 0)
 				return ret;
@@ -412,8 +422,10 @@ int img_block_status(struct img *img, uint64_t off, uint64_t len,
 			ext_r->len = len;
 		}
 		ext_r->off = off;
-		if (ext_r->len == 0 || ext_r->len > len)
+		if (ext_r->len == 0 || ext_r->len > len) {
+			img_unpin(pin_r);
 			return -EIO; /* a driver bug; never loop on it */
+		}
 		ext_r->depth += depth;
 		if (ext_r->kind != IMG_EXTENT_UNALLOCATED)
 			return 0;
@@ -427,6 +439,18 @@ int img_block_status(struct img *img, uint64_t off, uint64_t len,
 		len = MIN(len, img->size - off);
 		depth++;
 	}
+}
+
+int img_block_status(struct img *img, uint64_t off, uint64_t len,
+		     struct img_extent *ext_r)
+{
+	return block_status_chain(img, off, len, ext_r, NULL);
+}
+
+int img_block_status_pinned(struct img *img, uint64_t off, uint64_t len,
+			    struct img_extent *ext_r, struct img_pin *pin_r)
+{
+	return block_status_chain(img, off, len, ext_r, pin_r);
 }
 
 int img_allocated_bytes(struct img *img, uint64_t *bytes_r)

@@ -38,6 +38,13 @@ struct img_ops {
 	 * depth is ignored. */
 	int (*block_status)(struct img *img, uint64_t off, uint64_t len,
 			    struct img_extent *ext_r);
+	/* Optional: block_status that also pins the host bytes of a DATA
+	 * extent with a host_fd (pin_r->domain stays NULL otherwise). A
+	 * driver whose host offsets never move while it is open (raw, the
+	 * read-only formats) leaves it NULL. */
+	int (*block_status_pinned)(struct img *img, uint64_t off,
+				   uint64_t len, struct img_extent *ext_r,
+				   struct img_pin *pin_r);
 	int (*get_info)(struct img *img, struct img_info *info);
 	int (*snapshot_list)(struct img *img, struct img_snapshot **list_r,
 			     size_t *nb_r);
@@ -122,6 +129,24 @@ int img_open_data_file(struct img *parent, const char *name, int *fd_r,
  * writing. -EBUSY with a message when another process holds the image in
  * a way that conflicts. */
 int img_lock_file(int fd, const char *path, bool write, struct img_err *err);
+
+/* Read pins (pin.c): the host bytes a read mapped stay that range's
+ * until the read is done. One domain per set of handles that share a
+ * mapping (a qcow2 image and its snapshots). epoch is guarded by the
+ * owner's metadata lock; nb_pins is atomic. */
+struct img_pin_domain {
+	uint64_t epoch;
+	unsigned long nb_pins[2]; /* pins taken in even / odd epochs */
+};
+
+/* Pins what the caller just mapped under the owner's lock; released with
+ * img_unpin (imgfmt.h) from any thread. */
+void img_pin_take_locked(struct img_pin_domain *d, struct img_pin *pin_r);
+/* The tag of a reference dropped now. */
+uint64_t img_pin_epoch_locked(const struct img_pin_domain *d);
+/* True when every pin taken at or before epoch tag has been released
+ * (advancing the epoch as far as released pins allow); never waits. */
+bool img_pin_released_locked(struct img_pin_domain *d, uint64_t tag);
 
 /* Reads [off, off+len) of img's backing image: zeroes where there is no
  * backing image or past its end. */

@@ -167,6 +167,13 @@ struct qcow2_snapshot {
 
 struct qcow2_cache;
 
+/* A reference drop waiting for its metadata change to be durable and for
+ * the reads that may have mapped the cluster (qcow2-refcount.c). */
+struct qcow2_deferred {
+	uint64_t host_off;  /* the cluster */
+	uint64_t pin_epoch; /* img_pin_epoch_locked at the drop */
+};
+
 /* The driver's state behind img->priv. A snapshot handle has its own
  * state with its own L1 table and borrows the rest (lock, cache, data
  * file, snapshot table) from its parent, which outlives it. */
@@ -223,6 +230,10 @@ struct qcow2_state {
 	 * also bounce the read-mostly fields above; a snapshot handle
 	 * points at its parent's. */
 	pthread_mutex_t *lock;
+	/* Read pins (pin.c), taken under *lock by every read of host
+	 * bytes; shared with the snapshot handles like the lock, on a cache
+	 * line of its own. */
+	struct img_pin_domain *pins;
 	struct qcow2_cache *l2_cache;
 	size_t l2_slice_bytes; /* == qcow2_cache_slice_bytes(l2_cache) */
 
@@ -251,8 +262,9 @@ struct qcow2_state {
 	bool l1_dirty;                  /* l1_table differs from the file */
 	bool writing_started;           /* header prepared for writes */
 	/* References to drop once the L2/L1 change that dropped them is
-	 * durable: host cluster offsets, one entry per reference. */
-	uint64_t *deferred;
+	 * durable and no read pinned before the drop still runs: one entry
+	 * per reference, in the order (and so the pin epochs) of the drops. */
+	struct qcow2_deferred *deferred;
 	size_t nb_deferred, cap_deferred;
 	/* Set once an inconsistency was found; the handle is read-only. */
 	char *corrupt_reason;
@@ -375,10 +387,13 @@ int qcow2_alloc_clusters_upto_locked(struct img *img, uint64_t max,
 				     uint64_t *host_off_r, uint64_t *nb_r);
 /* Queues a reference drop of each cluster [host_off, host_off + bytes)
  * touches, applied by qcow2_apply_deferred_locked after the metadata
- * change that dropped the reference is durable. */
+ * change that dropped the reference is durable. Call it in the same lock
+ * section as the L2/L1 change: the reads it waits for are those pinned
+ * until now. */
 int qcow2_defer_unref_locked(struct img *img, uint64_t host_off,
 			     uint64_t bytes);
-/* Applies the queued drops: refcount 0 frees the cluster (hole punched,
+/* Applies the queued drops whose pins are all released (the others stay
+ * queued for a later flush): refcount 0 frees the cluster (hole punched,
  * cached slices forgotten, reusable). Caller flushes rc_cache after. */
 int qcow2_apply_deferred_locked(struct img *img);
 /* Marks the image corrupt (header bit, as QEMU), turns the handle

@@ -16,6 +16,14 @@
  *     dropped the reference is durable. A freed cluster is therefore
  *     reused only when nothing durable still points at it; a crash in
  *     between leaks it (qemu-img check: leak, never corruption);
+ *   - nor is a drop applied while a read that may have mapped the
+ *     cluster runs: each queued drop carries the pin epoch of its L2/L1
+ *     change (pin.c), and the flush applies the queue in order up to the
+ *     first drop whose pins are still held; the rest waits for the next
+ *     flush. Until then the refcount on disk still counts the reference
+ *     (conservative: a crash leaks the cluster, never hands it out
+ *     twice), and the final flush at close, with no read left, applies
+ *     everything;
  *   - a new refcount block describes itself (it lies inside the range it
  *     covers, with refcount 1 for itself) and is written and made durable
  *     before the refcount table entry that points at it;
@@ -656,16 +664,28 @@ int qcow2_defer_unref_locked(struct img *img, uint64_t host_off,
 	for (uint64_t i = first; bytes && i <= last; i++) {
 		if (s->nb_deferred == s->cap_deferred) {
 			size_t cap = s->cap_deferred ? 2 * s->cap_deferred : 64;
-			uint64_t *p = realloc(s->deferred, cap * sizeof(*p));
+			struct qcow2_deferred *p =
+				realloc(s->deferred, cap * sizeof(*p));
 
 			if (!p)
 				return -ENOMEM;
 			s->deferred = p;
 			s->cap_deferred = cap;
 		}
-		s->deferred[s->nb_deferred++] = i << s->cluster_bits;
+		s->deferred[s->nb_deferred++] = (struct qcow2_deferred){
+			.host_off = i << s->cluster_bits,
+			.pin_epoch = img_pin_epoch_locked(s->pins),
+		};
 	}
 	return 0;
+}
+
+/* Keeps the queued drops from k on (a later flush retries them). */
+static void keep_deferred_from(struct qcow2_state *s, size_t k)
+{
+	memmove(s->deferred, s->deferred + k,
+		(s->nb_deferred - k) * sizeof(*s->deferred));
+	s->nb_deferred -= k;
 }
 
 int qcow2_apply_deferred_locked(struct img *img)
@@ -674,15 +694,22 @@ int qcow2_apply_deferred_locked(struct img *img)
 	size_t n = s->nb_deferred;
 
 	for (size_t k = 0; k < n; k++) {
-		uint64_t off = s->deferred[k], v;
+		uint64_t off = s->deferred[k].host_off, v;
 		uint64_t idx = off >> s->cluster_bits;
-		int ret = update_one(img, idx, -1, &v);
+		int ret;
 
+		/* A read that mapped this cluster before the drop may not
+		 * have read it yet: it is not ours to reuse (nor to punch)
+		 * until its pin is released. The queue is in drop order,
+		 * so every later entry waits as well. */
+		if (!img_pin_released_locked(s->pins,
+					     s->deferred[k].pin_epoch)) {
+			keep_deferred_from(s, k);
+			return 0;
+		}
+		ret = update_one(img, idx, -1, &v);
 		if (ret < 0) {
-			/* Keep the rest queued; a later flush retries. */
-			memmove(s->deferred, s->deferred + k,
-				(n - k) * sizeof(*s->deferred));
-			s->nb_deferred = n - k;
+			keep_deferred_from(s, k);
 			return ret;
 		}
 		if (v != 0)

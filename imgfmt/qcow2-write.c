@@ -33,11 +33,11 @@
  * With an external data file, guest offset == host offset and data
  * clusters have no refcounts (spec, incompatible bit 2).
  *
- * Known limit: reads take neither write_gate nor any reference on the
- * clusters they map. A read racing a discard (or a copy-on-write) of the
- * same range may, if a flush and a new allocation reuse the freed cluster
- * before its pread runs, return bytes of another guest range. Only racing
- * reads of the same disk are affected; metadata is never at risk.
+ * Reads take no write_gate: a read racing a discard or a rewrite of its
+ * range may see the old bytes, the new ones or zeroes, but never another
+ * range's. It pins what it mapped (pin.c), and a dropped reference is
+ * applied, so its cluster freed and reused, only once the reads pinned up
+ * to the drop are done (qcow2-refcount.c).
  *
  * Not here: compressed writes (overwrites of compressed clusters are
  * decompressed and rewritten plainly), preallocation, resizing.

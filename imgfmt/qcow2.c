@@ -13,7 +13,11 @@
  * metadata lock; the data I/O for the run (one pread straight into the
  * caller's buffer for host-contiguous clusters, decompression, or the
  * backing image) happens after the lock is dropped, so reads from many
- * threads proceed in parallel.
+ * threads proceed in parallel. A run of host bytes is pinned in the same
+ * lock section as its map and unpinned after its I/O (block status
+ * pins too, when asked, for a caller that splices), so a concurrent
+ * discard or copy-on-write cannot get the cluster reused for another
+ * range before the read has used it.
  *
  * Writes live in qcow2-write.c, refcounts in qcow2-refcount.c. A
  * read-write open loads the refcount table and refuses an image whose
@@ -527,6 +531,13 @@ static int qcow2_open(struct img *img, struct img_err *err)
 	ret = new_lock(&s->lock);
 	if (ret < 0)
 		return img_err(err, ret, "%s: out of memory", img->path);
+	/* Every read bumps a pin counter: keep them off the lock's line
+	 * and the read-mostly fields. */
+	s->pins = aligned_alloc(CACHE_LINE_BYTES,
+				align_up(sizeof(*s->pins), CACHE_LINE_BYTES));
+	if (!s->pins)
+		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
+	memset(s->pins, 0, sizeof(*s->pins));
 
 	ret = file_size(img, &s->file_bytes, err);
 	if (ret < 0)
@@ -660,6 +671,7 @@ static void qcow2_close(struct img *img)
 			pthread_mutex_destroy(s->lock);
 			free(s->lock);
 		}
+		free(s->pins);
 	}
 	free(s->backing_name);
 	free(s->backing_format);
@@ -668,12 +680,20 @@ static void qcow2_close(struct img *img)
 	img->priv = NULL;
 }
 
+/* Runs whose bytes are read from host clusters, which a concurrent
+ * discard or copy-on-write may free: they are read under a pin. */
+static bool reads_host(const struct qcow2_run *run)
+{
+	return run->kind == QCOW2_RUN_DATA || run->kind == QCOW2_RUN_COMPRESSED;
+}
+
 static int qcow2_pread(struct img *img, void *buf, size_t len, uint64_t off)
 {
 	struct qcow2_state *s = qcow2_state(img);
 	uint8_t *p = buf;
 
 	while (len > 0) {
+		struct img_pin pin = { 0 };
 		struct qcow2_run run;
 		size_t n;
 		int ret;
@@ -681,6 +701,8 @@ static int qcow2_pread(struct img *img, void *buf, size_t len, uint64_t off)
 		{
 			LOCK_FOR_SCOPE(s->lock);
 			ret = qcow2_map_locked(img, off, len, false, &run);
+			if (ret == 0 && reads_host(&run))
+				img_pin_take_locked(s->pins, &pin);
 		}
 		if (ret < 0)
 			return ret;
@@ -703,6 +725,7 @@ static int qcow2_pread(struct img *img, void *buf, size_t len, uint64_t off)
 						    n);
 			break;
 		}
+		img_unpin(&pin);
 		if (ret < 0)
 			return ret;
 		p += n;
@@ -712,8 +735,11 @@ static int qcow2_pread(struct img *img, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int qcow2_block_status(struct img *img, uint64_t off, uint64_t len,
-			      struct img_extent *ext_r)
+/* Block status; with pin_r, a DATA run is pinned in the same lock
+ * section as its map, for the caller that splices from host_off. */
+static int qcow2_block_status_pinned(struct img *img, uint64_t off,
+				     uint64_t len, struct img_extent *ext_r,
+				     struct img_pin *pin_r)
 {
 	struct qcow2_state *s = qcow2_state(img);
 	struct qcow2_run run;
@@ -722,6 +748,8 @@ static int qcow2_block_status(struct img *img, uint64_t off, uint64_t len,
 	{
 		LOCK_FOR_SCOPE(s->lock);
 		ret = qcow2_map_locked(img, off, len, true, &run);
+		if (ret == 0 && pin_r && run.kind == QCOW2_RUN_DATA)
+			img_pin_take_locked(s->pins, pin_r);
 	}
 	if (ret < 0)
 		return ret;
@@ -744,6 +772,12 @@ static int qcow2_block_status(struct img *img, uint64_t off, uint64_t len,
 		break;
 	}
 	return 0;
+}
+
+static int qcow2_block_status(struct img *img, uint64_t off, uint64_t len,
+			      struct img_extent *ext_r)
+{
+	return qcow2_block_status_pinned(img, off, len, ext_r, NULL);
 }
 
 static int qcow2_get_info(struct img *img, struct img_info *info)
@@ -794,6 +828,7 @@ const struct img_ops img_qcow2_ops = {
 	.write_zeroes    = qcow2_write_zeroes,
 	.flush           = qcow2_flush,
 	.block_status    = qcow2_block_status,
+	.block_status_pinned = qcow2_block_status_pinned,
 	.get_info        = qcow2_get_info,
 	.snapshot_list   = qcow2_snapshot_list,
 	.snapshot_open   = qcow2_snapshot_open,

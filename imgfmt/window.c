@@ -109,18 +109,29 @@ static int window_flush(struct img *img)
 	return img_flush(state(img)->base);
 }
 
-/* The base resolves its chain; the extent comes back in the window's
- * coordinates with the base's depth (img.c adds the window's own 0). */
-static int window_block_status(struct img *img, uint64_t off, uint64_t len,
-			       struct img_extent *ext_r)
+/* The base resolves its chain (and pins, when asked); the extent comes
+ * back in the window's coordinates with the base's depth (img.c adds the
+ * window's own 0). */
+static int window_block_status_pinned(struct img *img, uint64_t off,
+				      uint64_t len, struct img_extent *ext_r,
+				      struct img_pin *pin_r)
 {
-	int ret = img_block_status(state(img)->base, state(img)->start + off,
-				   len, ext_r);
+	uint64_t base_off = state(img)->start + off;
+	int ret = pin_r ? img_block_status_pinned(state(img)->base, base_off,
+						  len, ext_r, pin_r)
+			: img_block_status(state(img)->base, base_off, len,
+					   ext_r);
 
 	if (ret < 0)
 		return ret;
 	ext_r->off = off;
 	return 0;
+}
+
+static int window_block_status(struct img *img, uint64_t off, uint64_t len,
+			       struct img_extent *ext_r)
+{
+	return window_block_status_pinned(img, off, len, ext_r, NULL);
 }
 
 static int window_get_info(struct img *img, struct img_info *info)
@@ -140,5 +151,6 @@ const struct img_ops img_window_ops = {
 	.write_zeroes = window_write_zeroes,
 	.flush        = window_flush,
 	.block_status = window_block_status,
+	.block_status_pinned = window_block_status_pinned,
 	.get_info     = window_get_info,
 };

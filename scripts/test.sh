@@ -87,7 +87,8 @@ tsan_daemon() {
 }
 
 # The readers that several threads use at once: the filesystem drivers,
-# the image formats read in parallel, the device model. (The qcow2 suites
+# the image formats read in parallel, the device model, qcow2 read pins
+# against discards (test-qcow2-pins, a few seconds). (The other qcow2 suites
 # run too long under TSan on these machines for every CI run.)
 note "ThreadSanitizer build and the threaded unit tests"
 if bash scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false; then
@@ -95,7 +96,7 @@ if bash scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false; then
 		meson test -C build-tsan --print-errorlogs --num-processes 2 \
 		--timeout-multiplier 3 \
 		test-fsys-fat test-fsys-ext test-vpc test-vdi test-vhdx \
-		test-virtio-blk test-img-raw
+		test-virtio-blk test-img-raw test-qcow2-pins
 	count_meson build-tsan "unit (tsan)"
 	tsan_daemon
 else

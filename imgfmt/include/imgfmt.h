@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 struct img;
+struct img_pin_domain;
 
 enum img_format {
 	IMG_FORMAT_PROBE = 0, /* by each driver's signature; a file that
@@ -164,7 +165,8 @@ struct img_extent {
 	unsigned depth; /* 0: this image, 1: its backing file, ... */
 	/* For DATA stored plainly (not compressed), the file that holds the
 	 * bytes and where: a reader may pread/splice from it directly while
-	 * the image is open and unchanged. Otherwise host_fd is -1. */
+	 * the image is open and unchanged, or, while writes run, under the
+	 * pin of img_block_status_pinned. Otherwise host_fd is -1. */
 	int host_fd;
 	uint64_t host_off;
 };
@@ -173,6 +175,25 @@ struct img_extent {
  * with one kind (the extent may be shorter than len). 0 or -errno. */
 int img_block_status(struct img *img, uint64_t off, uint64_t len,
 		     struct img_extent *ext_r);
+
+/* A read pin: while it is held, the host bytes of the extent that
+ * img_block_status_pinned returned are not reused for another range of
+ * the disk (a concurrent discard or rewrite may still change or zero
+ * them, as it may change the range itself). Hold it for one read or
+ * splice only: freed space is reused only after the pins of its time
+ * are released. */
+struct img_pin {
+	struct img_pin_domain *domain; /* NULL: nothing pinned */
+	unsigned slot;
+};
+
+/* img_block_status, and for a DATA extent with a host_fd a pin on its
+ * host bytes, to release with img_unpin once they have been read.
+ * *pin_r is always initialised (domain NULL when nothing needed one). */
+int img_block_status_pinned(struct img *img, uint64_t off, uint64_t len,
+			    struct img_extent *ext_r, struct img_pin *pin_r);
+/* Releases a pin (accepts one that holds nothing); any thread, no lock. */
+void img_unpin(struct img_pin *pin);
 
 /* Bytes of the virtual disk stored as data in this image itself (depth
  * 0), for st_blocks. */

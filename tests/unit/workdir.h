@@ -1,7 +1,8 @@
 /* workdir.h: the test's scratch folder, for the unit tests that build
  * images there with qemu-img. The including file defines
  *   static char dir[] = "/tmp/test-NAME-XXXXXX";
- * (made with mkdtemp) before including this header.
+ * (made with mkdtemp) before including this header. The helpers are
+ * inline so that a test using only some of them builds without warnings.
  */
 #ifndef IMGFS_TESTS_WORKDIR_H
 #define IMGFS_TESTS_WORKDIR_H
@@ -15,7 +16,7 @@
 #include <unistd.h>
 
 /* dir/name, malloc'ed. */
-static char *path_of(const char *name)
+static inline char *path_of(const char *name)
 {
 	char *p;
 
@@ -25,7 +26,7 @@ static char *path_of(const char *name)
 
 /* The whole of dir/name, malloc'ed (one byte more, so that an empty file
  * still gives a buffer); its length in *len_r. */
-static uint8_t *slurp(const char *name, size_t *len_r)
+static inline uint8_t *slurp(const char *name, size_t *len_r)
 {
 	char *p = path_of(name);
 	struct stat st;
