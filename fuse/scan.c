@@ -18,6 +18,7 @@
  */
 #include "ifs.h"
 
+#include "cleanup.h"
 #include "cli.h"
 #include "log.h"
 
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,17 +35,26 @@
  * finish in the background; the handler replies anyway. */
 #define SCAN_WAIT_SECONDS 20
 
-/* part_scan of the file at path (a raw image). */
+/* part_scan of the file at path (a raw image), through a descriptor of
+ * its own (part_scan moves the file offset). The name is opened again,
+ * so it is held to what imgfmt holds the image to: a FIFO put there
+ * meanwhile must not block the scan (O_NONBLOCK), and only a regular
+ * file or a block device is scanned. */
 static int scan_file(const char *path, uint64_t size, struct part_table **t)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	int ret;
+	CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK |
+						  O_NOCTTY);
+	struct stat st;
 
 	if (fd < 0)
 		return -errno;
-	ret = part_scan(fd, size, t);
-	close(fd);
-	return ret;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return -EINVAL;
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+		return -errno;
+	return part_scan(fd, size, t);
 }
 
 static void scan_view(struct ifs *ifs, struct ifs_view *view)

@@ -11,7 +11,9 @@
  *     folder or below it, follow allows any, deny allows none;
  *   - a chain that names a file already in it, or grows deeper than
  *     IMG_MAX_CHAIN_DEPTH, is refused with -ELOOP.
- * Backing images are always opened read-only.
+ * Backing images are always opened read-only. Data files are opened as
+ * images are (img_open_disk_file): a regular file or a block device
+ * only, and a FIFO is refused without waiting for a writer.
  */
 #include "imgfmt-int.h"
 
@@ -169,15 +171,16 @@ int img_open_data_file(struct img *parent, const char *name, int *fd_r,
 {
 	CLEANUP_FREE char *path = NULL;
 	CLEANUP_FREE char *real = NULL;
+	const char *why;
 	int ret, fd;
 
 	ret = check_named_file(parent, name, "data file", &path, &real, err);
 	if (ret < 0)
 		return ret;
-	fd = open(real, (parent->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-	if (fd < 0)
-		return img_err(err, -errno, "%s: data file %s: %s",
-			       parent->path, path, strerror(errno));
+	ret = img_open_disk_file(real, parent->read_only, &fd, &why);
+	if (ret < 0)
+		return img_err(err, ret, "%s: data file %s: %s", parent->path,
+			       path, why);
 	ret = img_lock_file(fd, path, !parent->read_only, err);
 	if (ret < 0) {
 		close(fd);

@@ -115,46 +115,64 @@ const char *img_format_names(void)
 	return "raw, qcow2, vmdk, vpc (vhd), vhdx, vdi, ova";
 }
 
-/* Opens the file itself: regular files and block devices only, so that a
- * FIFO cannot block the open and a directory gets a clear message. */
-static int open_image_file(const char *path, bool read_only, int *fd_r,
-			   struct img_err *err)
+int img_open_disk_file(const char *path, bool read_only, int *fd_r,
+		       const char **why_r)
 {
 	struct stat st;
-	int fd;
+	int fd, e;
 
+	/* O_NONBLOCK keeps open() itself from waiting: for a writer on a
+	 * FIFO, for a carrier on a serial line. */
 	fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC |
 				O_NONBLOCK | O_NOCTTY);
 	if (fd < 0) {
-		int e = errno;
-		if (e == EISDIR)
-			return img_err(err, -EISDIR, "%s: is a directory, not "
-				       "a disk image", path);
-		if (!read_only && (e == EACCES || e == EROFS || e == EPERM))
-			return img_err(err, -e, "%s: cannot open for writing "
-				       "(%s); use read-only", path,
-				       strerror(e));
-		return img_err(err, -e, "%s: %s", path, strerror(e));
+		e = errno;
+		*why_r = e == EISDIR ? "is a directory, not a disk image"
+				     : strerror(e);
+		return -e;
 	}
 	if (fstat(fd, &st) < 0) {
-		int e = errno;
+		e = errno;
 		close(fd);
-		return img_err(err, -e, "%s: %s", path, strerror(e));
+		*why_r = strerror(e);
+		return -e;
 	}
 	if (S_ISDIR(st.st_mode)) {
 		close(fd);
-		return img_err(err, -EISDIR,
-			       "%s: is a directory, not a disk image", path);
+		*why_r = "is a directory, not a disk image";
+		return -EISDIR;
 	}
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
 		close(fd);
-		return img_err(err, -EINVAL, "%s: not a regular file or "
-			       "block device", path);
+		*why_r = "not a regular file or block device";
+		return -EINVAL;
 	}
-	/* O_NONBLOCK only served to keep open() from blocking; regular
-	 * file I/O ignores it, but clear it so nothing is surprised. */
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	/* Regular file and block device I/O ignores O_NONBLOCK; clear it
+	 * all the same so that nothing is surprised. */
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		e = errno;
+		close(fd);
+		*why_r = strerror(e);
+		return -e;
+	}
 	*fd_r = fd;
+	return 0;
+}
+
+/* Opens the image file itself, with a message naming it. */
+static int open_image_file(const char *path, bool read_only, int *fd_r,
+			   struct img_err *err)
+{
+	const char *why;
+	int ret = img_open_disk_file(path, read_only, fd_r, &why);
+
+	if (ret == -EACCES || ret == -EROFS || ret == -EPERM) {
+		if (!read_only)
+			return img_err(err, ret, "%s: cannot open for writing "
+				       "(%s); use read-only", path, why);
+	}
+	if (ret < 0)
+		return img_err(err, ret, "%s: %s", path, why);
 	return 0;
 }
 

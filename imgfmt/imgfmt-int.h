@@ -120,8 +120,18 @@ int img_open_backing(struct img *parent, const char *name,
 		     enum img_format fmt, struct img **backing_r,
 		     struct img_err *err);
 
+/* Opens a file an image's bytes are read from (the image itself, a data
+ * file, an extent): read-only or read-write, close-on-exec, without
+ * blocking on a FIFO, and only a regular file or a block device (-EISDIR
+ * for a folder, -EINVAL for anything else). On failure *why_r is what to
+ * say after the file's name ("not a regular file or block device", or
+ * strerror), a static string. */
+int img_open_disk_file(const char *path, bool read_only, int *fd_r,
+		       const char **why_r);
+
 /* Opens an external data file named in parent's header under the same
- * path policy, read-only or read-write like parent. Returns the fd. */
+ * path policy, read-only or read-write like parent, with
+ * img_open_disk_file. Returns the fd. */
 int img_open_data_file(struct img *parent, const char *name, int *fd_r,
 		       struct img_err *err);
 

@@ -785,6 +785,16 @@ make_outside_backing() {
 	reads_like_qemu img/img.qcow2 --backing follow
 }
 
+@test "an external data file that is a FIFO is refused at once, not waited on" {
+	make_qcow2 img.qcow2 2M data_file=img.data
+	rm img.data
+	mkfifo img.data
+	# Opening a FIFO for reading waits for a writer: timeout's 124 would
+	# say the open blocked.
+	run -1 timeout 20 "$IMGREAD" "$T/img.qcow2"
+	[[ $output == "imgread: $T/img.qcow2: data file $T/img.data: not a regular file or block device" ]]
+}
+
 # -------------------------------------------------------- internal snapshots
 
 # img.qcow2 with snapshots small, one and two (different contents) and
