@@ -38,7 +38,7 @@
 struct cli_opts {
 	enum img_format format;
 	enum img_backing_policy backing;
-	unsigned disk_index;
+	unsigned disk;
 	bool json;      /* info --json */
 	bool longfmt;   /* ls -l */
 	bool recursive; /* ls -R */

@@ -2,8 +2,9 @@
  * IMAGE ...), parses their common options, and runs `info`.
  *
  * Common options mean what they mean for the mount (fuse/options.c):
- * --format FORMAT (or -o format=), -o backing=local|follow|deny, -o
- * disk=N (an OVA's Nth disk). Mount-only options (-o ro, allow_other,
+ * --format FORMAT (or -o format=), -o backing=local|follow|deny, --disk
+ * N (or -o disk=N: an OVA's Nth disk; an image of another format
+ * refuses it). Mount-only options (-o ro, allow_other,
  * ...) are refused here: these commands never write and never mount.
  * Options may come before or after the arguments.
  *
@@ -14,6 +15,7 @@
 
 #include "checked.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -71,7 +73,8 @@ static const char common_help[] =
 	"                     which backing/data files may be opened: local\n"
 	"                     (default) only inside the image's folder, follow\n"
 	"                     any path, deny none\n"
-	"  -o disk=N          the Nth disk of an OVA archive (default 1)\n"
+	"  --disk N           the Nth disk of an OVA archive (default 1; also\n"
+	"                     -o disk=N); refused for other formats\n"
 	"  -h, --help         show this help\n"
 	"\n"
 	"A PLACE is BLOCKFILE or BLOCKFILE:PATH. BLOCKFILE is a block file as the\n"
@@ -107,6 +110,28 @@ static int parse_format(const char *v, struct cli_opts *o)
 	return 0;
 }
 
+/* As many disks as imgfmt/ova.c reads members from an archive; the
+ * driver names the count when a number lies past the disks it holds. */
+#define CLI_MAX_DISK 65536
+
+int cli_parse_disk(const char *value, unsigned *disk_r)
+{
+	char *end;
+	unsigned long n;
+
+	errno = 0;
+	n = strtoul(value, &end, 10);
+	/* strtoul takes a sign and blanks: a number is digits only. */
+	if (!isdigit((unsigned char)value[0]) || *end || errno || n < 1 ||
+	    n > CLI_MAX_DISK) {
+		fprintf(stderr, "imgfs: bad disk '%s' (the number of a disk "
+			"in an OVA, from 1)\n", value);
+		return -EINVAL;
+	}
+	*disk_r = (unsigned)n;
+	return 0;
+}
+
 static int parse_o(char *list, struct cli_opts *o)
 {
 	char *save = NULL;
@@ -124,16 +149,8 @@ static int parse_o(char *list, struct cli_opts *o)
 			if (parse_format(v, o) < 0)
 				return -EINVAL;
 		} else if (v && strcmp(tok, "disk") == 0) {
-			char *end;
-			unsigned long n = strtoul(v, &end, 10);
-
-			if (*end || n < 1 || n > 4096) {
-				fprintf(stderr, "imgfs: bad disk '%s' (the "
-					"number of a disk in an OVA, from "
-					"1)\n", v);
+			if (cli_parse_disk(v, &o->disk) < 0)
 				return -EINVAL;
-			}
-			o->disk_index = (unsigned)n - 1;
 		} else if (!v && strcmp(tok, "ro") == 0) {
 			/* always read-only */
 		} else {
@@ -155,13 +172,15 @@ int cli_parse(int argc, char **argv, const char *flags, const char *usage,
 		{ "help", no_argument, NULL, 'h' },
 		{ "format", required_argument, NULL, 'F' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "disk", required_argument, NULL, 'D' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char optstring[32];
 	int nb = 0, c;
 
 	memset(o, 0, sizeof(*o));
-	snprintf(optstring, sizeof(optstring), "-ho:%s", flags);
+	/* "-": arguments in any order; ":": a missing value is ':'. */
+	snprintf(optstring, sizeof(optstring), "-:ho:%s", flags);
 	opterr = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, optstring, longopts, NULL)) != -1) {
@@ -184,6 +203,10 @@ int cli_parse(int argc, char **argv, const char *flags, const char *usage,
 			break;
 		case 'o':
 			if (parse_o(optarg, o) < 0)
+				return CLI_EXIT_USAGE;
+			break;
+		case 'D':
+			if (cli_parse_disk(optarg, &o->disk) < 0)
 				return CLI_EXIT_USAGE;
 			break;
 		case 'J':

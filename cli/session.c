@@ -56,7 +56,7 @@ int cli_session_open(struct cli_session *s, const char *image,
 		.format = o->format,
 		.read_only = true,
 		.backing = o->backing,
-		.disk_index = o->disk_index,
+		.disk = o->disk,
 	};
 	struct img_err err = { 0 };
 	int ret;

@@ -67,7 +67,8 @@ struct ifs_options {
 	/* -o files_idle: seconds unused before a filesystem under files/
 	 * is closed (0: never). */
 	unsigned files_idle_sec;
-	unsigned disk_index;    /* -o disk=N: which disk of an OVA, from 1 */
+	unsigned disk;          /* --disk N: which disk of an OVA, from 1;
+	                         * 0 when not given */
 	/* Mount options handed to the kernel (noatime, nodev, ...), as one
 	 * comma-separated string, or empty. */
 	char kernel_opts[512];

@@ -183,7 +183,7 @@ static int open_image(struct ifs *ifs)
 		.read_only = opts->read_only,
 		.backing = opts->backing,
 		.cache_bytes = opts->cache_bytes,
-		.disk_index = opts->disk_index,
+		.disk = opts->disk,
 	};
 	struct img_err err;
 	int ret;

@@ -11,6 +11,7 @@
  */
 #include "ifs.h"
 
+#include "cli.h"
 #include "log.h"
 
 #include <errno.h>
@@ -23,9 +24,10 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: imgfs [OPTIONS] IMAGE MOUNTPOINT\n"
-		"Mount a qcow2 or raw disk image as files: MOUNTPOINT/disk, one file\n"
-		"per partition (p1, p2, ...), snapshots/NAME/ for internal snapshots,\n"
-		"and MOUNTPOINT/info. Unmount with: fusermount3 -u MOUNTPOINT\n"
+		"Mount a disk image (qcow2, raw, VMDK/OVA, VHD, VHDX, VDI) as files:\n"
+		"MOUNTPOINT/disk, one file per partition (p1, p2, ...), files/pN/ for\n"
+		"their files, snapshots/NAME/ for internal snapshots, and\n"
+		"MOUNTPOINT/info. Unmount with: fusermount3 -u MOUNTPOINT\n"
 		"\n"
 		"Options:\n"
 		"  -f                      stay in the foreground\n"
@@ -39,7 +41,8 @@ static void usage(FILE *out)
 		"                          local (default) only inside the image's\n"
 		"                          folder, follow any path, deny none\n"
 		"  -o cache_size=BYTES     metadata cache size (default 1M)\n"
-		"  -o disk=N               the Nth disk of an OVA archive (default 1)\n"
+		"  --disk N                the Nth disk of an OVA archive (default 1;\n"
+		"                          also -o disk=N); refused for other formats\n"
 		"  -h, --help              show this help\n"
 		"  -V, --version           show the version\n"
 		"\n"
@@ -136,15 +139,7 @@ static int parse_one_option(struct ifs_options *opts, char *opt)
 	} else if (strcmp(opt, "format") == 0 && value) {
 		return parse_format(value, &opts->format);
 	} else if (strcmp(opt, "disk") == 0 && value) {
-		char *end;
-		unsigned long n = strtoul(value, &end, 10);
-
-		if (*end || n < 1 || n > 4096) {
-			fprintf(stderr, "imgfs: bad disk '%s' (the number of a "
-				"disk in an OVA, from 1)\n", value);
-			return -EINVAL;
-		}
-		opts->disk_index = (unsigned)n - 1;
+		return cli_parse_disk(value, &opts->disk);
 	} else if (strcmp(opt, "cache_size") == 0 && value) {
 		if (parse_size(value, &opts->cache_bytes) < 0) {
 			fprintf(stderr, "imgfs: bad cache_size '%s' (bytes, "
@@ -199,6 +194,7 @@ int ifs_parse_options(int argc, char **argv, struct ifs_options *opts)
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "format", required_argument, NULL, 'F' },
+		{ "disk", required_argument, NULL, 'D' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *positional[2];
@@ -207,9 +203,10 @@ int ifs_parse_options(int argc, char **argv, struct ifs_options *opts)
 	memset(opts, 0, sizeof(*opts));
 	opts->files_idle_sec = 60;
 	opterr = 0;
-	/* "+" is not used: options may follow the paths (mount.fuse3). */
+	/* "+" is not used: options may follow the paths (mount.fuse3).
+	 * The ":" makes a missing value ':', not an unknown option. */
 	while (optind < argc) {
-		c = getopt_long(argc, argv, "-fdo:hV", longopts, NULL);
+		c = getopt_long(argc, argv, "-:fdo:hV", longopts, NULL);
 		if (c == -1)
 			break;
 		switch (c) {
@@ -233,6 +230,10 @@ int ifs_parse_options(int argc, char **argv, struct ifs_options *opts)
 			break;
 		case 'F':
 			if (parse_format(optarg, &opts->format) < 0)
+				return -EINVAL;
+			break;
+		case 'D':
+			if (cli_parse_disk(optarg, &opts->disk) < 0)
 				return -EINVAL;
 			break;
 		case 'h':

@@ -148,6 +148,8 @@ int img_open_backing(struct img *parent, const char *name,
 		return img_err(err, -ENOMEM, "%s: out of memory", path);
 	}
 	child->read_only = true;
+	/* The disk number picks a disk of the top image only. */
+	child->opts.disk = 0;
 	child->real_path = real;
 	child->opener = parent;
 	child->chain_depth = parent->chain_depth + 1;

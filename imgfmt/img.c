@@ -219,6 +219,10 @@ int img_open_common(struct img *img, const char *path, enum img_format fmt,
 		if (ret < 0)
 			return ret;
 	}
+	if (img->opts.disk && chosen != IMG_FORMAT_OVA)
+		return img_err(err, -EINVAL, "%s: --disk picks a disk of an OVA "
+			       "archive; this is a %s image, which holds one "
+			       "disk", path, img_driver(chosen)->name);
 	img->ops = img_driver(chosen);
 	ret = img->ops->open(img, err);
 	if (ret < 0)

@@ -12,8 +12,8 @@
  * The disks are the members that the OVF's <File ovf:href="..."> elements
  * name and that hold a sparse VMDK (the "KDMV" magic), in archive order;
  * an OVF that names none of them falls back to every *.vmdk member. The
- * disk picked by opts.disk_index (0 by default) is opened by the VMDK
- * driver as a slice (fd, offset, length) of the archive (vmdk-int.h),
+ * disk picked by opts.disk (numbered from 1; the first by default) is
+ * opened by the VMDK driver as a slice (fd, offset, length) of the archive (vmdk-int.h),
  * which never reads outside the member. Disks that are descriptors or
  * differencing disks (naming other files) are refused: an archive has no
  * folder to resolve them in.
@@ -507,12 +507,12 @@ static int ova_open(struct img *img, struct img_err *err)
 	ret = pick_disks(img, s, err);
 	if (ret < 0)
 		return ret;
-	if (img->opts.disk_index >= s->nb_disks)
-		return img_err(err, -ENOENT, "%s: disk %u does not exist; the "
-			       "OVA holds %zu disk%s (0 to %zu)", img->path,
-			       img->opts.disk_index, s->nb_disks,
-			       s->nb_disks == 1 ? "" : "s", s->nb_disks - 1);
-	s->disk_index = img->opts.disk_index;
+	/* Disks are numbered from 1, as --disk and info number them. */
+	if (img->opts.disk > s->nb_disks)
+		return img_err(err, -ENOENT, "%s: there is no disk %u: the OVA "
+			       "holds %zu disk%s", img->path, img->opts.disk,
+			       s->nb_disks, s->nb_disks == 1 ? "" : "s");
+	s->disk_index = img->opts.disk ? img->opts.disk - 1 : 0;
 	m = &s->members[s->disks[s->disk_index]];
 	if (asprintf(&name, "%s: %s", img->path, m->name) < 0)
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
@@ -550,7 +550,7 @@ static int ova_get_info(struct img *img, struct img_info *info)
 	for (size_t i = 0; i < s->nb_disks && i < OVA_INFO_DISKS; i++) {
 		char key[16];
 
-		snprintf(key, sizeof(key), "disk %zu", i);
+		snprintf(key, sizeof(key), "disk %zu", i + 1);
 		img_info_add(info, key, "%s%s",
 			     plain_name(s->members[s->disks[i]].name),
 			     i == s->disk_index ? " (shown)" : "");

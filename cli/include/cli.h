@@ -41,6 +41,11 @@ int cli_snapshot_dirnames(const struct img_snapshot *list, size_t nb,
  * it holds, as libblkid names a partition's. 0 or -errno, as part_scan. */
 int cli_scan_img(struct img *img, struct part_table **table_r);
 
+/* Parses the number of an OVA's disk as --disk N and -o disk=N take it
+ * (from 1) into *disk_r; prints one line naming the value and returns
+ * -EINVAL when it is not one. */
+int cli_parse_disk(const char *value, unsigned *disk_r);
+
 /* True for the filesystem types (libblkid's names) imgfs reads files of. */
 bool cli_fs_type_readable(const char *fs_type);
 

@@ -56,8 +56,11 @@ struct img_open_opts {
 	/* Upper bound of the metadata cache in bytes; 0 picks the default
 	 * (IMG_DEFAULT_CACHE_BYTES). Backing images get the same bound. */
 	size_t cache_bytes;
-	/* Formats that hold several disks (OVA): which one, from 0. */
-	unsigned disk_index;
+	/* Formats that hold several disks (OVA): which one, from 1; 0 takes
+	 * the first without asking. A number given for an image of any
+	 * other format fails the open (-EINVAL), so that it is never
+	 * silently ignored. Backing images do not inherit it. */
+	unsigned disk;
 };
 
 #define IMG_DEFAULT_CACHE_BYTES (1024 * 1024)

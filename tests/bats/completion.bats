@@ -35,19 +35,29 @@ complete_words() {
 
 # A stand-in imgfs with the output format of imgfs ls (one name a line;
 # -l: ls -l's columns, numeric owners, ISO dates): a GPT disk with p1, p2,
-# a snapshot "before", and a small tree in p2's filesystem. Anything else
-# fails, as an imgfs without the command or the place would.
+# a snapshot "before", and a small tree in p2's filesystem; with --disk 2
+# (anywhere on its line) a disk without partitions. Anything else fails,
+# as an imgfs without the command or the place would.
 make_fake_imgfs() {
 	mkdir -p bin
 	cat >bin/imgfs <<-'EOF'
 	#!/bin/bash
+	disk=1 args=()
+	while (($#)); do
+		case $1 in
+		--disk) disk=$2; shift 2 ;;
+		*) args+=("$1"); shift ;;
+		esac
+	done
+	set -- "${args[@]}"
 	[[ $1 == ls ]] || exit 1
 	shift
 	long=false
 	[[ $1 == -l ]] && { long=true; shift; }
 	[[ -f $1 ]] || { echo "imgfs: $1: No such file or directory" >&2; exit 1; }
 	case ${2:-} in
-	'') entries='- disk|d files|- info|- p1|- p2|d snapshots' ;;
+	'') entries='- disk|d files|- info|- p1|- p2|d snapshots'
+		[[ $disk == 2 ]] && entries='- disk|- info' ;;
 	snapshots) entries='d before' ;;
 	snapshots/before) entries='- disk|d files|- p1|- p2' ;;
 	files|snapshots/before/files) entries='d p2' ;;
@@ -113,9 +123,9 @@ complete -F _imgfs_open imgfs-open"
 
 @test "options are offered per command" {
 	run -0 complete_words _imgfs imgfs info --
-	assert_eq "$output" $'--format\n--help\n--json'
+	assert_eq "$output" $'--disk\n--format\n--help\n--json'
 	run -0 complete_words _imgfs imgfs ls -
-	assert_eq "$output" $'--format\n--help\n-R\n-l\n-o'
+	assert_eq "$output" $'--disk\n--format\n--help\n-R\n-l\n-o'
 	run -0 complete_words _imgfs imgfs --v
 	assert_eq "$output" "--version"
 }
@@ -130,6 +140,21 @@ complete -F _imgfs_open imgfs-open"
 	# Options before the image do not count as the image.
 	run -0 complete_words _imgfs "$FAKE" ls -l --format qcow2 vm.qcow2 d
 	assert_eq "$output" "disk:"
+}
+
+@test "--disk N is offered, its value is not taken for the image, and places come from that disk" {
+	make_fake_imgfs
+	touch app.ova
+	run -0 complete_words _imgfs imgfs --d
+	assert_eq "$output" "--disk"
+	run -0 complete_words _imgfs imgfs --disk ""
+	assert_eq "$output" ""
+	run -0 complete_words _imgfs "$FAKE" ls --disk 2 app.ova ""
+	assert_eq "$output" "disk:"
+	run -0 complete_words _imgfs "$FAKE" ls app.ova --disk = 2 ""
+	assert_eq "$output" "disk:"
+	run -0 complete_words _imgfs "$FAKE" ls --disk 1 app.ova p
+	assert_eq "$output" $'p1:\np2:'
 }
 
 @test "a snapshot's block files complete under snapshots/NAME/" {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bats
 # format-vmdk.bats: VMDK images and OVA archives mount read-only, as a
 # user would: the disk and every partition hold what `qemu-img convert -O
-# raw` gives, writes fail with EROFS, `info` names the format, and an
-# extent file outside the image's folder is refused unless backing=follow.
+# raw` gives, writes fail with EROFS, `info` names the format, an OVA's
+# disks are picked with --disk N (the mount and the commands alike), and
+# an extent file outside the image's folder is refused unless
+# backing=follow.
 bats_require_minimum_version 1.5.0
 load helpers
 
@@ -46,12 +48,18 @@ gpt_vmdk() {
 	cmp "$IMG" before.vmdk
 }
 
-@test "an OVA mounts its first disk, and -o disk=2 the second" {
-	local raw2=second.raw
+# two_disk_ova: $IMG=app.ova holding one.vmdk (the GPT disk of gpt_vmdk,
+# expected.raw) and two.vmdk (a FAT filesystem on the whole disk with
+# two.txt, second.raw), both streamOptimized, in that order.
+two_disk_ova() {
+	require mkfs.vfat mcopy
 	gpt_vmdk streamOptimized
 	mv "$IMG" one.vmdk
-	pattern_bytes "imgfs ova disk two" 3M >"$raw2"
-	qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$raw2" two.vmdk
+	truncate -s 8M second.raw
+	mkfs.vfat -n TWO second.raw >/dev/null
+	echo "the second disk" >two.txt
+	mcopy -i second.raw two.txt ::two.txt
+	qemu-img convert -f raw -O vmdk -o subformat=streamOptimized second.raw two.vmdk
 	cat >app.ovf <<-'EOF'
 		<?xml version="1.0"?>
 		<Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
@@ -63,12 +71,83 @@ gpt_vmdk() {
 	EOF
 	tar -cf app.ova app.ovf one.vmdk two.vmdk
 	IMG=$PWD/app.ova
+	give_to_user "$IMG"
+}
+
+# The disk lines of MNT/info.
+info_disks() {
+	as_user cat "$MNT/info" | grep -E '^disks? '
+}
+
+@test "an OVA mounts its first disk, --disk 2 the second, and info lists both" {
+	two_disk_ova
 	mount_image
 	assert_same_bytes "$MNT" expected.raw
 	assert_eq "$(info_line format)" "ova"
+	assert_eq "$(info_disks)" "disks 2
+disk 1 one.vmdk (shown)
+disk 2 two.vmdk"
 	unmount_image
-	mount_image -o disk=2
-	as_user cmp "$MNT/disk" "$raw2"
+	for opt in "--disk 2" "--disk=2" "-o disk=2"; do
+		# shellcheck disable=SC2086
+		mount_image $opt
+		as_user cmp "$MNT/disk" second.raw
+		assert_eq "$(info_disks)" "disks 2
+disk 1 one.vmdk
+disk 2 two.vmdk (shown)"
+		as_user cmp "$MNT/files/disk/two.txt" two.txt
+		unmount_image
+	done
+	mount_image --disk 1
+	assert_same_bytes "$MNT" expected.raw
+}
+
+@test "imgfs info, ls, cat, cp and tar read the OVA disk --disk N picks" {
+	two_disk_ova
+	run -0 "$IMGFS" info --disk 2 "$IMG"
+	assert_eq "$(grep -E '^disks? ' <<<"$output")" "disks 2
+disk 1 one.vmdk
+disk 2 two.vmdk (shown)"
+	run -0 "$IMGFS" ls "$IMG"
+	assert_eq "$output" $'disk\nfiles\ninfo\np1\np2\np3\nsnapshots'
+	run -0 "$IMGFS" ls --disk 2 "$IMG" disk:/
+	assert_eq "$output" "two.txt"
+	run -0 "$IMGFS" cat "$IMG" disk:/two.txt --disk=2
+	assert_eq "$output" "the second disk"
+	"$IMGFS" cat --disk 2 "$IMG" disk >disk2.out
+	cmp disk2.out second.raw
+	"$IMGFS" cp -o disk=2 "$IMG" disk:/two.txt copied.txt
+	cmp copied.txt two.txt
+	"$IMGFS" tar --disk 2 "$IMG" disk:/ >two.tar
+	run -0 tar -tf two.tar
+	assert_eq "$output" $'./\n./two.txt'
+	"$IMGFS" cat --disk 1 "$IMG" disk >disk1.out
+	cmp disk1.out expected.raw
+}
+
+@test "--disk past the OVA's disks, on an image that is not an OVA, or not a number fails with one line" {
+	two_disk_ova
+	run -1 --separate-stderr as_user "$IMGFS" --disk 3 "$IMG" "$MNT"
+	assert_eq "$stderr" "imgfs: $IMG: there is no disk 3: the OVA holds 2 disks"
+	refute_mounted
+	run -1 --separate-stderr "$IMGFS" ls --disk 3 "$IMG"
+	assert_eq "$stderr" "imgfs: $IMG: there is no disk 3: the OVA holds 2 disks"
+	local vmdk=$PWD/one.vmdk
+	give_to_user "$vmdk"
+	run -1 --separate-stderr as_user "$IMGFS" --disk 1 "$vmdk" "$MNT"
+	assert_eq "$stderr" "imgfs: $vmdk: --disk picks a disk of an OVA archive; this is a vmdk image, which holds one disk"
+	refute_mounted
+	run -1 --separate-stderr "$IMGFS" info -o disk=2 "$vmdk"
+	assert_eq "$stderr" "imgfs: $vmdk: --disk picks a disk of an OVA archive; this is a vmdk image, which holds one disk"
+	run -1 --separate-stderr as_user "$IMGFS" --disk 0 "$IMG" "$MNT"
+	assert_eq "$stderr" "imgfs: bad disk '0' (the number of a disk in an OVA, from 1)"
+	run -2 --separate-stderr "$IMGFS" cat --disk=-1 "$IMG" disk
+	assert_eq "$stderr" "imgfs: bad disk '-1' (the number of a disk in an OVA, from 1)"
+	run -1 --separate-stderr as_user "$IMGFS" "$IMG" "$MNT" --disk
+	assert_eq "$stderr" "imgfs: option '--disk' needs a value (see imgfs --help)"
+	run -2 --separate-stderr "$IMGFS" info "$IMG" --disk
+	assert_eq "$stderr" "imgfs info: option '--disk' needs a value"
+	refute_mounted
 }
 
 @test "an extent file outside the image's folder is refused, naming the option" {

@@ -109,7 +109,9 @@ int fuzz_vmdk_one(const uint8_t *data, size_t size)
 			.read_only = true,
 			.backing = IMG_BACKING_DENY,
 			.cache_bytes = FUZZ_CACHE_BYTES,
-			.disk_index = disk,
+			/* Only an OVA takes a disk number. */
+			.disk = fuzz_vmdk_format == IMG_FORMAT_OVA ? disk + 1
+								   : 0,
 		};
 		struct img_info info;
 		struct img_err err;

@@ -14,7 +14,7 @@
  * extents (RDONLY, NOACCESS, FLAT with an offset, ZERO) are checked
  * against bytes computed here: QEMU skips non-RW and ZERO extents.
  * A parent chain, parallel readers, and OVA archives (GNU, pax and
- * ustar tar, two disks, disk_index) follow.
+ * ustar tar, two disks, disk numbers) follow.
  *
  * Hostile: each case breaks one thing (a header field, the GD, a GTE, a
  * marker, a grain's deflate stream, a descriptor line, a tar header) and
@@ -140,7 +140,7 @@ static int try_open(const char *name, enum img_format fmt, unsigned disk,
 {
 	struct img_open_opts opts = { .format = fmt, .read_only = true,
 				      .backing = pol, .cache_bytes = cache,
-				      .disk_index = disk };
+				      .disk = disk };
 	char *p = path_of(name);
 	int ret = img_open(p, &opts, img_r, err);
 
@@ -788,13 +788,22 @@ static void test_ova(void)
 		compare_bytes(img, r1, l1);
 		compare_map(img, "disk-one.vmdk");
 		img_close(img);
-		img = open_ok("app.ova", IMG_FORMAT_OVA, 1, 0);
+		img = open_ok("app.ova", IMG_FORMAT_PROBE, 1, 0);
+		compare_bytes(img, r1, l1);
+		img_close(img);
+		img = open_ok("app.ova", IMG_FORMAT_OVA, 2, 0);
+		assert(img_get_info(img, &info) == 0);
+		assert(strcmp(info.fields[1].key, "disk 1") == 0 &&
+		       strcmp(info.fields[1].value, "disk-one.vmdk") == 0);
+		assert(strcmp(info.fields[2].key, "disk 2") == 0 &&
+		       strcmp(info.fields[2].value,
+			      "disk-two.vmdk (shown)") == 0);
 		compare_bytes(img, r2, l2);
 		img_close(img);
-		assert(try_open("app.ova", IMG_FORMAT_PROBE, 2,
+		assert(try_open("app.ova", IMG_FORMAT_PROBE, 3,
 				IMG_BACKING_LOCAL, 0, &img, &err) == -ENOENT);
-		assert(strstr(err.msg, "app.ova") &&
-		       strstr(err.msg, "2 disks"));
+		assert(strstr(err.msg, "app.ova: there is no disk 3: the OVA "
+				       "holds 2 disks"));
 	}
 
 	/* A long member name (GNU long-name and pax path records), no OVF
@@ -810,10 +819,16 @@ static void test_ova(void)
 		img = open_ok("long.ova", IMG_FORMAT_PROBE, 0, 0);
 		compare_bytes(img, r2, l2);
 		img_close(img);
-		img = open_ok("long.ova", IMG_FORMAT_OVA, 1, 0);
+		img = open_ok("long.ova", IMG_FORMAT_OVA, 2, 0);
 		compare_bytes(img, r1, l1);
 		img_close(img);
 	}
+	/* A disk number for an image that holds one disk is refused. */
+	assert(try_open("disk-one.vmdk", IMG_FORMAT_PROBE, 1, IMG_BACKING_LOCAL,
+			0, &img, &err) == -EINVAL);
+	assert(strstr(err.msg, "disk-one.vmdk: --disk picks a disk of an OVA "
+			       "archive; this is a vmdk image, which holds one "
+			       "disk"));
 	/* A plain tar is not an OVA when probed. */
 	sh("rm -f plain.tar && tar -cf plain.tar notes.txt disk-one.vmdk");
 	img = open_ok("plain.tar", IMG_FORMAT_PROBE, 0, 0);
