@@ -1,9 +1,11 @@
-# bench-lib.sh: what imgfmt.sh and mount.sh share. Sourced, not run.
+# bench-lib.sh: what the benchmark scripts share. Sourced, not run.
 # shellcheck shell=bash
 #
 # Sets REPO, BUILD, BENCH (the imgfmt-bench program); offers a work
 # directory with cleanup on any exit, the test images, timing, medians and
-# ratios. Everything the scripts start or mount is recorded here
+# ratios, and the FUSE peers: finding a daemon by its mountpoint, starting
+# qemu-storage-daemon's export, fio. Everything the scripts start or mount
+# is recorded here
 # (bench_track_pid, bench_track_mount) and undone by bench_cleanup: only
 # those processes are killed, only those mounts unmounted.
 
@@ -196,6 +198,138 @@ bench_make_images() {
 # tmpfs, needed elsewhere).
 bench_warm() {
 	cat "$@" >/dev/null
+}
+
+# ---- FUSE daemons and fio (mount.sh, formats.sh) --------------------------
+
+# A sleep that forks nothing, for polling in small steps (a FIFO in $W
+# that nobody writes: the read times out after 2 ms).
+bench_tick() {
+	if [[ -z ${BENCH_TICK_FD:-} ]]; then
+		mkfifo "$W/tick"
+		exec {BENCH_TICK_FD}<>"$W/tick"
+	fi
+	read -r -t 0.002 -u "$BENCH_TICK_FD" _ || true
+}
+
+# The PID of the daemon called $1 that serves mountpoint $2: the PID it
+# has after daemonizing is not one we can know from $!.
+bench_find_daemon() {
+	local comm=$1 path=$2 p c
+	for p in /proc/[0-9]*; do
+		{ read -r c <"$p/comm"; } 2>/dev/null || continue
+		[[ $c == "$comm" ]] || continue
+		if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$path"; then
+			echo "${p#/proc/}"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# Mounts image $2 read-only with the imgfs binary $1 on $3 (made if
+# missing); returns when imgfs does, that is when MNT/disk can be read.
+# Sets BENCH_IMGFS_PID (tracked; empty if not found) and BENCH_MOUNT_S
+# (seconds the command took); 1 after one line on stderr when the mount
+# fails. Unmount with bench_unmount.
+bench_mount_imgfs() {
+	local imgfs=$1 image=$2 mnt=$3 t0
+	mkdir -p "$mnt"
+	bench_track_mount "$mnt"
+	BENCH_IMGFS_PID='' BENCH_MOUNT_S=''
+	t0=$(bench_now)
+	if ! "$imgfs" -o ro "$image" "$mnt" 2>"$mnt.err"; then
+		echo "imgfs: mount of $image failed: $(head -n 3 "$mnt.err")" >&2
+		return 1
+	fi
+	BENCH_MOUNT_S=$(bench_elapsed "$t0" "$(bench_now)")
+	BENCH_IMGFS_PID=$(bench_find_daemon imgfs "$mnt") || BENCH_IMGFS_PID=
+	[[ -n $BENCH_IMGFS_PID ]] && bench_track_pid "$BENCH_IMGFS_PID"
+	[[ -r $mnt/disk ]] || {
+		echo "imgfs: $mnt/disk is not readable after the command returned" >&2
+		return 1
+	}
+}
+
+bench_vm_hwm_kib() {
+	awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo -
+}
+
+# Exports image $2 (qemu block driver $1: qcow2, vmdk, ...) read-only with
+# qemu-storage-daemon's FUSE export on the file $3, and waits until the
+# export serves data, at most $4 seconds. Sets BENCH_QSD_PID (tracked,
+# also on failure, so that it is stopped); 1 after one line on stderr
+# when it fails. Stop it with bench_stop_qsd.
+bench_start_qsd() {
+	local driver=$1 image=$2 exp=$3 limit=$4 deadline log
+	log=$exp.log
+	: >"$exp"
+	bench_track_mount "$exp"
+	deadline=$(($(bench_now | cut -d. -f1) + limit))
+	# read-only=on on both nodes: the same promise imgfs -o ro makes.
+	qemu-storage-daemon \
+		--blockdev "driver=file,node-name=file,filename=$image,read-only=on" \
+		--blockdev "driver=$driver,node-name=fmt,file=file,read-only=on" \
+		--export "type=fuse,id=exp,node-name=fmt,mountpoint=$exp,writable=off" \
+		</dev/null >"$log" 2>&1 &
+	BENCH_QSD_PID=$!
+	bench_track_pid "$BENCH_QSD_PID"
+	# Before the export is up, the file is our empty one; once mounted it
+	# has the virtual size. Then one read proves it serves data.
+	until [[ -s $exp ]] && head -c 512 "$exp" >/dev/null 2>&1; do
+		if ! bench_pid_alive "$BENCH_QSD_PID"; then
+			echo "qsd: exited before the export was ready: $(head -n 3 "$log")" >&2
+			return 1
+		fi
+		if (($(bench_now | cut -d. -f1) >= deadline)); then
+			echo "qsd: export not readable after ${limit}s" >&2
+			return 1
+		fi
+		bench_tick
+	done
+}
+
+# Stops the qemu-storage-daemon started by bench_start_qsd on export $1;
+# it unmounts its export on SIGTERM.
+bench_stop_qsd() {
+	if bench_pid_alive "${BENCH_QSD_PID:-}"; then
+		kill -TERM "$BENCH_QSD_PID" 2>/dev/null || true
+		bench_reap "$BENCH_QSD_PID" 10
+	fi
+	bench_unmount "$1"
+	BENCH_QSD_PID=
+}
+
+# fio over file $2 with the options every script uses (psync, buffered
+# reads with the file's cached pages dropped first: --direct=0
+# --invalidate=1) and the workload's own options after it ($3...).
+# Prints the read MB/s ($1 = mbps) or IOPS ($1 = iops); 1 after one line
+# on stderr when fio fails or reports an error.
+bench_fio() {
+	local field=$1 file=$2 out err
+	shift 2
+	err=$(mktemp "$W/fio.err.XXXXXX")
+	out=$(fio --filename="$file" --ioengine=psync --direct=0 \
+		--invalidate=1 --group_reporting --output-format=terse \
+		--terse-version=3 "$@" 2>"$err") || {
+		echo "fio on $file failed: $(head -n 3 "$err")" >&2
+		rm -f "$err"
+		return 1
+	}
+	rm -f "$err"
+	# terse v3: 5 error, 6 read KiB, 7 read KiB/s, 8 read IOPS
+	awk -F';' -v f="$field" 'NR == 1 {
+		if ($5 != 0) exit 1
+		if (f == "iops") print $8; else printf "%.1f\n", $7 * 1024 / 1e6 }' <<<"$out"
+}
+
+# Empties the page cache, so that the next run reads the image from the
+# disk. Only root can: for others it only syncs (the scripts say so).
+bench_drop_caches() {
+	sync
+	if ((EUID == 0)); then
+		echo 3 >/proc/sys/vm/drop_caches
+	fi
 }
 
 bench_now() { echo "$EPOCHREALTIME"; }

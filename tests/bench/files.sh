@@ -47,11 +47,6 @@ else
 	NB_SMALL=20000 NB_MID=40 BIG_MB=256
 fi
 
-drop_caches() {
-	sync
-	[[ $EUID -eq 0 ]] && echo 3 >/proc/sys/vm/drop_caches || true
-}
-
 # A tree that compresses about 2:1: each file is a prefix of a buffer of
 # 256 random bytes and 256 bytes of text, over and over.
 make_buffer() {
@@ -165,7 +160,7 @@ declare -A T
 for ((r = 0; r < REPS; r++)); do
 	for w in convert stacked files cli; do
 		fresh_out
-		drop_caches
+		bench_drop_caches
 		T[$w]+=" $(timed run_$w)"
 		unmount_all
 		rm -f "$W/conv.raw" "$W/conv-p2.raw"
@@ -178,27 +173,27 @@ dd if="$W/conv.raw" of="$W/twin-p2.raw" bs=1M skip=65 status=none conv=sparse
 rm -f "$W/conv.raw"
 head_all() { find "$1" -type f -exec head -c 4096 {} + >/dev/null; }
 for ((r = 0; r < REPS; r++)); do
-	drop_caches; imgfs_mount
+	bench_drop_caches; imgfs_mount
 	T[lsR_files]+=" $(timed ls -lR "$M/files/p2")"
-	drop_caches
+	bench_drop_caches
 	T[head_files]+=" $(timed head_all "$M/files/p2")"
 	big=$M/files/p2/var/big/large.bin
-	drop_caches
+	bench_drop_caches
 	T[big_files]+=" $(timed cat "$big")"
 	# The same bytes straight from p2: the file's extents, as one read of
 	# the partition of the same length (a sequential read at FUSE's speed).
-	drop_caches
+	bench_drop_caches
 	T[big_p2]+=" $(timed dd if="$M/p2" of=/dev/null bs=1M count="$BIG_MB" skip=64)"
-	drop_caches
+	bench_drop_caches
 	one_by_one() { for s in etc usr srv/a srv/b; do (cd "$M/files/p2/$s" && tar -cf - .) >/dev/null; done; }
 	T[serial]+=" $(timed one_by_one)"
-	drop_caches
+	bench_drop_caches
 	at_once() { for s in etc usr srv/a srv/b; do (cd "$M/files/p2/$s" && tar -cf - .) >/dev/null & done; wait; }
 	T[parallel]+=" $(timed at_once)"
 	unmount_all
-	drop_caches; f2fs_mount "$W/twin-p2.raw"
+	bench_drop_caches; f2fs_mount "$W/twin-p2.raw"
 	T[lsR_f2fs]+=" $(timed ls -lR "$F")"
-	drop_caches
+	bench_drop_caches
 	T[head_f2fs]+=" $(timed head_all "$F")"
 	unmount_all
 	"$IMGFS" cat "$IMG" p2:/etc/os-release >/dev/null

@@ -53,80 +53,26 @@ bench_make_images "$SIZE"
 rm -f "$W/comp.raw" # only imgfmt.sh compares against it
 bench_warm "$W/disk.qcow2" "$W/raw/disk.raw" "$W/comp.qcow2"
 
-# A sleep that forks nothing, for polling in small steps.
-mkfifo "$W/tick"
-exec {TICK}<>"$W/tick"
-tick() { read -r -t 0.002 -u "$TICK" _ || true; }
-
-# The daemon that serves mountpoint $2 and is called $1: the PID it has
-# after daemonizing is not one we can know from $!.
-find_daemon() {
-	local comm=$1 path=$2 p c
-	for p in /proc/[0-9]*; do
-		{ read -r c <"$p/comm"; } 2>/dev/null || continue
-		[[ $c == "$comm" ]] || continue
-		if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$path"; then
-			echo "${p#/proc/}"
-			return 0
-		fi
-	done
-	return 1
-}
-
-vm_hwm_kib() {
-	awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo -
-}
-
 # mount_<target> IMAGE: sets FILE (what fio reads), PID, READY_S; 0 or 1.
 FILE='' PID='' READY_S=''
 
 mount_imgfs() {
-	local mnt=$W/mnt-imgfs t0 t1
-	mkdir -p "$mnt"
-	bench_track_mount "$mnt"
-	t0=$(bench_now)
-	if ! "$IMGFS" -o ro "$1" "$mnt" 2>"$W/imgfs.err"; then
-		echo "imgfs: mount failed: $(head -n 3 "$W/imgfs.err")" >&2
-		return 1
-	fi
-	t1=$(bench_now)
-	READY_S=$(bench_elapsed "$t0" "$t1")
-	FILE=$mnt/disk
-	PID=$(find_daemon imgfs "$mnt") || PID=
-	[[ -n $PID ]] && bench_track_pid "$PID"
-	[[ -r $FILE ]] || { echo "imgfs: $FILE is not readable after the command returned" >&2; return 1; }
+	local ret=0
+	bench_mount_imgfs "$IMGFS" "$1" "$W/mnt-imgfs" || ret=1
+	PID=$BENCH_IMGFS_PID
+	((ret == 0)) || return 1
+	READY_S=$BENCH_MOUNT_S
+	FILE=$W/mnt-imgfs/disk
 }
 
 mount_qsd() {
-	local exp=$W/qsd-export t0 t1 deadline
-	: >"$exp"
-	bench_track_mount "$exp"
+	local t0 ret=0
 	t0=$(bench_now)
-	# read-only=on on both nodes: the same promise imgfs -o ro makes.
-	qemu-storage-daemon \
-		--blockdev "driver=file,node-name=file,filename=$1,read-only=on" \
-		--blockdev driver=qcow2,node-name=qcow2,file=file,read-only=on \
-		--export "type=fuse,id=exp,node-name=qcow2,mountpoint=$exp,writable=off" \
-		</dev/null >"$W/qsd.log" 2>&1 &
-	PID=$!
-	bench_track_pid "$PID"
-	deadline=$(awk -v t="$t0" -v d="$READY_DEADLINE" 'BEGIN { printf "%.0f", t + d }')
-	# Before the export is up, the file is our empty one; once mounted it
-	# has the virtual size. Then one read proves it serves data.
-	until [[ -s $exp ]] && head -c 512 "$exp" >/dev/null 2>&1; do
-		if ! bench_pid_alive "$PID"; then
-			echo "qsd: exited before the export was ready: $(head -n 3 "$W/qsd.log")" >&2
-			return 1
-		fi
-		if (($(bench_now | cut -d. -f1) >= deadline)); then
-			echo "qsd: export not readable after ${READY_DEADLINE}s" >&2
-			return 1
-		fi
-		tick
-	done
-	t1=$(bench_now)
-	READY_S=$(bench_elapsed "$t0" "$t1")
-	FILE=$exp
+	bench_start_qsd qcow2 "$1" "$W/qsd-export" "$READY_DEADLINE" || ret=1
+	PID=$BENCH_QSD_PID
+	((ret == 0)) || return 1
+	READY_S=$(bench_elapsed "$t0" "$(bench_now)")
+	FILE=$W/qsd-export
 }
 
 mount_bindfs() {
@@ -141,44 +87,29 @@ mount_bindfs() {
 	t1=$(bench_now)
 	READY_S=$(bench_elapsed "$t0" "$t1")
 	FILE=$mnt/disk.raw
-	PID=$(find_daemon bindfs "$mnt") || PID=
+	PID=$(bench_find_daemon bindfs "$mnt") || PID=
 	[[ -n $PID ]] && bench_track_pid "$PID"
 }
 
 unmount_target() {
-	local target=$1
-	case $target in
+	case $1 in
 	imgfs) bench_unmount "$W/mnt-imgfs" ;;
 	bindfs) bench_unmount "$W/mnt-bindfs" ;;
-	qsd)
-		# qemu-storage-daemon unmounts its export on SIGTERM.
-		bench_pid_alive "$PID" && kill -TERM "$PID" 2>/dev/null
-		;;
+	qsd) bench_stop_qsd "$W/qsd-export" ;;
 	esac
 	[[ -n $PID ]] && bench_reap "$PID" 10
-	[[ $target == qsd ]] && bench_unmount "$W/qsd-export"
 	PID=
 }
 
 # fio over $FILE; prints MB/s (seq, zlib) or IOPS (rand).
 run_fio() {
-	local wl=$1 out args
-	args=(--name="$wl" --filename="$FILE" --ioengine=psync --direct=0
-		--invalidate=1 --group_reporting --output-format=terse
-		--terse-version=3)
-	case $wl in
-	seq | zlib) args+=(--rw=read --bs=1M --numjobs=1 --runtime="$SEQ_MAX") ;;
-	rand) args+=(--rw=randread --bs=4k --numjobs=4 --size=$((SIZE / 4))
-		--offset_increment=$((SIZE / 4)) --runtime="$RAND_MAX") ;;
+	case $1 in
+	seq | zlib) bench_fio mbps "$FILE" --name="$1" --rw=read --bs=1M \
+		--numjobs=1 --runtime="$SEQ_MAX" ;;
+	rand) bench_fio iops "$FILE" --name=rand --rw=randread --bs=4k \
+		--numjobs=4 --size=$((SIZE / 4)) \
+		--offset_increment=$((SIZE / 4)) --runtime="$RAND_MAX" ;;
 	esac
-	out=$(fio "${args[@]}" 2>"$W/fio.err") || {
-		echo "fio $wl on $FILE failed: $(head -n 3 "$W/fio.err")" >&2
-		return 1
-	}
-	# terse v3: 5 error, 6 read KiB, 7 read KiB/s, 8 read IOPS
-	awk -F';' -v wl="$wl" 'NR == 1 {
-		if ($5 != 0) exit 1
-		if (wl == "rand") print $8; else printf "%.1f\n", $7 * 1024 / 1e6 }' <<<"$out"
 }
 
 declare -A RES=() READY=() RSS=()
@@ -196,7 +127,7 @@ run_one() {
 	READY[$target]+=" $READY_S"
 	v=$(run_fio "$wl") || v=-
 	hwm=-
-	[[ -n $PID ]] && hwm=$(vm_hwm_kib "$PID")
+	[[ -n $PID ]] && hwm=$(bench_vm_hwm_kib "$PID")
 	unmount_target "$target"
 	RES[$target $wl]+=" $v"
 	RSS[$target $wl]+=" $hwm"

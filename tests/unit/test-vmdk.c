@@ -24,8 +24,7 @@
  * reproducers (tests/fuzz/regress/fuzz-vmdk) then go through the fuzz
  * target's function (tests/fuzz/fuzz-vmdk.c, included below).
  *
- * VMDK_BENCH=MiB prints sequential img_pread MB/s of a fully allocated
- * monolithicSparse against the same data as qcow2 (not a test).
+ * Speed is measured by tests/bench/formats.sh, not here.
  */
 #undef NDEBUG
 #include "imgfmt.h"
@@ -46,7 +45,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -1136,59 +1134,8 @@ static void replay(const char *path)
 	fuzz_vmdk_one(buf, n);
 }
 
-/* ------------------------------------------------------------------ */
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double bench_one(const char *name)
-{
-	struct img *img = open_ok(name, IMG_FORMAT_PROBE, 0, 0);
-	uint64_t size = img_size(img);
-	uint8_t *buf = malloc(MiB);
-	double best = 0;
-
-	for (int round = 0; round < 3; round++) {
-		double t0 = now();
-		for (uint64_t off = 0; off < size; off += MiB)
-			assert(img_pread(img, buf, MiB, off) == 0);
-		double mbs = (double)size / MiB / (now() - t0);
-		if (mbs > best)
-			best = mbs;
-	}
-	free(buf);
-	img_close(img);
-	return best;
-}
-
-static void bench(unsigned mib)
-{
-	sh("head -c %uM /dev/urandom > bench.raw", mib);
-	sh("rm -f bench.vmdk bench.qcow2 && qemu-img convert -f raw -O vmdk "
-	   "bench.raw bench.vmdk && qemu-img convert -f raw -O qcow2 "
-	   "bench.raw bench.qcow2 && qemu-img convert -f raw -O vmdk -o "
-	   "subformat=streamOptimized bench.raw bench-so.vmdk");
-	/* Base64 text deflates to about 3/4: real inflate work. */
-	sh("head -c %uM /dev/urandom | base64 -w 76 | head -c %uM > text.raw "
-	   "&& rm -f text-so.vmdk && qemu-img convert -f raw -O vmdk -o "
-	   "subformat=streamOptimized text.raw text-so.vmdk", mib, mib);
-	double v = bench_one("bench.vmdk"), q = bench_one("bench.qcow2");
-	double so = bench_one("bench-so.vmdk");
-	double st = bench_one("text-so.vmdk");
-	printf("bench %u MiB seq img_pread 1 MiB: monolithicSparse %.0f MB/s, "
-	       "qcow2 %.0f MB/s (%.2fx); streamOptimized: random data %.0f "
-	       "MB/s, base64 text %.0f MB/s\n", mib, v, q, v / q, so, st);
-}
-
 int main(void)
 {
-	char *bench_env = getenv("VMDK_BENCH");
-
 	if (system("qemu-img --version >/dev/null 2>&1") != 0 ||
 	    system("qemu-io --version >/dev/null 2>&1") != 0 ||
 	    system("tar --version >/dev/null 2>&1") != 0) {
@@ -1196,21 +1143,17 @@ int main(void)
 		return 77;
 	}
 	assert(mkdtemp(dir));
-	if (bench_env) {
-		bench((unsigned)atoi(bench_env));
-	} else {
-		test_subformats();
-		test_stream_qemu();
-		test_stream_vmware();
-		test_descriptors();
-		test_cowd();
-		test_parent();
-		test_threads();
-		test_ova();
-		test_hostile();
-		printf("ok %zu fuzz reproducers\n",
-		       for_each_regress_file("fuzz-vmdk", replay));
-	}
+	test_subformats();
+	test_stream_qemu();
+	test_stream_vmware();
+	test_descriptors();
+	test_cowd();
+	test_parent();
+	test_threads();
+	test_ova();
+	test_hostile();
+	printf("ok %zu fuzz reproducers\n",
+	       for_each_regress_file("fuzz-vmdk", replay));
 	sh("rm -rf %s", dir);
 	return 0;
 }
