@@ -38,6 +38,10 @@ struct ext_map_cache_ent {
 };
 #define EXT_MAP_CACHE_SLOTS 256
 
+/* Locking: libext2fs is not thread-safe, so fs and the lookup hints are
+ * guarded by lock; map_cache is guarded by map_lock. Everything else is
+ * set by ext_open, journal replay included, and only read afterwards, by
+ * any thread, with no lock. */
 struct ext_fs {
 	struct img *img;
 	ext2_filsys fs;           /* under lock */
@@ -60,7 +64,7 @@ struct ext_fs {
 		uint64_t cookie;
 	} hint[64];
 	pthread_mutex_t map_lock;
-	struct ext_map_cache_ent map_cache[EXT_MAP_CACHE_SLOTS];
+	struct ext_map_cache_ent map_cache[EXT_MAP_CACHE_SLOTS]; /* map_lock */
 	char warning[160];
 };
 

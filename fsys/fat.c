@@ -151,6 +151,11 @@ struct fat_chain {
 	uint64_t stamp; /* 0: empty */
 };
 
+/* Locking: everything above `lock` is set by fat_open and only read
+ * afterwards, by any thread, with no lock. Everything below it (the
+ * caches of FAT chunks and checked chains, the free count, the lookup
+ * and nlink hints) is guarded by lock; functions ending in _locked expect
+ * it held. */
 struct fat {
 	struct img *img;
 	unsigned bits; /* 12, 16 or 32 */

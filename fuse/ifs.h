@@ -75,7 +75,16 @@ struct ifs_options {
 };
 
 /* One disk and its partitions. The partition table is replaced whole on
- * a rescan, under table_lock; readers copy what they need out of it. */
+ * a rescan, under table_lock; readers copy what they need out of it.
+ *
+ * Locking, field by field: slot, the names, the snapshot's dates and
+ * size, and read_only are set before the view is published in
+ * ifs->views (under views_lock) and never change. img and open_error
+ * are written once under scan_mutex (img atomically: it is read without
+ * it). deleted and nb_open are atomics. table, lvm and needs_scan are
+ * guarded by table_lock (written with it held exclusively); scan_mutex
+ * is taken before table_lock. alloc_cache and alloc_next are guarded by
+ * alloc_lock; write_gen is an atomic counter. */
 struct ifs_view {
 	unsigned slot;
 	char *dirname;          /* snapshots/<dirname>; NULL for slot 0 */
@@ -91,12 +100,13 @@ struct ifs_view {
 	 * stays NULL when it cannot be (open_error says why). Written once,
 	 * under scan_mutex; read atomically. */
 	struct img *img;
-	char *open_error;
+	char *open_error;       /* under scan_mutex */
 	bool read_only;
-	bool deleted;           /* rmdir'ed: lookups fail, I/O gives ENOENT */
-	unsigned nb_open;       /* open files, for rmdir's EBUSY */
+	bool deleted;           /* rmdir'ed: lookups fail, I/O gives ENOENT;
+	                         * atomic (ifs_view_is_deleted) */
+	unsigned nb_open;       /* open files, for rmdir's EBUSY; atomic */
 	pthread_rwlock_t table_lock;
-	struct part_table *table; /* NULL until the first scan */
+	struct part_table *table; /* NULL until the first scan; table_lock */
 	struct ifs_lvm *lvm;      /* LVM volumes (lvm-tree.c), or NULL;
 	                           * guarded by table_lock */
 	bool needs_scan;          /* table is provisional: rescan it
@@ -108,11 +118,15 @@ struct ifs_view {
 	struct {
 		uint64_t start, size, gen, bytes;
 		bool valid;
-	} alloc_cache[8];
-	unsigned alloc_next;
-	uint64_t write_gen;       /* bumped by every write, discard, zero */
+	} alloc_cache[8];         /* alloc_lock */
+	unsigned alloc_next;      /* alloc_lock */
+	uint64_t write_gen;       /* bumped by every write, discard, zero;
+	                           * atomic */
 };
 
+/* The mount. opts, img, se, image_st, uid and gid are set before the
+ * session starts and then only read. Each other field says what guards
+ * it. */
 struct ifs {
 	struct ifs_options *opts;
 	struct img *img;
@@ -127,7 +141,10 @@ struct ifs {
 	size_t nb_views;
 	unsigned next_slot;
 
-	/* The scanner thread reads partition tables through the mount. */
+	/* The scanner thread reads partition tables through the mount.
+	 * scan_thread and scan_started belong to the main thread (set
+	 * before the session loop, cleared after it); scan_requested,
+	 * scan_done and scan_stop are guarded by scan_lock. */
 	pthread_t scan_thread;
 	bool scan_started;
 	pthread_mutex_t scan_lock;
@@ -135,7 +152,10 @@ struct ifs {
 	unsigned scan_requested;  /* bumped to ask for a rescan */
 	unsigned scan_done;       /* scan_requested value last finished */
 	bool scan_stop;
-	int ready_fd;             /* daemon: pipe to the waiting parent */
+	/* daemon: pipe to the waiting parent; the scanner writes and closes
+	 * it once (ifs_signal_ready), the main thread only after joining
+	 * the scanner or before starting it. */
+	int ready_fd;
 
 	/* Open guest filesystems (files.c). fsviews_lock guards fsviews
 	 * and nb_fsviews (nb_fsviews is also read atomically without it);

@@ -56,6 +56,10 @@ struct img_ops {
 			       struct img_err *err);
 };
 
+/* A handle. Every field is set while it is opened, by one thread, and
+ * only read afterwards, by any thread and with no lock, except read_only
+ * (below). What a driver changes later lives behind priv, under the
+ * driver's own locks (qcow2-int.h says which). */
 struct img {
 	const struct img_ops *ops;
 	char *path;       /* as opened (backing: resolved, not realpath'd) */

@@ -176,7 +176,15 @@ struct qcow2_deferred {
 
 /* The driver's state behind img->priv. A snapshot handle has its own
  * state with its own L1 table and borrows the rest (lock, cache, data
- * file, snapshot table) from its parent, which outlives it. */
+ * file, snapshot table) from its parent, which outlives it.
+ *
+ * Locking: the geometry, compat, autoclear, the header's strings,
+ * data_fd and the refcount table's place are set at open and then read
+ * with no lock. Of a read-write top handle, incompat, file_bytes (grown
+ * by allocating writes), the active L1 table, the snapshot table
+ * (replaced by create and delete) and the write-path fields below change
+ * under *lock, so whoever reads them takes *lock too (the snapshot list
+ * and open do). zcache is set once, atomically, and has its own lock. */
 struct qcow2_state {
 	struct qcow2_zcache *zcache; /* lazily made; read-only handles */
 	/* Geometry. */

@@ -68,6 +68,8 @@ enum vdi_type {
 #define H_UUID_LINK 0x1a8
 #define H_UUID_PARENT 0x1b8
 
+/* Set by vdi_open, then only read (by any thread, with no lock): the
+ * driver keeps no cache. */
 struct vdi_state {
 	enum vdi_type type;
 	uint64_t file_size;

@@ -108,6 +108,9 @@ struct vhdx_overlay {
 	uint64_t last_file_off; /* largest last_file_offset of an entry */
 };
 
+/* Read-only driver: everything here is set by vhdx_open (log replay
+ * included, into the overlay) and only read afterwards, by any thread,
+ * with no lock. */
 struct vhdx_state {
 	uint64_t file_bytes;    /* the file's real size */
 	uint64_t eff_file_bytes; /* as the replayed log extends it */

@@ -144,6 +144,9 @@ struct vmdk_grain_slot {
 	size_t data_bytes; /* what the grain inflated to */
 };
 
+/* Locking: the descriptor, the extents and the sizes are set by
+ * vmdk_open and only read afterwards, with no lock; the grain-table and
+ * grain caches (gt_slots, grain_slots) and clock are guarded by lock. */
 struct vmdk_state {
 	pthread_mutex_t lock;
 	bool lock_init;

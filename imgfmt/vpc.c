@@ -111,6 +111,8 @@ struct vpc_bitmap_slot {
 	uint8_t *bits;
 };
 
+/* Locking: the fields above lock are set by vpc_open and only read
+ * afterwards, with no lock; the bitmap cache below it is guarded by it. */
 struct vpc_state {
 	enum vpc_type type;
 	uint64_t file_size;

@@ -51,6 +51,10 @@
 #define REQ_HDR_BYTES 16
 #define DISCARD_SEG_BYTES 16
 
+/* Set by vblk_new and, for driver_features, by vblk_set_features; read
+ * with no lock by every queue's thread, so the caller changes features
+ * only while no queue is being processed (vhost-user.c stops its rings
+ * first). */
 struct vblk {
 	struct img *img;
 	uint64_t capacity_sectors;
