@@ -96,7 +96,7 @@ if bash scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false; then
 		meson test -C build-tsan --print-errorlogs --num-processes 2 \
 		--timeout-multiplier 3 \
 		test-fsys-fat test-fsys-ext test-vpc test-vdi test-vhdx \
-		test-virtio-blk test-img-raw test-qcow2-pins
+		test-virtio-blk test-vhost-user test-img-raw test-qcow2-pins
 	count_meson build-tsan "unit (tsan)"
 	tsan_daemon
 else

@@ -93,6 +93,13 @@ struct vu_msg {
 	unsigned nb_fds;
 };
 
+/* Threads: one message thread runs vu_dispatch; each running ring has a
+ * thread of its own (ring_thread), and no lock is taken. A ring's fields
+ * and its vq belong to its thread from pthread_create in ring_try_start
+ * to pthread_join in ring_stop, and to the message thread otherwise: the
+ * message thread stops a ring before it changes anything that ring's
+ * thread reads (its fds, addresses, base, the memory table, the
+ * negotiated features), and restarts it after. */
 struct vu_ring {
 	unsigned num;
 	uint64_t desc_uva, avail_uva, used_uva;
@@ -548,15 +555,22 @@ static int handle(struct vu_server *s, struct vu_msg *m,
 	case VU_SET_FEATURES: {
 		uint64_t f = m->p.u64 & ~(1ull << VU_F_PROTOCOL_FEATURES);
 
+		/* Ring threads read the negotiated features with no lock,
+		 * and nothing stops a front end from sending this again
+		 * while they run: stop them first and restart them with
+		 * the new set. */
+		for (unsigned i = 0; i < VU_MAX_QUEUES; i++)
+			ring_stop(&s->rings[i]);
 		ret = vblk_set_features(s->vblk, f);
-		if (ret < 0) {
+		if (ret < 0)
 			log_err("vhost-user: front end chose features 0x%llx, "
 				"offered 0x%llx", (unsigned long long)f,
 				(unsigned long long)vblk_features(s->vblk));
-			return ret;
-		}
-		s->features = m->p.u64;
-		return 0;
+		else
+			s->features = m->p.u64;
+		for (unsigned i = 0; i < VU_MAX_QUEUES; i++)
+			ring_try_start(s, &s->rings[i]);
+		return ret;
 	}
 	case VU_GET_PROTOCOL_FEATURES:
 		return reply_u64(reply, m, VU_PROTOCOL_FEATURES);

@@ -470,9 +470,22 @@ static void test_ring_runs(void)
 	assert(*(uint8_t *)vmm_mem_gpa(&mem, st_gpa, 1) == VIRTIO_BLK_S_OK);
 	assert(memcmp(vmm_mem_gpa(&mem, id_gpa, 10), "vhost-test", 10) == 0);
 
+	/* SET_FEATURES again while the ring runs: the ring is stopped for
+	 * the change and goes on serving from where it was. */
+	assert(send_u64(VU_SET_FEATURES, f) == 0);
+	*(uint8_t *)vmm_mem_gpa(&mem, st_gpa, 1) = 0xff;
+	memset(vmm_mem_gpa(&mem, id_gpa, 10), 0, 10);
+	assert(vdrv_add(&q, bufs, 3, false, (void *)2) == 0);
+	assert(write(dup_kick, &(uint64_t){ 1 }, 8) == 8);
+	wait_call(call);
+	assert(vdrv_get_used(&q, &cookie, &len) == 1);
+	assert(cookie == (void *)2);
+	assert(*(uint8_t *)vmm_mem_gpa(&mem, st_gpa, 1) == VIRTIO_BLK_S_OK);
+	assert(memcmp(vmm_mem_gpa(&mem, id_gpa, 10), "vhost-test", 10) == 0);
+
 	/* GET_VRING_BASE stops the ring and closes its kick descriptor. */
 	assert(send_state(VU_GET_VRING_BASE, 0, 0) == 0);
-	assert(get_le32(reply.bytes + VU_HDR_BYTES + 4) == 1);
+	assert(get_le32(reply.bytes + VU_HDR_BYTES + 4) == 2);
 	assert(!fd_open(kick));
 	/* The connection ends: the call descriptor goes too. */
 	vu_server_reset(srv);
