@@ -1056,8 +1056,9 @@ static int inflate_grain(const struct vmdk_extent *e, uint64_t host_off,
 			 uint8_t *out, size_t *made_r)
 {
 	struct libdeflate_decompressor *d = thread_inflater();
-	CLEANUP_FREE uint8_t *in = NULL;
-	uint64_t data_off = host_off, in_bytes;
+	CLEANUP_FREE uint8_t *raw = NULL;
+	const uint8_t *in;
+	uint64_t in_bytes;
 	enum libdeflate_result r;
 	size_t in_used;
 	int ret;
@@ -1065,28 +1066,42 @@ static int inflate_grain(const struct vmdk_extent *e, uint64_t host_off,
 	if (!d)
 		return -ENOMEM;
 	if (e->markers) {
-		uint8_t m[VMDK_MARKER_BYTES];
+		/* One pread for the marker and, in the usual case, the whole
+		 * stream behind it: a grain that deflates at all fits in
+		 * grain_bytes. Only a longer stream takes a second pread. */
+		size_t first = VMDK_MARKER_BYTES + e->grain_bytes;
 
-		ret = ext_pread(e, m, sizeof(m), host_off);
+		raw = malloc(VMDK_MARKER_BYTES + 2 * e->grain_bytes);
+		if (!raw)
+			return -ENOMEM;
+		ret = ext_pread(e, raw, first, host_off);
 		if (ret < 0)
 			return ret;
-		in_bytes = get_le32(m + 8);
-		data_off = host_off + VMDK_MARKER_BYTES;
+		in_bytes = get_le32(raw + 8);
 		/* A grain never grows past twice its size (QEMU's bound
 		 * too); more, or nothing, is damage. */
 		if (in_bytes == 0 || in_bytes > 2 * e->grain_bytes ||
-		    !range_within(data_off, in_bytes,
+		    !range_within(host_off + VMDK_MARKER_BYTES, in_bytes,
 				  align_up(e->file_bytes, VMDK_SECTOR)))
 			return -EIO;
+		if (VMDK_MARKER_BYTES + in_bytes > first) {
+			ret = ext_pread(e, raw + first,
+					VMDK_MARKER_BYTES + in_bytes - first,
+					host_off + first);
+			if (ret < 0)
+				return ret;
+		}
+		in = raw + VMDK_MARKER_BYTES;
 	} else {
 		in_bytes = MIN(2 * e->grain_bytes, e->file_bytes - host_off);
+		raw = malloc(in_bytes);
+		if (!raw)
+			return -ENOMEM;
+		ret = ext_pread(e, raw, in_bytes, host_off);
+		if (ret < 0)
+			return ret;
+		in = raw;
 	}
-	in = malloc(in_bytes);
-	if (!in)
-		return -ENOMEM;
-	ret = ext_pread(e, in, in_bytes, data_off);
-	if (ret < 0)
-		return ret;
 	/* QEMU writes zlib streams (RFC 1950: header, deflate, Adler-32),
 	 * as VMware does. */
 	r = libdeflate_zlib_decompress_ex(d, in, in_bytes, out, e->grain_bytes,
@@ -1104,6 +1119,13 @@ static int read_compressed(struct vmdk_state *s, const struct vmdk_extent *e,
 	size_t made = 0;
 	int ret;
 
+	/* A whole grain (sequential reads of FUSE's 128 KiB requests)
+	 * inflates straight into the caller's buffer: no copy, and nothing
+	 * worth caching, since no later read wants part of it. */
+	if (in_grain == 0 && len == e->grain_bytes) {
+		ret = inflate_grain(e, host_off, buf, &made);
+		return ret < 0 ? ret : made == len ? 0 : -EIO;
+	}
 	{
 		LOCK_FOR_SCOPE(&s->lock);
 		for (size_t i = 0; i < VMDK_GRAIN_CACHE_SLOTS; i++) {
