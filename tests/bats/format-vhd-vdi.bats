@@ -216,3 +216,27 @@ make_vhd_chain() {
 	unmount_image
 	cmp "$IMG" <(head -c 4M /dev/zero)
 }
+
+@test "files/ and imgfs ls, cat and tar read the ext4 and FAT partitions of a GPT disk as VMDK, VHD, VHDX and VDI" {
+	make_gpt_ext4_fat build/disk.raw raw
+	for fmt in vmdk vpc vhdx vdi; do
+		IMG=$PWD/disk.$fmt
+		opts=
+		[[ $fmt == vpc ]] && opts=-oforce_size=on
+		qemu-img convert -f raw -O "$fmt" $opts build/disk.raw "$IMG"
+		mount_image
+		as_user cmp "$MNT/files/p1/hello.txt" src/hello.txt
+		as_user cmp "$MNT/files/p1/data/random.bin" src/data/random.bin
+		as_user cmp "$MNT/files/p2/docs/readme.txt" src/docs/readme.txt
+		as_user cmp "$MNT/files/p2/docs/random.bin" src/data/random.bin
+		unmount_image
+		run -0 "$IMGFS" ls "$IMG" p2:/docs
+		assert_eq "$output" $'random.bin\nreadme.txt'
+		"$IMGFS" cat "$IMG" p1:/data/random.bin >"cat-$fmt.bin"
+		cmp "cat-$fmt.bin" src/data/random.bin
+		mkdir "tar-$fmt"
+		"$IMGFS" tar "$IMG" p2:/ | tar -C "tar-$fmt" -xf -
+		cmp "tar-$fmt/docs/readme.txt" src/docs/readme.txt
+		cmp "tar-$fmt/hello.txt" src/hello.txt
+	done
+}
