@@ -110,3 +110,21 @@ make_lvm_disk() {
 	as_user test -f "$MNT/p2"
 	unmount_image
 }
+
+@test "the logical volumes and their files show the same through a VMDK, VHD, VHDX and VDI of the disk" {
+	make_lvm_disk
+	for fmt in vmdk vpc vhdx vdi; do
+		IMG=$PWD/lvm.$fmt
+		opts=
+		[[ $fmt == vpc ]] && opts=-oforce_size=on
+		qemu-img convert -f raw -O "$fmt" $opts lvm.raw "$IMG"
+		mount_image
+		as_user cmp "$MNT/lvm/vg0/root" root.img
+		as_user cmp "$MNT/lvm/vg0/swap-vol" swap.img
+		run -0 as_user cat "$MNT/files/lvm/vg0/root/hello.txt"
+		assert_eq "$output" "hello from imgfs"
+		unmount_image
+		run -0 "$IMGFS" cat "$IMG" lvm/vg0/root:/hello.txt
+		assert_eq "$output" "hello from imgfs"
+	done
+}
