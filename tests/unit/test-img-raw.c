@@ -96,6 +96,12 @@ static void test_probed_raw_keeps_format(void)
 	/* Nor one that makes it look like a format imgfs refuses. */
 	assert(img_pwrite(img, "vhdxfile", 8, 0) == -EPERM);
 	assert(img_pwrite(img, "KDMV", 4, 0) == -EPERM);
+	/* ... or like a format imgfs reads read-only: a VMDK descriptor,
+	 * a VDI header (signature at 0x40, version 1.1 at 0x44). */
+	static const char desc[] = "# Disk DescriptorFile\nversion=1\n";
+	static const uint8_t vdi[8] = { 0x7f, 0x10, 0xda, 0xbe, 1, 0, 1, 0 };
+	assert(img_pwrite(img, desc, sizeof(desc) - 1, 0) == -EPERM);
+	assert(img_pwrite(img, vdi, sizeof(vdi), 0x40) == -EPERM);
 	img_close(img);
 	assert(img_open(path, &raw, &img, &err) == 0);
 	assert(img_pwrite(img, magic, sizeof(magic), 0) == 0);
