@@ -327,9 +327,17 @@ int img_get_info(struct img *img, struct img_info *info)
 	memset(info, 0, sizeof(*info));
 	info->format = img->ops->name;
 	info->virtual_size = img->size;
-	if (!img->ops->get_info)
-		return 0;
-	return img->ops->get_info(img, info);
+	if (img->ops->get_info) {
+		int ret = img->ops->get_info(img, info);
+
+		if (ret < 0)
+			return ret;
+	}
+	/* Every driver that only reads says so, last, in the same words. */
+	if (!img->ops->pwrite)
+		img_info_add(info, "writes", "not supported (convert to qcow2 "
+			     "to write)");
+	return 0;
 }
 
 /* The checks every request gets before a driver sees it. */

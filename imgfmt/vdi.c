@@ -304,8 +304,6 @@ static int vdi_get_info(struct img *img, struct img_info *info)
 	info->cluster_size = s->block_size;
 	img_info_add(info, "subformat", "%s",
 		     s->type == VDI_TYPE_STATIC ? "fixed" : "dynamic");
-	img_info_add(info, "writes", "not supported (convert to qcow2 to "
-		     "write)");
 	return 0;
 }
 

@@ -1106,8 +1106,6 @@ static int vhdx_get_info(struct img *img, struct img_info *info)
 	img_info_add(info, "data-write-guid", "%s", g);
 	if (s->parent_linkage)
 		img_info_add(info, "parent-linkage", "%s", s->parent_linkage);
-	img_info_add(info, "writes", "not supported (convert to qcow2 to "
-		     "write)");
 	return 0;
 }
 

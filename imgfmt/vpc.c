@@ -787,8 +787,6 @@ static int vpc_get_info(struct img *img, struct img_info *info)
 	info->backing_file = s->parent_name;
 	img_info_add(info, "subformat", "%s", names[s->type]);
 	img_info_add(info, "creator", "%s", s->creator_app);
-	img_info_add(info, "writes", "not supported (convert to qcow2 to "
-		     "write)");
 	return 0;
 }
 

@@ -31,6 +31,8 @@ mounted_reads_like_qemu() {
 	assert_eq "$output" "$fmt"
 	run -0 info_line read-only
 	assert_eq "$output" yes
+	run -0 info_line writes
+	assert_eq "$output" "not supported (convert to qcow2 to write)"
 	run -1 as_user dd if=/dev/zero of="$MNT/p1" bs=512 count=1 conv=notrunc status=none
 	assert_eq "$output" "dd: failed to open '$MNT/p1': Read-only file system"
 	run -1 as_user dd if=/dev/zero of="$MNT/disk" bs=512 count=1 conv=notrunc status=none

@@ -40,6 +40,7 @@ gpt_vmdk() {
 	gpt_vmdk monolithicSparse
 	cp "$IMG" before.vmdk
 	mount_image
+	assert_eq "$(info_line writes)" "not supported (convert to qcow2 to write)"
 	run ! as_user dd if=/dev/zero of="$MNT/p1" bs=4k count=1 conv=notrunc status=none
 	[[ $output == *"Read-only file system"* ]]
 	run ! as_user dd if=/dev/zero of="$MNT/disk" bs=4k count=1 conv=notrunc status=none
