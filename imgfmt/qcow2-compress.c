@@ -16,8 +16,9 @@
  * -12, no zlib header, as QEMU writes it), 1 zstd (one frame, possibly
  * followed by the next cluster's bytes in the same sector).
  *
- * Each call has its own stream and buffers, so compressed reads run in
- * parallel like plain ones, with no lock held.
+ * Each thread has its own decompressors and each call its own buffers,
+ * so compressed reads run in parallel like plain ones, with no lock held
+ * (the decompressed-cluster cache below takes its lock only to copy).
  */
 #include "qcow2-int.h"
 
@@ -70,39 +71,61 @@ static int inflate_raw_zlib(const uint8_t *in, size_t in_bytes,
 }
 
 /* libdeflate inflates about twice as fast as zlib, which is most of the
- * time a compressed image takes to read. Its decompressor is not thread
- * safe and costs an allocation, so each thread keeps one, freed when the
- * thread exits. */
-static pthread_key_t inflater_key;
-static pthread_once_t inflater_once = PTHREAD_ONCE_INIT;
-static bool inflater_key_ok;
+ * time a compressed image takes to read; a zstd context costs more to
+ * create (tens of KiB, zeroed) than a cluster costs to decompress. Neither
+ * is thread safe, so each thread keeps one of each, made on first use and
+ * freed when the thread exits. */
+struct decompressors {
+	struct libdeflate_decompressor *deflate;
+	ZSTD_DCtx *zstd;
+};
 
-static void free_inflater(void *d)
+static pthread_key_t decompressors_key;
+static pthread_once_t decompressors_once = PTHREAD_ONCE_INIT;
+static bool decompressors_key_ok;
+
+static void free_decompressors(void *p)
 {
-	libdeflate_free_decompressor(d);
+	struct decompressors *d = p;
+
+	if (d->deflate)
+		libdeflate_free_decompressor(d->deflate);
+	ZSTD_freeDCtx(d->zstd);
+	free(d);
 }
 
-static void make_inflater_key(void)
+static void make_decompressors_key(void)
 {
-	inflater_key_ok = pthread_key_create(&inflater_key, free_inflater) == 0;
+	decompressors_key_ok = pthread_key_create(&decompressors_key,
+						  free_decompressors) == 0;
 }
 
-static struct libdeflate_decompressor *thread_inflater(void)
+/* This thread's decompressors, NULL when out of memory. */
+static struct decompressors *thread_decompressors(void)
 {
-	struct libdeflate_decompressor *d;
+	struct decompressors *d;
 
-	pthread_once(&inflater_once, make_inflater_key);
-	if (!inflater_key_ok)
+	pthread_once(&decompressors_once, make_decompressors_key);
+	if (!decompressors_key_ok)
 		return NULL;
-	d = pthread_getspecific(inflater_key);
+	d = pthread_getspecific(decompressors_key);
 	if (!d) {
-		d = libdeflate_alloc_decompressor();
-		if (d && pthread_setspecific(inflater_key, d) != 0) {
-			libdeflate_free_decompressor(d);
+		d = calloc(1, sizeof(*d));
+		if (d && pthread_setspecific(decompressors_key, d) != 0) {
+			free(d);
 			d = NULL;
 		}
 	}
 	return d;
+}
+
+static struct libdeflate_decompressor *thread_inflater(void)
+{
+	struct decompressors *d = thread_decompressors();
+
+	if (d && !d->deflate)
+		d->deflate = libdeflate_alloc_decompressor();
+	return d ? d->deflate : NULL;
 }
 
 static int inflate_raw(const uint8_t *in, size_t in_bytes, uint8_t *out,
@@ -125,36 +148,71 @@ static int inflate_raw(const uint8_t *in, size_t in_bytes, uint8_t *out,
 	return inflate_raw_zlib(in, in_bytes, out, out_bytes);
 }
 
-static int zstd_decompress(const uint8_t *in, size_t in_bytes, uint8_t *out,
-			   size_t out_bytes)
+/* This thread's zstd context, reset for a new frame; NULL when out of
+ * memory. */
+static ZSTD_DCtx *thread_zstd(void)
 {
-	ZSTD_DCtx *dctx = ZSTD_createDCtx();
-	ZSTD_inBuffer input = { in, in_bytes, 0 };
-	ZSTD_outBuffer output = { out, out_bytes, 0 };
-	int ret = 0;
+	struct decompressors *d = thread_decompressors();
 
-	if (!dctx)
-		return -ENOMEM;
+	if (!d)
+		return NULL;
+	if (!d->zstd) {
+		d->zstd = ZSTD_createDCtx();
+		if (!d->zstd)
+			return NULL;
+	} else {
+		ZSTD_DCtx_reset(d->zstd, ZSTD_reset_session_and_parameters);
+	}
 	/* The window a hostile frame may ask for is bounded so a 2-cluster
 	 * input cannot make zstd allocate gigabytes. */
-	ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 23);
+	ZSTD_DCtx_setParameter(d->zstd, ZSTD_d_windowLogMax, 23);
+	return d->zstd;
+}
+
+/* The streaming decoder accepts what the one-shot call below refuses: a
+ * frame that goes on past one cluster (we stop once the cluster is full)
+ * or whose end lies past what we read. */
+static int zstd_decompress_stream(ZSTD_DCtx *dctx, const uint8_t *in,
+				  size_t in_bytes, uint8_t *out,
+				  size_t out_bytes)
+{
+	ZSTD_inBuffer input = { in, in_bytes, 0 };
+	ZSTD_outBuffer output = { out, out_bytes, 0 };
+
 	while (output.pos < output.size) {
 		size_t in_before = input.pos, out_before = output.pos;
 		size_t r = ZSTD_decompressStream(dctx, &output, &input);
 
-		if (ZSTD_isError(r)) {
-			ret = -EIO;
-			break;
-		}
+		if (ZSTD_isError(r))
+			return -EIO;
 		/* No progress means the input ended before the cluster
 		 * did; stop rather than spin. */
-		if (input.pos == in_before && output.pos == out_before) {
-			ret = -EIO;
-			break;
-		}
+		if (input.pos == in_before && output.pos == out_before)
+			return -EIO;
 	}
-	ZSTD_freeDCtx(dctx);
-	return ret;
+	return 0;
+}
+
+static int zstd_decompress(const uint8_t *in, size_t in_bytes, uint8_t *out,
+			   size_t out_bytes)
+{
+	ZSTD_DCtx *dctx = thread_zstd();
+	size_t frame_bytes, made;
+
+	if (!dctx)
+		return -ENOMEM;
+	/* One frame, then possibly the next cluster's bytes in the same
+	 * sector: decompressing exactly the frame in one call writes
+	 * straight into out, with no window buffer to fill and copy. */
+	frame_bytes = ZSTD_findFrameCompressedSize(in, in_bytes);
+	if (!ZSTD_isError(frame_bytes)) {
+		made = ZSTD_decompressDCtx(dctx, out, out_bytes, in,
+					   frame_bytes);
+		if (!ZSTD_isError(made) && made == out_bytes)
+			return 0;
+		ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only);
+	}
+	return zstd_decompress_stream(dctx, in, in_bytes, out, out_bytes);
 }
 
 /* The decompressed-cluster cache. Only read-only handles use it: their

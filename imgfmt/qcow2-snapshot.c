@@ -95,6 +95,42 @@ static int qcow2_snapshot_decode(const struct qcow2_snapshot_disk *d,
 	return 0;
 }
 
+/* The table is read through a window of this many bytes, so that 20,000
+ * entries cost a few dozen preads rather than two each. */
+#define TABLE_WINDOW_BYTES (256u << 10)
+
+struct table_window {
+	uint8_t *buf;
+	uint64_t off;  /* file offset of buf[0] */
+	size_t len;    /* valid bytes in buf */
+};
+
+/* Copies [pos, pos + len) of the file, which the caller checked lies
+ * inside it (file_bytes), from the window, refilling it from pos when
+ * needed; a piece larger than the window is read directly. */
+static int table_window_read(struct table_window *w, int fd,
+			     uint64_t file_bytes, void *dst, size_t len,
+			     uint64_t pos)
+{
+	int ret;
+
+	if (pos >= w->off && len <= w->len && pos - w->off <= w->len - len) {
+		memcpy(dst, w->buf + (pos - w->off), len);
+		return 0;
+	}
+	if (len > TABLE_WINDOW_BYTES)
+		return full_pread(fd, dst, len, pos);
+	w->len = (size_t)MIN((uint64_t)TABLE_WINDOW_BYTES, file_bytes - pos);
+	w->off = pos;
+	ret = full_pread(fd, w->buf, w->len, pos);
+	if (ret < 0) {
+		w->len = 0;
+		return ret;
+	}
+	memcpy(dst, w->buf, len);
+	return 0;
+}
+
 int qcow2_read_snapshots(struct img *img, struct img_err *err)
 {
 	struct qcow2_state *s = qcow2_state(img);
@@ -115,18 +151,25 @@ int qcow2_read_snapshots(struct img *img, struct img_err *err)
 	if (ret < 0)
 		return ret;
 	s->snapshots = calloc(nb, sizeof(*s->snapshots));
-	if (!s->snapshots)
+	CLEANUP_FREE uint8_t *window_buf = malloc(TABLE_WINDOW_BYTES);
+	struct table_window window = { .buf = window_buf };
+	/* One buffer for every entry's variable part: extra data, then ID
+	 * and name of at most 64 KiB each (+1 so an entry with no variable
+	 * part still gets a valid pointer). */
+	CLEANUP_FREE uint8_t *var = malloc(QCOW2_MAX_SNAPSHOT_EXTRA_BYTES +
+					   2 * (size_t)UINT16_MAX + 1);
+	if (!s->snapshots || !window_buf || !var)
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
 
 	for (uint32_t i = 0; i < nb; i++) {
 		struct qcow2_snapshot_disk d;
-		CLEANUP_FREE uint8_t *var = NULL;
 		uint64_t var_bytes, entry_bytes;
 		uint32_t extra;
 
 		if (!range_within(pos, sizeof(d), s->file_bytes))
 			goto past_eof;
-		ret = full_pread(img->fd, &d, sizeof(d), pos);
+		ret = table_window_read(&window, img->fd, s->file_bytes, &d,
+					sizeof(d), pos);
 		if (ret < 0)
 			return img_err(err, ret, "%s: cannot read snapshot "
 				       "%" PRIu32 " at 0x%" PRIx64, img->path,
@@ -147,13 +190,8 @@ int qcow2_read_snapshots(struct img *img, struct img_err *err)
 				       QCOW2_MAX_SNAPSHOT_TABLE_BYTES);
 		if (!range_within(pos, sizeof(d) + var_bytes, s->file_bytes))
 			goto past_eof;
-		/* +1 so an entry with no variable part still gets a
-		 * valid buffer. */
-		var = malloc(var_bytes + 1);
-		if (!var)
-			return img_err(err, -ENOMEM, "%s: out of memory",
-				       img->path);
-		ret = full_pread(img->fd, var, var_bytes, pos + sizeof(d));
+		ret = table_window_read(&window, img->fd, s->file_bytes, var,
+					(size_t)var_bytes, pos + sizeof(d));
 		if (ret < 0)
 			return img_err(err, ret, "%s: cannot read snapshot "
 				       "%" PRIu32 " at 0x%" PRIx64, img->path,
