@@ -174,6 +174,27 @@ static int map_slice(struct img *img, const struct qcow2_state *s,
 	for (size_t i = first; i < nb_entries && off < end; i++) {
 		const uint8_t *e = slice + i * s->l2_entry_bytes;
 		uint64_t entry = get_be64(e);
+
+		/* Runs of empty entries (unallocated, no flags) are most of
+		 * a huge sparse image's L2 tables: skip them a word at a
+		 * time rather than through the per-unit walk below. */
+		if (entry == 0 && !s->extended_l2 &&
+		    (run->len_bytes == 0 ||
+		     run->kind == QCOW2_RUN_UNALLOCATED)) {
+			size_t j = i + 1;
+			uint64_t n;
+
+			while (j < nb_entries &&
+			       ((const uint64_t *)(const void *)slice)[j] == 0)
+				j++;
+			n = MIN(align_down(off, s->cluster_bytes) +
+					((uint64_t)(j - i) << s->cluster_bits),
+				end) - off;
+			run_extend(run, QCOW2_RUN_UNALLOCATED, 0, n);
+			off += n;
+			i = j - 1;
+			continue;
+		}
 		uint64_t bitmap = s->extended_l2 ? get_be64(e + 8) : 0;
 		uint64_t cluster_start = align_down(off, s->cluster_bytes);
 		uint64_t cluster_end = MIN(cluster_start + s->cluster_bytes,
