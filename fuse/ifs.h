@@ -104,6 +104,8 @@ struct ifs_view {
 	bool read_only;
 	bool deleted;           /* rmdir'ed: lookups fail, I/O gives ENOENT;
 	                         * atomic (ifs_view_is_deleted) */
+	struct ifs_view *name_next; /* next in its ifs->name_buckets chain;
+	                             * views_lock */
 	unsigned nb_open;       /* open files, for rmdir's EBUSY; atomic */
 	pthread_rwlock_t table_lock;
 	struct part_table *table; /* NULL until the first scan; table_lock */
@@ -113,13 +115,10 @@ struct ifs_view {
 	                           * (guarded by table_lock) */
 	pthread_mutex_t scan_mutex; /* one scan of this view at a time */
 	/* st_blocks needs a walk of the image's metadata; remember the
-	 * answer per window until the next change (write_gen). */
+	 * answer per window until the next change (write_gen). Allocated
+	 * on the first stat, so 20,000 unbrowsed snapshots cost nothing. */
 	pthread_mutex_t alloc_lock;
-	struct {
-		uint64_t start, size, gen, bytes;
-		bool valid;
-	} alloc_cache[8];         /* alloc_lock */
-	unsigned alloc_next;      /* alloc_lock */
+	struct ifs_alloc_cache *alloc_cache; /* alloc_lock */
 	uint64_t write_gen;       /* bumped by every write, discard, zero;
 	                           * atomic */
 };
@@ -135,10 +134,15 @@ struct ifs {
 	uid_t uid;
 	gid_t gid;
 
-	pthread_mutex_t views_lock; /* guards views/nb_views/next_slot */
+	pthread_mutex_t views_lock; /* guards the fields up to next_slot */
 	struct ifs_view **views;    /* views[0] is the active image */
 	struct ifs_view *active;    /* views[0], read without the lock */
-	size_t nb_views;
+	size_t nb_views, cap_views;
+	/* Snapshot views by dirname (deleted ones too, skipped by lookups),
+	 * so that a lookup in a folder of 20,000 snapshots is no scan. */
+	struct ifs_view **name_buckets;
+	size_t nb_name_buckets;   /* a power of two, or 0 */
+	size_t nb_live_snapshots; /* snapshot views not deleted */
 	unsigned next_slot;
 
 	/* The scanner thread reads partition tables through the mount.
@@ -205,6 +209,10 @@ int ifs_views_init(struct ifs *ifs);
 void ifs_views_free(struct ifs *ifs);
 struct ifs_view *ifs_view_by_slot(struct ifs *ifs, unsigned slot);
 struct ifs_view *ifs_view_by_dirname(struct ifs *ifs, const char *name);
+/* Marks a snapshot's view deleted (rmdir): lookups no longer find it. */
+void ifs_view_mark_deleted(struct ifs *ifs, struct ifs_view *view);
+/* Snapshot views not deleted: the subfolders of snapshots/. */
+size_t ifs_nb_live_snapshots(struct ifs *ifs);
 /* Resolves ino to a node; -ENOENT when it names nothing (now). */
 int ifs_resolve(struct ifs *ifs, fuse_ino_t ino, struct ifs_node *node_r);
 fuse_ino_t ifs_ino(unsigned slot, unsigned node);

@@ -1278,7 +1278,7 @@ static void ifs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	/* No notify_inval_entry here: the kernel holds snapshots/ locked
 	 * for this rmdir and drops the dentry itself when we reply. */
-	__atomic_store_n(&view->deleted, true, __ATOMIC_RELEASE);
+	ifs_view_mark_deleted(ifs, view);
 	fuse_reply_err(req, 0);
 }
 

@@ -2,7 +2,7 @@
  *
  * See ifs.h for the inode encoding. Views are only ever appended, and a
  * deleted snapshot's view is marked, not freed, until unmount: handlers
- * hold view pointers without a lock, and a mount has few snapshots.
+ * hold view pointers without a lock, and rmdir is rare next to lookups.
  * Partition tables are swapped whole under the view's table_lock; every
  * reader copies the window it needs and drops the lock before any I/O.
  */
@@ -46,6 +46,7 @@ static void view_free(struct ifs_view *view, bool close_img)
 	if (close_img)
 		img_close(view->img);
 	part_table_free(view->table);
+	free(view->alloc_cache);
 	pthread_rwlock_destroy(&view->table_lock);
 	pthread_mutex_destroy(&view->alloc_lock);
 	pthread_mutex_destroy(&view->scan_mutex);
@@ -56,14 +57,65 @@ static void view_free(struct ifs_view *view, bool close_img)
 	free(view);
 }
 
+/* FNV-1a: dirnames are short and unique, any spread will do. */
+static size_t dirname_hash(const char *name)
+{
+	size_t h = 14695981039346656037ull;
+
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 1099511628211ull;
+	return h;
+}
+
+static void name_index_insert_locked(struct ifs *ifs, struct ifs_view *view)
+{
+	size_t b = dirname_hash(view->dirname) & (ifs->nb_name_buckets - 1);
+
+	view->name_next = ifs->name_buckets[b];
+	ifs->name_buckets[b] = view;
+}
+
+/* Keeps at most two views a bucket on average. */
+static int name_index_reserve_locked(struct ifs *ifs, size_t nb_named)
+{
+	size_t nb = ifs->nb_name_buckets ? ifs->nb_name_buckets : 16;
+	struct ifs_view **buckets;
+
+	while (nb < nb_named / 2)
+		nb *= 2;
+	if (nb == ifs->nb_name_buckets)
+		return 0;
+	buckets = calloc(nb, sizeof(*buckets));
+	if (!buckets)
+		return -ENOMEM;
+	free(ifs->name_buckets);
+	ifs->name_buckets = buckets;
+	ifs->nb_name_buckets = nb;
+	for (size_t i = 1; i < ifs->nb_views; i++)
+		name_index_insert_locked(ifs, ifs->views[i]);
+	return 0;
+}
+
 static int views_append_locked(struct ifs *ifs, struct ifs_view *view)
 {
-	struct ifs_view **grown;
+	if (ifs->nb_views == ifs->cap_views) {
+		/* Doubling: a table of 20,000 snapshots must not cost
+		 * 20,000 reallocations of a growing array. */
+		size_t cap = ifs->cap_views ? ifs->cap_views * 2 : 16;
+		struct ifs_view **grown = realloc(ifs->views,
+						  cap * sizeof(*grown));
 
-	grown = realloc(ifs->views, (ifs->nb_views + 1) * sizeof(*grown));
-	if (!grown)
-		return -ENOMEM;
-	ifs->views = grown;
+		if (!grown)
+			return -ENOMEM;
+		ifs->views = grown;
+		ifs->cap_views = cap;
+	}
+	if (view->dirname) {
+		if (name_index_reserve_locked(ifs, ifs->nb_views + 1) < 0)
+			return -ENOMEM;
+		name_index_insert_locked(ifs, view);
+		ifs->nb_live_snapshots++;
+	}
 	ifs->views[ifs->nb_views++] = view;
 	return 0;
 }
@@ -150,6 +202,11 @@ int ifs_views_init(struct ifs *ifs)
 		img_snapshot_list_free(list, nb);
 		return ret;
 	}
+	/* Sized once for the whole table rather than doubled on the way;
+	 * without memory now, each append tries again (and warns). */
+	pthread_mutex_lock(&ifs->views_lock);
+	(void)name_index_reserve_locked(ifs, nb);
+	pthread_mutex_unlock(&ifs->views_lock);
 	for (size_t i = 0; i < nb; i++) {
 		struct ifs_view *v = ifs_view_add_snapshot(ifs, &list[i],
 							   dirnames[i],
@@ -186,6 +243,10 @@ void ifs_views_free(struct ifs *ifs)
 	free(ifs->views);
 	ifs->views = NULL;
 	ifs->nb_views = 0;
+	ifs->cap_views = 0;
+	free(ifs->name_buckets);
+	ifs->name_buckets = NULL;
+	ifs->nb_name_buckets = 0;
 	pthread_mutex_destroy(&ifs->views_lock);
 }
 
@@ -220,15 +281,39 @@ struct ifs_view *ifs_view_by_dirname(struct ifs *ifs, const char *name)
 	struct ifs_view *found = NULL;
 
 	pthread_mutex_lock(&ifs->views_lock);
-	for (size_t i = 1; i < ifs->nb_views; i++) {
-		struct ifs_view *v = ifs->views[i];
-		if (!ifs_view_is_deleted(v) && strcmp(v->dirname, name) == 0) {
-			found = v;
-			break;
+	if (ifs->nb_name_buckets) {
+		size_t b = dirname_hash(name) & (ifs->nb_name_buckets - 1);
+
+		for (struct ifs_view *v = ifs->name_buckets[b]; v;
+		     v = v->name_next) {
+			if (!ifs_view_is_deleted(v) &&
+			    strcmp(v->dirname, name) == 0) {
+				found = v;
+				break;
+			}
 		}
 	}
 	pthread_mutex_unlock(&ifs->views_lock);
 	return found;
+}
+
+void ifs_view_mark_deleted(struct ifs *ifs, struct ifs_view *view)
+{
+	pthread_mutex_lock(&ifs->views_lock);
+	if (!ifs_view_is_deleted(view))
+		ifs->nb_live_snapshots--;
+	__atomic_store_n(&view->deleted, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&ifs->views_lock);
+}
+
+size_t ifs_nb_live_snapshots(struct ifs *ifs)
+{
+	size_t nb;
+
+	pthread_mutex_lock(&ifs->views_lock);
+	nb = ifs->nb_live_snapshots;
+	pthread_mutex_unlock(&ifs->views_lock);
+	return nb;
 }
 
 static const struct part_entry *find_part_locked(struct ifs_view *view,
@@ -335,20 +420,29 @@ void ifs_view_changed(struct ifs_view *view)
 	__atomic_add_fetch(&view->write_gen, 1, __ATOMIC_RELEASE);
 }
 
+#define ALLOC_CACHE_ENTRIES 8
+
+struct ifs_alloc_cache {
+	struct {
+		uint64_t start, size, gen, bytes;
+		bool valid;
+	} ent[ALLOC_CACHE_ENTRIES];
+	unsigned next;
+};
+
 uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
 			    uint64_t size)
 {
 	uint64_t gen = __atomic_load_n(&view->write_gen, __ATOMIC_ACQUIRE);
+	struct ifs_alloc_cache *c;
 	uint64_t bytes;
-	unsigned slot;
 
 	pthread_mutex_lock(&view->alloc_lock);
-	for (unsigned i = 0; i < 8; i++) {
-		if (view->alloc_cache[i].valid &&
-		    view->alloc_cache[i].start == start &&
-		    view->alloc_cache[i].size == size &&
-		    view->alloc_cache[i].gen == gen) {
-			bytes = view->alloc_cache[i].bytes;
+	c = view->alloc_cache;
+	for (unsigned i = 0; c && i < ALLOC_CACHE_ENTRIES; i++) {
+		if (c->ent[i].valid && c->ent[i].start == start &&
+		    c->ent[i].size == size && c->ent[i].gen == gen) {
+			bytes = c->ent[i].bytes;
 			pthread_mutex_unlock(&view->alloc_lock);
 			return bytes;
 		}
@@ -360,12 +454,17 @@ uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
 	bytes = allocated_in_range(view->img, start, size);
 
 	pthread_mutex_lock(&view->alloc_lock);
-	slot = view->alloc_next++ % 8;
-	view->alloc_cache[slot].start = start;
-	view->alloc_cache[slot].size = size;
-	view->alloc_cache[slot].gen = gen;
-	view->alloc_cache[slot].bytes = bytes;
-	view->alloc_cache[slot].valid = true;
+	if (!view->alloc_cache)
+		view->alloc_cache = calloc(1, sizeof(*view->alloc_cache));
+	c = view->alloc_cache;
+	if (c) { /* without memory, every stat walks again */
+		unsigned slot = c->next++ % ALLOC_CACHE_ENTRIES;
+		c->ent[slot].start = start;
+		c->ent[slot].size = size;
+		c->ent[slot].gen = gen;
+		c->ent[slot].bytes = bytes;
+		c->ent[slot].valid = true;
+	}
 	pthread_mutex_unlock(&view->alloc_lock);
 	return bytes;
 }
@@ -436,16 +535,10 @@ void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 			       ifs_lvm_present(node->view);
 		break;
 	}
-	case IFS_NODE_SNAPDIR: {
-		nlink_t nlink = 2;
-		pthread_mutex_lock(&ifs->views_lock);
-		for (size_t i = 1; i < ifs->nb_views; i++)
-			nlink += !ifs_view_is_deleted(ifs->views[i]);
-		pthread_mutex_unlock(&ifs->views_lock);
+	case IFS_NODE_SNAPDIR:
 		st->st_mode = S_IFDIR | (ro ? 0555 : 0755);
-		st->st_nlink = nlink;
+		st->st_nlink = 2 + (nlink_t)ifs_nb_live_snapshots(ifs);
 		break;
-	}
 	case IFS_NODE_INFO: {
 		size_t len = 0;
 		free(ifs_info_text(ifs, &len));
