@@ -35,6 +35,23 @@
 /* Reads of file contents and block files go in pieces this large. */
 #define CLI_IO_BYTES (1u << 20)
 
+/* readahead.c: a disk's pieces in order, read ahead by worker threads
+ * (decompressing a qcow2 in parallel). A piece is data (len bytes at
+ * data, or the read's error in ret) or, when holes are skipped, a hole
+ * (block status says nothing is stored there). */
+struct cli_piece {
+	uint64_t off, len;
+	bool hole;
+	int ret;
+	const uint8_t *data; /* valid until the next cli_readahead_next */
+};
+struct cli_readahead;
+int cli_readahead_start(struct img *img, bool skip_holes,
+			unsigned nb_threads, struct cli_readahead **ra_r);
+/* 1 with the next piece, 0 at the end of the disk. */
+int cli_readahead_next(struct cli_readahead *ra, struct cli_piece *p);
+void cli_readahead_free(struct cli_readahead *ra);
+
 struct cli_opts {
 	enum img_format format;
 	enum img_backing_policy backing;

@@ -534,67 +534,75 @@ int cli_cmd_ls(int argc, char **argv)
 
 /* cat */
 
+/* Worker threads reading ahead: enough to decompress on every core of a
+ * small machine, few enough to stay cheap on a large one. */
+static unsigned cat_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 2 ? 2u : n > 4 ? 4u : (unsigned)n;
+}
+
+static int write_all(const uint8_t *buf, size_t len)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t n = write(STDOUT_FILENO, buf + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
 static int cat_blockfile(struct cli_session *s, struct cli_blockfile *bf)
 {
-	CLEANUP_FREE uint8_t *buf = malloc(CLI_IO_BYTES);
+	struct cli_readahead *ra = NULL;
 	struct cli_progress pr;
+	struct cli_piece piece;
 	struct stat ost;
-	uint64_t size = img_size(bf->img), off = 0;
+	uint64_t size = img_size(bf->img);
 	off_t base = 0;
-	bool sparse;
-	int ret = 0;
+	bool sparse, write_failed = false;
+	int ret;
 
-	if (!buf)
-		return -ENOMEM;
 	/* Skipping a hole leaves what the file held there: only when
 	 * nothing lies past our start (a fresh "> FILE"). */
 	sparse = fstat(STDOUT_FILENO, &ost) == 0 && S_ISREG(ost.st_mode) &&
 		 (base = lseek(STDOUT_FILENO, 0, SEEK_CUR)) >= 0 &&
 		 ost.st_size <= base;
+	ret = cli_readahead_start(bf->img, sparse, cat_threads(), &ra);
+	if (ret < 0) {
+		cli_err(s, bf->name, "%s", strerror(-ret));
+		return ret;
+	}
 	cli_progress_start(&pr, bf->name, size);
-	while (off < size) {
-		struct img_extent ext = { .kind = IMG_EXTENT_DATA };
-		uint64_t len = MIN(size - off, CLI_IO_BYTES);
-
-		/* Ask for the whole rest: a hole is skipped in one step. */
-		if (sparse &&
-		    img_block_status(bf->img, off, size - off, &ext) == 0)
-			len = ext.kind == IMG_EXTENT_DATA ? MIN(len, ext.len) :
-							   MIN(size - off, ext.len);
-		if (sparse && ext.kind != IMG_EXTENT_DATA) {
-			if (lseek(STDOUT_FILENO, (off_t)len, SEEK_CUR) < 0) {
-				ret = -errno;
-				break;
-			}
-		} else {
-			ret = img_pread(bf->img, buf, (size_t)len, off);
-			if (ret < 0) {
-				cli_err(s, bf->name, "read at %" PRIu64
-					": %s", off, strerror(-ret));
-				return ret;
-			}
-			for (size_t done = 0; done < len;) {
-				ssize_t n = write(STDOUT_FILENO, buf + done,
-						  (size_t)len - done);
-
-				if (n < 0 && errno == EINTR)
-					continue;
-				if (n < 0) {
-					ret = -errno;
-					goto out;
-				}
-				done += (size_t)n;
-			}
+	while ((ret = cli_readahead_next(ra, &piece)) == 1) {
+		if (piece.ret < 0) {
+			cli_err(s, bf->name, "read at %" PRIu64 ": %s",
+				piece.off, strerror(-piece.ret));
+			ret = piece.ret;
+			goto out;
 		}
-		off += len;
-		cli_progress_add(&pr, len);
+		if (piece.hole)
+			ret = lseek(STDOUT_FILENO, (off_t)piece.len,
+				    SEEK_CUR) < 0 ? -errno : 0;
+		else
+			ret = write_all(piece.data, (size_t)piece.len);
+		if (ret < 0)
+			break;
+		cli_progress_add(&pr, piece.len);
 	}
 	if (!ret && sparse && ftruncate(STDOUT_FILENO, base + (off_t)size) < 0)
 		ret = -errno;
+	write_failed = ret < 0;
 out:
 	cli_progress_end(&pr);
-	if (ret < 0)
+	if (write_failed)
 		cli_err(s, bf->name, "writing to stdout: %s", strerror(-ret));
+	cli_readahead_free(ra);
 	return ret;
 }
 
