@@ -142,7 +142,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
 	note "benchmarks, quick mode (proves they run; figures mean little)"
 	for b in tests/bench/imgfmt.sh tests/bench/mount.sh \
 		tests/bench/mount-write.sh tests/bench/vmm-bench.sh \
-		tests/bench/files.sh tests/bench/formats.sh; do
+		tests/bench/files.sh tests/bench/formats.sh tests/bench/scale.sh; do
 		[ -x "$b" ] || continue
 		if IMGFS_BUILD_DIR=$root/build bash "$b" --quick; then
 			passed=$((passed + 1))
