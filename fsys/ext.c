@@ -52,6 +52,9 @@
 #define EXT_MAX_DESC_BYTES (32u << 20)
 /* Entries a file's lookups scan through, and seek's steps: bounds. */
 #define EXT_SEEK_MAX_STEPS (1u << 20)
+/* What prefetch_inode reads: the smallest inode, enough to bring its
+ * cluster into the image's cache. */
+#define EXT_PREFETCH_BYTES 128
 
 /* ---- errors ---------------------------------------------------------- */
 
@@ -512,11 +515,40 @@ static void inode_info(uint64_t ino, const struct ext2_inode_large *in,
 	memcpy(ii->block, in->i_block, sizeof(ii->block));
 }
 
+/* Reads the bytes of inode ino through the image handle without the
+ * lock, so that the image's own caches (the decompressed clusters of a
+ * compressed qcow2) hold them before libext2fs reads them under the
+ * lock: readers of different inodes then decompress in parallel, and the
+ * lock is held for a copy. Only the inode table's place is looked up
+ * under the lock (no I/O: the group descriptors are in memory). */
+static void prefetch_inode(struct ext_fs *ext, uint64_t ino)
+{
+	uint8_t buf[EXT_PREFETCH_BYTES];
+	uint64_t table, off;
+	uint32_t per_group;
+
+	if (ino == 0 || ino > ext->nb_inodes)
+		return;
+	pthread_mutex_lock(&ext->lock);
+	per_group = ext->fs->super->s_inodes_per_group;
+	table = ext2fs_inode_table_loc(ext->fs,
+				       (dgrp_t)((ino - 1) / per_group));
+	pthread_mutex_unlock(&ext->lock);
+	if (table == 0 || table >= ext->nb_blocks)
+		return;
+	off = table * ext->block_size +
+	      (ino - 1) % per_group * (uint64_t)ext->inode_size;
+	/* Damage is reported by the real read; this one only warms. */
+	if (off + sizeof(buf) <= img_size(ext->img))
+		(void)img_pread(ext->img, buf, sizeof(buf), off);
+}
+
 static int get_inode(struct ext_fs *ext, uint64_t ino,
 		     struct ext2_inode_large *in, struct ext_inode_info *ii)
 {
 	int ret;
 
+	prefetch_inode(ext, ino);
 	pthread_mutex_lock(&ext->lock);
 	ret = read_inode_locked(ext, ino, in);
 	pthread_mutex_unlock(&ext->lock);

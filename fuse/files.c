@@ -232,7 +232,8 @@ static void close_idle(struct ifs *ifs, uint64_t idle_ms)
 		uint64_t used = __atomic_load_n(&fv->last_used_ms,
 						__ATOMIC_RELAXED);
 
-		if (now - used < idle_ms ||
+		/* used may be later than now: a request just came. */
+		if (used >= now || now - used < idle_ms ||
 		    __atomic_load_n(&fv->nb_handles, __ATOMIC_RELAXED) ||
 		    pthread_rwlock_trywrlock(&fv->lock) != 0)
 			continue;
