@@ -132,6 +132,23 @@ static const char *kind_note(enum cli_dirname_kind k)
 					      "-";
 }
 
+static void text_qcow2(FILE *f, const struct img_info_qcow2 *q,
+		       const char *corrupt_reason)
+{
+	fprintf(f, "qcow2-version %u\n", q->version);
+	fprintf(f, "refcount-bits %u\n", q->refcount_bits);
+	fprintf(f, "extended-l2 %s\n", yes_no(q->extended_l2));
+	fprintf(f, "compression %s\n", dash(q->compression));
+	fprintf(f, "dirty %s\n", yes_no(q->dirty));
+	fprintf(f, "corrupt %s\n", yes_no(q->corrupt));
+	if (corrupt_reason)
+		fprintf(f, "corrupt-reason %s\n", corrupt_reason);
+	fprintf(f, "lazy-refcounts %s\n", yes_no(q->lazy_refcounts));
+	if (q->data_file)
+		fprintf(f, "data-file %s%s\n", q->data_file,
+			q->data_file_raw ? " (raw)" : "");
+}
+
 static void text_image(FILE *f, const struct cli_info_data *d)
 {
 	struct img_info info;
@@ -144,21 +161,8 @@ static void text_image(FILE *f, const struct cli_info_data *d)
 	if (info.cluster_size)
 		fprintf(f, "cluster-size %" PRIu64 "\n", info.cluster_size);
 	fprintf(f, "allocated %" PRIu64 "\n", d->allocated);
-	if (info.qcow2_version) {
-		fprintf(f, "qcow2-version %u\n", info.qcow2_version);
-		fprintf(f, "refcount-bits %u\n", info.refcount_bits);
-		fprintf(f, "extended-l2 %s\n", yes_no(info.extended_l2));
-		fprintf(f, "compression %s\n", dash(info.compression));
-		fprintf(f, "dirty %s\n", yes_no(info.dirty));
-		fprintf(f, "corrupt %s\n", yes_no(info.corrupt));
-		if (img_corrupt_reason(d->img))
-			fprintf(f, "corrupt-reason %s\n",
-				img_corrupt_reason(d->img));
-		fprintf(f, "lazy-refcounts %s\n", yes_no(info.lazy_refcounts));
-		if (info.data_file)
-			fprintf(f, "data-file %s%s\n", info.data_file,
-				info.data_file_raw ? " (raw)" : "");
-	}
+	if (info.kind == IMG_INFO_QCOW2)
+		text_qcow2(f, &info.qcow2, img_corrupt_reason(d->img));
 	for (size_t i = 0; i < info.nb_fields; i++)
 		fprintf(f, "%s %s\n", info.fields[i].key,
 			info.fields[i].value);
@@ -354,6 +358,25 @@ static void json_files(FILE *f, bool *first, const struct cli_info_data *d,
 							      NULL);
 }
 
+static void json_qcow2(FILE *f, const struct img_info_qcow2 *q,
+		       const char *corrupt_reason)
+{
+	bool fb = true;
+
+	fputc('{', f);
+	json_kuint(f, &fb, "version", q->version);
+	json_kuint(f, &fb, "refcount_bits", q->refcount_bits);
+	json_kbool(f, &fb, "extended_l2", q->extended_l2);
+	json_kstr(f, &fb, "compression", q->compression);
+	json_kbool(f, &fb, "dirty", q->dirty);
+	json_kbool(f, &fb, "corrupt", q->corrupt);
+	json_kstr(f, &fb, "corrupt_reason", corrupt_reason);
+	json_kbool(f, &fb, "lazy_refcounts", q->lazy_refcounts);
+	json_kstr(f, &fb, "data_file", q->data_file);
+	json_kbool(f, &fb, "data_file_raw", q->data_file_raw);
+	fputc('}', f);
+}
+
 static void json_image(FILE *f, bool *first, const struct cli_info_data *d)
 {
 	struct img_info info;
@@ -371,23 +394,10 @@ static void json_image(FILE *f, bool *first, const struct cli_info_data *d)
 	json_kuint(f, first, "allocated", d->allocated);
 	json_kbool(f, first, "read_only", d->read_only);
 	json_key(f, first, "qcow2");
-	if (info.qcow2_version) {
-		fb = true;
-		fputc('{', f);
-		json_kuint(f, &fb, "version", info.qcow2_version);
-		json_kuint(f, &fb, "refcount_bits", info.refcount_bits);
-		json_kbool(f, &fb, "extended_l2", info.extended_l2);
-		json_kstr(f, &fb, "compression", info.compression);
-		json_kbool(f, &fb, "dirty", info.dirty);
-		json_kbool(f, &fb, "corrupt", info.corrupt);
-		json_kstr(f, &fb, "corrupt_reason", img_corrupt_reason(d->img));
-		json_kbool(f, &fb, "lazy_refcounts", info.lazy_refcounts);
-		json_kstr(f, &fb, "data_file", info.data_file);
-		json_kbool(f, &fb, "data_file_raw", info.data_file_raw);
-		fputc('}', f);
-	} else {
+	if (info.kind == IMG_INFO_QCOW2)
+		json_qcow2(f, &info.qcow2, img_corrupt_reason(d->img));
+	else
 		fputs("null", f);
-	}
 	json_key(f, first, "fields");
 	fputc('{', f);
 	fb = true;

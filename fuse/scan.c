@@ -60,11 +60,9 @@ static int scan_file(const char *path, uint64_t size, struct part_table **t)
 static void scan_view(struct ifs *ifs, struct ifs_view *view)
 {
 	struct part_table *table = NULL;
-	struct img_info info;
 	int ret;
 
-	if (view->slot == 0 && img_get_info(view->img, &info) == 0 &&
-	    strcmp(info.format, "raw") == 0) {
+	if (view->slot == 0 && img_is_file_identity(view->img)) {
 		ret = scan_file(ifs->opts->image_abs, img_size(view->img),
 				&table);
 	} else {

@@ -322,6 +322,11 @@ int img_fd(const struct img *img)
 	return img->fd;
 }
 
+bool img_is_file_identity(const struct img *img)
+{
+	return img->ops == &img_raw_ops;
+}
+
 int img_get_info(struct img *img, struct img_info *info)
 {
 	memset(info, 0, sizeof(*info));

@@ -788,20 +788,23 @@ static int qcow2_get_info(struct img *img, struct img_info *info)
 
 	info->format = "qcow2";
 	info->cluster_size = s->cluster_bytes;
-	info->qcow2_version = s->version;
-	info->refcount_bits = 1u << s->refcount_order;
-	info->extended_l2 = s->extended_l2;
-	info->compression = s->compression_type == QCOW2_COMPRESSION_ZSTD
-				    ? "zstd"
-				    : "zlib";
 	info->backing_file = top->backing_name;
 	info->backing_format = top->backing_format;
-	info->data_file = top->data_file_name;
-	info->data_file_raw = s->data_file_raw;
-	info->dirty = s->incompat & QCOW2_INCOMPAT_DIRTY;
-	info->corrupt = s->incompat & QCOW2_INCOMPAT_CORRUPT;
-	info->lazy_refcounts = s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS;
 	info->nb_snapshots = s->nb_snapshots;
+	info->kind = IMG_INFO_QCOW2;
+	info->qcow2 = (struct img_info_qcow2){
+		.version = s->version,
+		.refcount_bits = 1u << s->refcount_order,
+		.extended_l2 = s->extended_l2,
+		.compression = s->compression_type == QCOW2_COMPRESSION_ZSTD
+				       ? "zstd"
+				       : "zlib",
+		.data_file = top->data_file_name,
+		.data_file_raw = s->data_file_raw,
+		.dirty = s->incompat & QCOW2_INCOMPAT_DIRTY,
+		.corrupt = s->incompat & QCOW2_INCOMPAT_CORRUPT,
+		.lazy_refcounts = s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS,
+	};
 	return 0;
 }
 

@@ -105,23 +105,44 @@ const char *img_path(const struct img *img);
 struct img *img_backing(const struct img *img);
 /* The descriptor of the image file itself (for stat and locks). */
 int img_fd(const struct img *img);
+/* True when the disk's bytes are the image file's own bytes at the same
+ * offsets (a raw image), so a reader that needs a descriptor of the disk
+ * may open the file itself. */
+bool img_is_file_identity(const struct img *img);
 
-struct img_info {
-	const char *format;       /* "raw" or "qcow2" */
-	uint64_t virtual_size;
-	uint64_t cluster_size;    /* 0 for raw */
-	unsigned qcow2_version;   /* 2 or 3; 0 for raw */
+/* What only a qcow2 image has (img_info.qcow2). */
+struct img_info_qcow2 {
+	unsigned version;         /* 2 or 3 */
 	unsigned refcount_bits;
 	bool extended_l2;
-	const char *compression;  /* "zlib", "zstd"; NULL for raw */
-	const char *backing_file; /* as stored in the image, or NULL */
-	const char *backing_format; /* from the header extension, or NULL */
+	const char *compression;  /* "zlib" or "zstd" */
 	const char *data_file;    /* external data file as stored, or NULL */
 	bool data_file_raw;
 	bool dirty;
 	bool corrupt;
 	bool lazy_refcounts;
+};
+
+/* Which format-specific part of img_info is filled. */
+enum img_info_kind {
+	IMG_INFO_GENERIC = 0, /* none: only the shared fields */
+	IMG_INFO_QCOW2,       /* qcow2 */
+};
+
+struct img_info {
+	const char *format;       /* the driver's name: "raw", "qcow2", ... */
+	uint64_t virtual_size;
+	uint64_t cluster_size;    /* 0 when the format has no clusters */
+	const char *backing_file; /* as stored in the image, or NULL */
+	const char *backing_format; /* from the image, or NULL */
 	size_t nb_snapshots;
+	/* Facts with a type of their own, by format: the member kind names.
+	 * A format with such facts adds a kind and a member here, never a
+	 * field to the shared part above. */
+	enum img_info_kind kind;
+	union {
+		struct img_info_qcow2 qcow2;
+	};
 	/* Format-specific facts as key/value lines ("subformat",
 	 * "monolithicSparse"), in the order info shows them. */
 	size_t nb_fields;

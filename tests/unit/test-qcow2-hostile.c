@@ -652,7 +652,7 @@ static void check_corrupt_ro(struct img *img, const struct hcase *hc)
 	assert(img_is_read_only(img));
 	assert(img_get_info(img, &info) == 0);
 	assert(strcmp(info.format, "qcow2") == 0);
-	assert(info.corrupt);
+	assert(info.qcow2.corrupt);
 	check_reads(img, hc);
 }
 
@@ -677,7 +677,7 @@ static void check_dirty(struct img *img, const struct hcase *hc)
 	struct img_info info;
 
 	assert(img_get_info(img, &info) == 0);
-	assert(info.dirty && !info.corrupt);
+	assert(info.qcow2.dirty && !info.qcow2.corrupt);
 	check_reads(img, hc);
 }
 

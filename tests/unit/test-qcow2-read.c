@@ -236,11 +236,11 @@ static void test_geometries(void)
 		assert(img_get_info(img, &info) == 0);
 		assert(strcmp(info.format, "qcow2") == 0);
 		assert(info.cluster_size == cases[i].cluster);
-		assert(info.refcount_bits == cases[i].refcount_bits);
-		assert(info.qcow2_version ==
+		assert(info.qcow2.refcount_bits == cases[i].refcount_bits);
+		assert(info.qcow2.version ==
 		       (strcmp(cases[i].compat, "1.1") == 0 ? 3u : 2u));
 		assert(info.virtual_size == 8 << 20);
-		assert(!info.extended_l2 && !info.backing_file);
+		assert(!info.qcow2.extended_l2 && !info.backing_file);
 		img_close(img);
 	}
 }
@@ -294,7 +294,7 @@ static void test_compressed(void)
 			struct img *img = open_ro("c.qcow2", 0);
 			struct img_info info;
 			assert(img_get_info(img, &info) == 0);
-			assert(strcmp(info.compression, types[t]) == 0);
+			assert(strcmp(info.qcow2.compression, types[t]) == 0);
 			img_close(img);
 		}
 		/* Compressed writes in place, mixed with plain ones. */
@@ -321,7 +321,7 @@ static void test_extended_l2(void)
 		check_image("x.qcow2");
 		struct img *img = open_ro("x.qcow2", 0);
 		struct img_info info;
-		assert(img_get_info(img, &info) == 0 && info.extended_l2);
+		assert(img_get_info(img, &info) == 0 && info.qcow2.extended_l2);
 		img_close(img);
 
 		/* Preallocated host clusters whose subclusters are not
@@ -395,7 +395,7 @@ static void test_backing(void)
 	   "base.raw -F raw v2.qcow2 5M");
 	sh("qemu-io -c 'write -P 0xb6 100k 1M' v2.qcow2");
 	img = open_ro("v2.qcow2", 0);
-	assert(img_get_info(img, &info) == 0 && info.qcow2_version == 2);
+	assert(img_get_info(img, &info) == 0 && info.qcow2.version == 2);
 	assert(strcmp(info.backing_format, "raw") == 0);
 	img_close(img);
 	check_image("v2.qcow2");
@@ -425,8 +425,8 @@ static void test_data_file(void)
 		struct img *img = open_ro("d.qcow2", 0);
 		struct img_info info;
 		assert(img_get_info(img, &info) == 0);
-		assert(strcmp(info.data_file, "d.data") == 0);
-		assert(info.data_file_raw == raw);
+		assert(strcmp(info.qcow2.data_file, "d.data") == 0);
+		assert(info.qcow2.data_file_raw == raw);
 		img_close(img);
 	}
 }
