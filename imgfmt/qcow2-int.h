@@ -281,6 +281,39 @@ struct qcow2_state {
 	struct qcow2_meta_set *meta;
 };
 
+/* Where the L2 entry of a guest offset lives (spec, "Cluster mapping"):
+ * the L1 entry naming its L2 table, and the entry inside that table.
+ * The one place this arithmetic is written. */
+static inline uint64_t qcow2_l2_range_bytes(const struct qcow2_state *s)
+{
+	/* Guest bytes one L2 table maps. */
+	return 1ull << (s->cluster_bits + s->l2_bits);
+}
+
+static inline uint64_t qcow2_l1_index(const struct qcow2_state *s,
+				      uint64_t guest_off)
+{
+	return guest_off >> (s->cluster_bits + s->l2_bits);
+}
+
+static inline uint64_t qcow2_l2_index(const struct qcow2_state *s,
+				      uint64_t guest_off)
+{
+	return (guest_off >> s->cluster_bits) & ((1ull << s->l2_bits) - 1);
+}
+
+/* Host offset of the L2 cache slice holding entry l2_idx of the L2 table
+ * at l2_off; the entry's byte offset inside that slice in *pos_r. */
+static inline uint64_t qcow2_l2_slice_off(const struct qcow2_state *s,
+					  uint64_t l2_off, uint64_t l2_idx,
+					  size_t *pos_r)
+{
+	uint64_t entry_off = l2_off + l2_idx * s->l2_entry_bytes;
+
+	*pos_r = (size_t)(entry_off % s->l2_slice_bytes);
+	return entry_off - *pos_r;
+}
+
 /* Refcount table entries: offset bits (the rest is reserved). */
 #define REFTABLE_OFFSET_MASK 0xfffffffffffffe00ull
 

@@ -30,7 +30,7 @@
 
 uint64_t qcow2_l1_entries_for(const struct qcow2_state *s, uint64_t size_bytes)
 {
-	uint64_t l2_range_bytes = 1ull << (s->l2_bits + s->cluster_bits);
+	uint64_t l2_range_bytes = qcow2_l2_range_bytes(s);
 
 	return div_round_up(size_bytes, l2_range_bytes);
 }
@@ -277,7 +277,7 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 	struct qcow2_state *s = qcow2_state(img);
 	size_t slice_bytes = s->l2_slice_bytes;
 	size_t slice_entries = slice_bytes / s->l2_entry_bytes;
-	uint64_t l2_range_bytes = 1ull << (s->l2_bits + s->cluster_bits);
+	uint64_t l2_range_bytes = qcow2_l2_range_bytes(s);
 	uint64_t off = guest_off, end;
 	unsigned nb_slices = 0;
 	int ret;
@@ -288,8 +288,7 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 		return -EINVAL;
 
 	while (off < end) {
-		uint64_t cluster_idx = off >> s->cluster_bits;
-		uint64_t l1_idx = cluster_idx >> s->l2_bits;
+		uint64_t l1_idx = qcow2_l1_index(s, off);
 		uint64_t l2_off = 0;
 		const uint8_t *slice;
 
@@ -321,14 +320,14 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 		    !range_within(l2_off, s->cluster_bytes, s->file_bytes))
 			return -EIO;
 
-		uint64_t l2_idx = cluster_idx & ((1ull << s->l2_bits) - 1);
-		uint64_t slice_off = l2_off +
-				     (l2_idx / slice_entries) * slice_bytes;
+		uint64_t l2_idx = qcow2_l2_index(s, off);
+		size_t pos;
+		uint64_t slice_off = qcow2_l2_slice_off(s, l2_off, l2_idx, &pos);
 
 		ret = qcow2_cache_get_locked(s->l2_cache, slice_off, &slice);
 		if (ret < 0)
 			return ret;
-		ret = map_slice(img, s, slice, l2_idx % slice_entries,
+		ret = map_slice(img, s, slice, pos / s->l2_entry_bytes,
 				slice_entries, &off, end, merge_compressed,
 				run_r);
 		qcow2_cache_put_locked(s->l2_cache, slice);

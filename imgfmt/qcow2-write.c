@@ -96,16 +96,29 @@ static bool external(const struct img *img, const struct qcow2_state *s)
 	return s->data_fd != img->fd;
 }
 
+/* An L2 table offset from the L1 table: cluster aligned and inside the
+ * file, or the image is corrupt. */
+static int check_l2_table(struct img *img, uint64_t l2_off)
+{
+	struct qcow2_state *s = qcow2_state(img);
+
+	if (!is_aligned(l2_off, s->cluster_bytes) ||
+	    !range_within(l2_off, s->cluster_bytes, s->file_bytes))
+		return qcow2_signal_corruption(img, "L2 table at 0x%" PRIx64
+					       " is invalid", l2_off);
+	return 0;
+}
+
 /* The L2 entry (and bitmap) of guest_off, read only; 0 when there is no
  * L2 table. */
 static int l2_entry_ro_locked(struct img *img, uint64_t guest_off,
 			      uint64_t *entry_r, uint64_t *bitmap_r)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	uint64_t cluster_idx = guest_off >> s->cluster_bits;
-	uint64_t l1_idx = cluster_idx >> s->l2_bits;
-	uint64_t l2_idx = cluster_idx & ((1ull << s->l2_bits) - 1);
-	uint64_t l2_off, off;
+	uint64_t l1_idx = qcow2_l1_index(s, guest_off);
+	uint64_t l2_idx = qcow2_l2_index(s, guest_off);
+	uint64_t l2_off;
+	size_t pos;
 	const uint8_t *slice;
 	int ret;
 
@@ -116,19 +129,16 @@ static int l2_entry_ro_locked(struct img *img, uint64_t guest_off,
 	l2_off = s->l1_table[l1_idx] & QCOW2_L1E_OFFSET_MASK;
 	if (l2_off == 0)
 		return 0;
-	if (!is_aligned(l2_off, s->cluster_bytes) ||
-	    !range_within(l2_off, s->cluster_bytes, s->file_bytes))
-		return qcow2_signal_corruption(img, "L2 table at 0x%" PRIx64
-					       " is invalid", l2_off);
-	off = l2_off + l2_idx * s->l2_entry_bytes;
-	ret = qcow2_cache_get_locked(s->l2_cache,
-				     align_down(off, s->l2_slice_bytes),
-				     &slice);
+	ret = check_l2_table(img, l2_off);
 	if (ret < 0)
 		return ret;
-	*entry_r = get_be64(slice + (off % s->l2_slice_bytes));
+	ret = qcow2_cache_get_locked(
+		s->l2_cache, qcow2_l2_slice_off(s, l2_off, l2_idx, &pos), &slice);
+	if (ret < 0)
+		return ret;
+	*entry_r = get_be64(slice + pos);
 	if (s->extended_l2)
-		*bitmap_r = get_be64(slice + (off % s->l2_slice_bytes) + 8);
+		*bitmap_r = get_be64(slice + pos + 8);
 	qcow2_cache_put_locked(s->l2_cache, slice);
 	return 0;
 }
@@ -137,10 +147,10 @@ int qcow2_l2_entry_rw_locked(struct img *img, uint64_t guest_off,
 			     uint8_t **slice_r, uint8_t **entry_r)
 {
 	struct qcow2_state *s = qcow2_state(img);
-	uint64_t cluster_idx = guest_off >> s->cluster_bits;
-	uint64_t l1_idx = cluster_idx >> s->l2_bits;
-	uint64_t l2_idx = cluster_idx & ((1ull << s->l2_bits) - 1);
-	uint64_t l1e, l2_off, off;
+	uint64_t l1_idx = qcow2_l1_index(s, guest_off);
+	uint64_t l2_idx = qcow2_l2_index(s, guest_off);
+	uint64_t l1e, l2_off;
+	size_t pos;
 	uint8_t *slice;
 	int ret;
 
@@ -155,12 +165,9 @@ int qcow2_l2_entry_rw_locked(struct img *img, uint64_t guest_off,
 		if (!table)
 			return -ENOMEM;
 		if (l2_off) {
-			if (!is_aligned(l2_off, s->cluster_bytes) ||
-			    !range_within(l2_off, s->cluster_bytes,
-					  s->file_bytes))
-				return qcow2_signal_corruption(
-					img, "L2 table at 0x%" PRIx64
-					" is invalid", l2_off);
+			ret = check_l2_table(img, l2_off);
+			if (ret < 0)
+				return ret;
 			/* Shared with a snapshot: copy it (through the
 			 * cache, which may hold newer slices). */
 			for (uint64_t o = 0; o < s->cluster_bytes;
@@ -204,14 +211,12 @@ int qcow2_l2_entry_rw_locked(struct img *img, uint64_t guest_off,
 		}
 		l2_off = new_off;
 	}
-	off = l2_off + l2_idx * s->l2_entry_bytes;
-	ret = qcow2_cache_get_rw_locked(s->l2_cache,
-					align_down(off, s->l2_slice_bytes),
-					&slice);
+	ret = qcow2_cache_get_rw_locked(
+		s->l2_cache, qcow2_l2_slice_off(s, l2_off, l2_idx, &pos), &slice);
 	if (ret < 0)
 		return ret;
 	*slice_r = slice;
-	*entry_r = slice + (off % s->l2_slice_bytes);
+	*entry_r = slice + pos;
 	return 0;
 }
 
