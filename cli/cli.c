@@ -436,6 +436,7 @@ int cli_info_print(struct cli_session *s, FILE *f, bool json)
 			.disk_size = sn->disk_size,
 			.vm_state_size = sn->vm_state_size,
 			.kind = s->snap_dirs[i].kind,
+			.unreadable = sn->unreadable,
 		};
 	}
 	nb_files = cli_info_files_from_table(d->table, files, cap);

@@ -180,15 +180,17 @@ static void text_snapshots(FILE *f, const struct cli_info_data *d)
 {
 	fprintf(f, "\nsnapshots %zu\n", d->nb_snaps);
 	if (d->nb_snaps)
-		fprintf(f, "DIR ID NAME DATE VM-CLOCK-NS DISK-SIZE NOTE\n");
+		fprintf(f, "DIR ID NAME DATE VM-CLOCK-NS DISK-SIZE NOTE "
+			"UNREADABLE\n");
 	for (size_t i = 0; i < d->nb_snaps; i++) {
 		const struct cli_info_snapshot *s = &d->snaps[i];
 		char date[32];
 
 		iso_date(s->date_sec, date, sizeof(date));
-		fprintf(f, "%s %s %s %s %" PRIu64 " %" PRIu64 " %s\n",
+		fprintf(f, "%s %s %s %s %" PRIu64 " %" PRIu64 " %s %s\n",
 			s->dirname, dash(s->id), dash(s->name), date,
-			s->vm_clock_nsec, s->disk_size, kind_note(s->kind));
+			s->vm_clock_nsec, s->disk_size, kind_note(s->kind),
+			dash(s->unreadable));
 	}
 }
 
@@ -444,6 +446,7 @@ static void json_snapshots(FILE *f, bool *first,
 		json_kuint(f, &fb, "disk_size", s->disk_size);
 		json_kuint(f, &fb, "vm_state_size", s->vm_state_size);
 		json_kstr(f, &fb, "named_by", kinds[s->kind]);
+		json_kstr(f, &fb, "unreadable", s->unreadable);
 		fputc('}', f);
 	}
 	fputc(']', f);

@@ -262,8 +262,12 @@ static int list_virtual(struct vctx *v, const char *name, struct ls_list *l)
 
 	if (strcmp(name, "snapshots") == 0 || strcmp(name, "snapshots/") == 0) {
 		ret = cli_session_snapshots(s);
+		/* As the mount: an unreadable snapshot has no folder (info
+		 * says why). */
 		for (size_t i = 0; !ret && i < s->nb_snaps; i++)
-			ret = vadd(l, v, s->snap_dirs[i].dirname, true, 0);
+			if (!s->snap_dirs[i].snap->unreadable)
+				ret = vadd(l, v, s->snap_dirs[i].dirname, true,
+					   0);
 		return ret;
 	}
 	if (strncmp(name, "snapshots/", 10) == 0) {

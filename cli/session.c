@@ -231,7 +231,8 @@ int cli_snap_disk(struct cli_session *s, size_t i, struct cli_disk **d_r)
 	ret = img_snapshot_open(s->img, sd->snap->id, &d->img, &err);
 	if (ret < 0) {
 		cli_err(s, prefix, "cannot open the snapshot: %s",
-			err.msg[0] ? err.msg : strerror(-ret));
+			err.msg[0] ? img_err_reason(&err, s->img) :
+				     strerror(-ret));
 		free(prefix);
 		free(d);
 		return ret;

@@ -100,7 +100,13 @@ struct ifs_view {
 	 * stays NULL when it cannot be (open_error says why). Written once,
 	 * under scan_mutex; read atomically. */
 	struct img *img;
-	char *open_error;       /* under scan_mutex */
+	/* Under scan_mutex; info reads it atomically, without the lock. */
+	char *open_error;
+	/* The table entry alone says the snapshot cannot be opened
+	 * (img_snapshot.unreadable, in open_error): the view has no folder
+	 * under snapshots/, and info says why. Set before the view is
+	 * published, never changed. */
+	bool unlisted;
 	bool read_only;
 	bool deleted;           /* rmdir'ed: lookups fail, I/O gives ENOENT;
 	                         * atomic (ifs_view_is_deleted) */
@@ -142,7 +148,8 @@ struct ifs {
 	 * so that a lookup in a folder of 20,000 snapshots is no scan. */
 	struct ifs_view **name_buckets;
 	size_t nb_name_buckets;   /* a power of two, or 0 */
-	size_t nb_live_snapshots; /* snapshot views not deleted */
+	size_t nb_live_snapshots; /* snapshot folders: views not deleted,
+	                           * not unlisted */
 	unsigned next_slot;
 
 	/* The scanner thread reads partition tables through the mount.

@@ -68,6 +68,8 @@ char *ifs_info_text(struct ifs *ifs, size_t *len_r)
 			.kind = v->dirname_is_position ? CLI_DIRNAME_BY_POSITION :
 				v->dirname_is_id       ? CLI_DIRNAME_BY_ID :
 							 CLI_DIRNAME_BY_NAME,
+			.unreadable = __atomic_load_n(&v->open_error,
+						      __ATOMIC_ACQUIRE),
 		};
 	}
 	pthread_mutex_unlock(&ifs->views_lock);

@@ -502,7 +502,7 @@ static void ifs_opendir(fuse_req_t req, fuse_ino_t ino,
 		pthread_mutex_lock(&ifs->views_lock);
 		for (size_t i = 1; i < ifs->nb_views && !ret; i++) {
 			struct ifs_view *v = ifs->views[i];
-			if (!ifs_view_is_deleted(v))
+			if (!ifs_view_is_deleted(v) && !v->unlisted)
 				ret = add_entry(req, l, v->dirname,
 						ifs_ino(v->slot, IFS_NODE_DIR),
 						S_IFDIR);

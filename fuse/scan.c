@@ -89,9 +89,14 @@ static void open_view_locked(struct ifs *ifs, struct ifs_view *view)
 	if (view->img || view->open_error || !view->snap_id)
 		return;
 	if (img_snapshot_open(ifs->img, view->snap_id, &img, &err) < 0) {
+		/* Logged once: later uses find open_error. info reads it
+		 * without scan_mutex. */
 		log_err("%s", err.msg);
-		view->open_error = strdup(err.msg[0] ? err.msg
-						     : strerror(-err.errnum));
+		__atomic_store_n(&view->open_error,
+				 strdup(err.msg[0] ? img_err_reason(&err,
+								    ifs->img)
+						   : strerror(-err.errnum)),
+				 __ATOMIC_RELEASE);
 		return;
 	}
 	__atomic_store_n(&view->img, img, __ATOMIC_RELEASE);

@@ -114,7 +114,8 @@ static int views_append_locked(struct ifs *ifs, struct ifs_view *view)
 		if (name_index_reserve_locked(ifs, ifs->nb_views + 1) < 0)
 			return -ENOMEM;
 		name_index_insert_locked(ifs, view);
-		ifs->nb_live_snapshots++;
+		/* An unlisted snapshot has no folder to count. */
+		ifs->nb_live_snapshots += !view->unlisted;
 	}
 	ifs->views[ifs->nb_views++] = view;
 	return 0;
@@ -151,7 +152,12 @@ struct ifs_view *ifs_view_add_snapshot(struct ifs *ifs,
 		view->snap_date_sec = snap->date_sec;
 		view->snap_vm_clock_nsec = snap->vm_clock_nsec;
 		view->snap_disk_size = snap->disk_size;
+		if (snap->unreadable) {
+			view->unlisted = true;
+			view->open_error = strdup(snap->unreadable);
+		}
 		if (!view->dirname || !view->snap_id || !view->snap_name ||
+		    (view->unlisted && !view->open_error) ||
 		    views_append_locked(ifs, view) < 0) {
 			view_free(view, true);
 			view = NULL;
@@ -286,7 +292,7 @@ struct ifs_view *ifs_view_by_dirname(struct ifs *ifs, const char *name)
 
 		for (struct ifs_view *v = ifs->name_buckets[b]; v;
 		     v = v->name_next) {
-			if (!ifs_view_is_deleted(v) &&
+			if (!ifs_view_is_deleted(v) && !v->unlisted &&
 			    strcmp(v->dirname, name) == 0) {
 				found = v;
 				break;

@@ -35,6 +35,16 @@ int img_err(struct img_err *err, int errnum, const char *fmt, ...)
 	return errnum;
 }
 
+const char *img_err_reason(const struct img_err *err, const struct img *img)
+{
+	size_t path_len = strlen(img->path);
+
+	if (strncmp(err->msg, img->path, path_len) == 0 &&
+	    strncmp(err->msg + path_len, ": ", 2) == 0)
+		return err->msg + path_len + 2;
+	return err->msg;
+}
+
 struct img *img_alloc(const struct img_open_opts *opts)
 {
 	struct img *img = calloc(1, sizeof(*img));
@@ -530,6 +540,7 @@ void img_snapshot_list_free(struct img_snapshot *list, size_t nb)
 	for (size_t i = 0; i < nb; i++) {
 		free(list[i].id);
 		free(list[i].name);
+		free(list[i].unreadable);
 	}
 	free(list);
 }

@@ -212,6 +212,36 @@ past_eof:
 		       img->path, s->snapshots_offset, nb);
 }
 
+/* What can be checked of a snapshot from its table entry alone, without
+ * reading its L1 table: cheap enough for every entry of a listing. */
+static int snapshot_check(struct img *img, const struct qcow2_snapshot *sn,
+			  struct img_err *err)
+{
+	/* Same bound as the active table; any snapshot's disk size must
+	 * fit the same guest offset arithmetic as the image's. */
+	if (sn->disk_size > INT64_MAX)
+		return img_err(err, -EINVAL, "%s: snapshot '%s' has a disk "
+			       "size of %" PRIu64 " bytes, too large",
+			       img->path, sn->id, sn->disk_size);
+	return qcow2_validate_table(img, "snapshot L1 table",
+				    sn->l1_table_offset, sn->l1_size,
+				    sizeof(uint64_t), QCOW2_MAX_L1_BYTES, err);
+}
+
+/* snapshot_check's verdict for a listing: NULL when it passes, else its
+ * message. 0 or -ENOMEM. */
+static int snapshot_unreadable(struct img *img, const struct qcow2_snapshot *sn,
+			       char **why_r)
+{
+	struct img_err err = { 0 };
+
+	*why_r = NULL;
+	if (snapshot_check(img, sn, &err) == 0)
+		return 0;
+	*why_r = strdup(img_err_reason(&err, img));
+	return *why_r ? 0 : -ENOMEM;
+}
+
 int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,
 			size_t *nb_r)
 {
@@ -243,6 +273,10 @@ int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,
 		list[i].vm_clock_nsec = sn->vm_clock_nsec;
 		list[i].disk_size = sn->disk_size;
 		list[i].vm_state_size = sn->vm_state_size;
+		if (snapshot_unreadable(img, sn, &list[i].unreadable) < 0) {
+			img_snapshot_list_free(list, i + 1);
+			return -ENOMEM;
+		}
 	}
 	*list_r = list;
 	*nb_r = s->nb_snapshots;
@@ -271,15 +305,7 @@ int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 	if (!sn)
 		return img_err(err, -ENOENT, "%s: no snapshot with ID '%s'",
 			       img->path, id);
-	/* Same bound as the active table; any snapshot's disk size must
-	 * fit the same guest offset arithmetic as the image's. */
-	if (sn->disk_size > INT64_MAX)
-		return img_err(err, -EINVAL, "%s: snapshot '%s' has a disk "
-			       "size of %" PRIu64 " bytes, too large",
-			       img->path, id, sn->disk_size);
-	ret = qcow2_validate_table(img, "snapshot L1 table",
-				   sn->l1_table_offset, sn->l1_size,
-				   sizeof(uint64_t), QCOW2_MAX_L1_BYTES, err);
+	ret = snapshot_check(img, sn, err);
 	if (ret < 0)
 		return ret;
 

@@ -57,6 +57,9 @@ struct cli_info_snapshot {
 	uint32_t date_nsec;
 	uint64_t vm_clock_nsec, disk_size, vm_state_size;
 	enum cli_dirname_kind kind;
+	/* Why its folder cannot be shown (one line, no image path), or
+	 * NULL: such snapshots are listed here and absent from snapshots/. */
+	const char *unreadable;
 };
 
 /* Whether files/NAME shows the filesystem of a block file. */

@@ -77,6 +77,10 @@ struct img_err {
 /* Fills err (if not NULL) and returns errnum (a negative errno). */
 int img_err(struct img_err *err, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The message of err without the "PATH: " (path as img names itself)
+ * that messages about img begin with, for a listing that names the image
+ * once; the whole message when it does not begin so. Points into err. */
+const char *img_err_reason(const struct img_err *err, const struct img *img);
 
 /* Opens path. opts may be NULL (probe, read-write, backing=local).
  * On failure returns -errno and fills err; *img_r is untouched.
@@ -231,9 +235,16 @@ struct img_snapshot {
 	uint64_t vm_clock_nsec;
 	uint64_t disk_size;
 	uint64_t vm_state_size;
+	/* Why img_snapshot_open will refuse it, as far as the table entry
+	 * tells without reading the snapshot's own tables (its L1 table
+	 * lies past the end of the file, say), without the image path; or
+	 * NULL. An entry that passes may still fail to open on an I/O
+	 * error. */
+	char *unreadable;
 };
 
-/* Lists internal snapshots in table order. *list_r is freed with
+/* Lists internal snapshots in table order, every entry of the table,
+ * the unreadable ones too. *list_r is freed with
  * img_snapshot_list_free. Formats without snapshots give an empty list. */
 int img_snapshot_list(struct img *img, struct img_snapshot **list_r,
 		      size_t *nb_r);

@@ -590,6 +590,16 @@ put_be64() {
 	printf "$bytes" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
 }
 
+# put_be32 FILE OFFSET VALUE: writes VALUE there, big-endian, 4 bytes.
+put_be32() {
+	local hex i bytes=
+	hex=$(printf '%08x' "$3")
+	for ((i = 0; i < 8; i += 2)); do
+		bytes+="\\x${hex:i:2}"
+	done
+	printf "$bytes" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
 # l2_entry_offset IMG GUEST_OFF: where in the qcow2 file the L2 entry that
 # maps GUEST_OFF lives (standard L2 entries, an allocated L2 table).
 l2_entry_offset() {

@@ -29,6 +29,9 @@
 #                                          feature bit (0 dirty, 1 corrupt)
 #   set_feature_name IMG TYPE BIT NAME     name a feature bit in the
 #                                          header's feature-name table
+#   snapshot_entry_offset IMG N            where entry N (from 0) of the
+#                                          snapshot table lies, to break
+#                                          one field of it (put_be64)
 # Reading facts:
 #   img_format IMG, img_cluster_size IMG, img_virtual_size IMG
 #   qemu_raw IMG OUT [ARGS...]             qemu-img convert -O raw
@@ -281,4 +284,24 @@ set_feature_name() {
 		printf '%s' "$name"
 		head -c $((46 - ${#name})) /dev/zero
 	} | dd of="$img" bs=1 seek=$((off + 8)) conv=notrunc status=none
+}
+
+# _be IMG OFFSET BYTES: the big-endian number of BYTES bytes at OFFSET.
+_be() {
+	echo $((16#$(od -A n -t x1 -j "$2" -N "$3" "$1" | tr -d ' \n')))
+}
+
+# snapshot_entry_offset IMG N: the file offset of entry N (from 0) of the
+# qcow2 snapshot table. Each entry is 40 bytes, its extra data, ID and
+# name, padded to 8 (docs/interop/qcow2.txt, "Snapshots"); its L1 table
+# offset is the 8 bytes at the start, its L1 size the 4 bytes at 8.
+snapshot_entry_offset() {
+	local img=$1 n=$2 off i len
+	off=$(_be "$img" 64 8)
+	for ((i = 0; i < n; i++)); do
+		len=$((40 + $(_be "$img" $((off + 36)) 4) +
+			$(_be "$img" $((off + 12)) 2) + $(_be "$img" $((off + 14)) 2)))
+		off=$((off + (len + 7) / 8 * 8))
+	done
+	echo "$off"
 }

@@ -196,8 +196,8 @@ user.imgfs.uuid=\"$EXT4_UUID\""
 	run -0 info_line snapshots
 	assert_eq "$output" 1
 	run -0 as_user awk '$1 == "DIR", NF == 0' "$MNT/info"
-	assert_eq "$output" "DIR ID NAME DATE VM-CLOCK-NS DISK-SIZE NOTE
-installed 1 installed $(snapshot_date_utc "$IMG" 1) 0 $GPT_DISK_BYTES -"
+	assert_eq "$output" "DIR ID NAME DATE VM-CLOCK-NS DISK-SIZE NOTE UNREADABLE
+installed 1 installed $(snapshot_date_utc "$IMG" 1) 0 $GPT_DISK_BYTES - -"
 	run -0 info_line partition-table
 	assert_eq "$output" gpt
 	run -0 info_line disk-id

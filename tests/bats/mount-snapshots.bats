@@ -5,6 +5,7 @@
 bats_require_minimum_version 1.5.0
 
 load helpers
+load images
 
 @test "every snapshot folder holds the bytes of qemu-img convert -l snapshot.name=NAME, partitions included" {
 	make_gpt_ext4_fat "$IMG"
@@ -100,7 +101,7 @@ load helpers
 	done
 	run -0 info_line snapshots
 	assert_eq "${lines[0]}" 7
-	run -0 as_user awk '$1 == "DIR" { on = 1; next } on && NF == 0 { on = 0 } on { print $1, $2, $3, $NF }' "$MNT/info"
+	run -0 as_user awk '$1 == "DIR" { on = 1; next } on && NF == 0 { on = 0 } on { print $1, $2, $3, $7 }' "$MNT/info"
 	assert_eq "$output" "$(printf '%s\n' "1 1 a/b named-by-id" \
 		"2 2 . named-by-id" "3 3 .. named-by-id" "4 4 dup named-by-id" \
 		"5 5 dup named-by-id" "6 6 - named-by-id" "clean 7 clean -")"
@@ -132,7 +133,67 @@ load helpers
 	run -0 info_line snapshots
 	assert_eq "$output" 2
 	run -0 as_user awk '$1 == "DIR" { on = 1; print; next } on && NF == 0 { on = 0 } on' "$MNT/info"
-	assert_eq "$output" "DIR ID NAME DATE VM-CLOCK-NS DISK-SIZE NOTE
-first 1 first $(snapshot_date_utc "$IMG" 1) 0 16777216 -
-second 2 second $(snapshot_date_utc "$IMG" 2) 0 33554432 -"
+	assert_eq "$output" "DIR ID NAME DATE VM-CLOCK-NS DISK-SIZE NOTE UNREADABLE
+first 1 first $(snapshot_date_utc "$IMG" 1) 0 16777216 - -
+second 2 second $(snapshot_date_utc "$IMG" 2) 0 33554432 - -"
+}
+
+# Four snapshots; the second's L1 table lies past the end of the file, the
+# third's is larger than any image may have.
+make_broken_snapshots() {
+	local e
+	qemu-img create -q -f qcow2 "$IMG" 16M
+	for n in good broken huge last; do
+		qemu-img snapshot -c "$n" "$IMG"
+	done
+	e=$(snapshot_entry_offset "$IMG" 1)
+	put_be64 "$IMG" "$e" $((1 << 32))
+	e=$(snapshot_entry_offset "$IMG" 2)
+	put_be32 "$IMG" $((e + 8)) $((1 << 28))
+	BROKEN_ROWS="DIR ID NAME DATE VM-CLOCK-NS DISK-SIZE NOTE UNREADABLE
+good 1 good $(snapshot_date_utc "$IMG" 1) 0 16777216 - -
+broken 2 broken $(snapshot_date_utc "$IMG" 2) 0 16777216 - snapshot L1 table at 0x100000000 (8 bytes) lies past the end of the file ($(stat -c %s "$IMG") bytes)
+huge 3 huge $(snapshot_date_utc "$IMG" 3) 0 16777216 - snapshot L1 table of 268435456 entries is too large (limit 33554432 bytes)
+last 4 last $(snapshot_date_utc "$IMG" 4) 0 16777216 - -"
+}
+
+@test "info lists every snapshot of the table from the start, the unreadable ones with the reason; snapshots/ holds the readable ones; the launcher prints nothing" {
+	make_broken_snapshots
+	give_to_user "$IMG"
+	run -0 --separate-stderr as_user "$IMGFS" "$IMG" "$MNT"
+	assert_eq "$output" ""
+	assert_eq "$stderr" ""
+	run -0 info_line snapshots
+	assert_eq "$output" 4
+	run -0 as_user awk '$1 == "DIR" { on = 1; print; next } on && NF == 0 { on = 0 } on' "$MNT/info"
+	assert_eq "$output" "$BROKEN_ROWS"
+	run -0 as_user ls "$MNT/snapshots"
+	assert_eq "$output" $'good\nlast'
+	run -0 as_user stat -c %h "$MNT/snapshots"
+	assert_eq "$output" 4
+	run -2 as_user ls "$MNT/snapshots/broken"
+	assert_eq "$output" "ls: cannot access '$MNT/snapshots/broken': No such file or directory"
+	qemu_raw "$IMG" good.raw -l snapshot.name=good
+	assert_same_bytes "$MNT/snapshots/good" good.raw
+	# Browsing changes nothing in the list.
+	run -0 as_user awk '$1 == "DIR" { on = 1; print; next } on && NF == 0 { on = 0 } on' "$MNT/info"
+	assert_eq "$output" "$BROKEN_ROWS"
+}
+
+@test "imgfs info lists the same snapshot rows as the mount; imgfs ls snapshots the same folders; naming an unreadable one says why" {
+	make_broken_snapshots
+	run -0 --separate-stderr "$IMGFS" info "$IMG"
+	assert_eq "$stderr" ""
+	run -0 awk '$1 == "DIR" { on = 1; print; next } on && NF == 0 { on = 0 } on' <<<"$output"
+	assert_eq "$output" "$BROKEN_ROWS"
+	run -0 "$IMGFS" info --json "$IMG"
+	run -0 jq -r '.snapshots[] | "\(.dir) \(.unreadable)"' <<<"$output"
+	assert_eq "$output" "good null
+broken snapshot L1 table at 0x100000000 (8 bytes) lies past the end of the file ($(stat -c %s "$IMG") bytes)
+huge snapshot L1 table of 268435456 entries is too large (limit 33554432 bytes)
+last null"
+	run -0 "$IMGFS" ls "$IMG" snapshots
+	assert_eq "$output" $'good\nlast'
+	run -1 --separate-stderr "$IMGFS" ls "$IMG" snapshots/broken
+	assert_eq "$stderr" "imgfs: $IMG: snapshots/broken/: cannot open the snapshot: snapshot L1 table at 0x100000000 (8 bytes) lies past the end of the file ($(stat -c %s "$IMG") bytes)"
 }

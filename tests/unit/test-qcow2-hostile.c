@@ -755,7 +755,9 @@ static void check_snap_bounded(struct img *img, const struct hcase *hc)
 
 /* A snapshot whose own metadata is broken: the image may refuse at open
  * (a driver that validates snapshots eagerly) or when the snapshot is
- * opened, both with -EINVAL; reading the active layer is unaffected. */
+ * opened, both with -EINVAL; reading the active layer is unaffected. The
+ * listing already says why (unreadable: the open's message without the
+ * image path), so info can show it before anything opens the snapshot. */
 static void check_snap_open_fails(struct img *img, const struct hcase *hc)
 {
 	struct img_snapshot *list = NULL;
@@ -771,6 +773,13 @@ static void check_snap_open_fails(struct img *img, const struct hcase *hc)
 	if (ret != -EINVAL || !msg_names(err.msg, img_path(img), hc->msg)) {
 		fprintf(stderr, "%s: snapshot open: want -EINVAL naming '%s', "
 			"got %d \"%s\"\n", hc->name, hc->msg, ret, err.msg);
+		exit(1);
+	}
+	if (!list[0].unreadable ||
+	    strcmp(list[0].unreadable, img_err_reason(&err, img)) != 0) {
+		fprintf(stderr, "%s: listing says \"%s\", open says \"%s\"\n",
+			hc->name, list[0].unreadable ? list[0].unreadable : "",
+			err.msg);
 		exit(1);
 	}
 	img_snapshot_list_free(list, nb);
