@@ -144,6 +144,8 @@ static int copy_range(struct scan_state *st, uint64_t start, uint64_t end)
 		uint64_t run = MIN(end - off, SCAN_COPY_CHUNK);
 		int zero = 0;
 
+		if (st->rd->cancelled && st->rd->cancelled(st->rd->ctx))
+			return -ECANCELED;
 		if (st->rd->is_zero_or_hole) {
 			uint64_t r = 0;
 
@@ -410,6 +412,10 @@ int part_scan_reader(const struct part_reader *rd, uint64_t size,
 			ret = copy_wanted(&st, &added);
 		if (ret < 0 || (!added && table))
 			break;
+		if (rd->cancelled && rd->cancelled(rd->ctx)) {
+			ret = -ECANCELED;
+			break;
+		}
 		part_table_free(table);
 		table = NULL;
 		ret = part_scan(st.fd, size, &table);

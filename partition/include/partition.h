@@ -60,12 +60,17 @@ struct part_reader {
 	int (*read)(void *ctx, void *buf, size_t len, uint64_t off);
 	int (*is_zero_or_hole)(void *ctx, uint64_t off, uint64_t len,
 			       uint64_t *run_len_r);
+	/* May be NULL. Asked before each copied chunk and each scan round:
+	 * true ends the scan with -ECANCELED (a daemon on its way out does
+	 * not wait for the 64 rounds a hostile table can take). */
+	bool (*cancelled)(void *ctx);
 };
 
 /* part_scan of the disk rd reads (size bytes), through a sparse memory
  * file holding only the regions the scan needs (scan-reader.c). The same
- * table as part_scan on a descriptor of the whole disk; -ENOMEM, or
- * -errno when no memory file can be made. */
+ * table as part_scan on a descriptor of the whole disk; -ENOMEM,
+ * -ECANCELED (rd->cancelled), or -errno when no memory file can be
+ * made. */
 int part_scan_reader(const struct part_reader *rd, uint64_t size,
 		     struct part_table **table_r);
 /* A deep copy of table, or NULL on ENOMEM (or when table is NULL). */

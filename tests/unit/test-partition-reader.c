@@ -111,9 +111,9 @@ static struct part_table *check(const char *name)
 	assert(part_scan(fd, (uint64_t)st.st_size, &want) == 0);
 
 	struct file_reader fr = { fd, 0 };
-	struct part_reader rd = { &fr, fr_read, fr_hole };
+	struct part_reader rd = { &fr, fr_read, fr_hole, NULL };
 	assert(part_scan_reader(&rd, (uint64_t)st.st_size, &got) == 0);
-	struct part_reader rd2 = { &fr, fr_read, NULL };
+	struct part_reader rd2 = { &fr, fr_read, NULL, NULL };
 	uint64_t with_holes = fr.bytes_read;
 	assert(part_scan_reader(&rd2, (uint64_t)st.st_size, &got2) == 0);
 
@@ -213,6 +213,56 @@ static void test_gpt_128(void)
 	assert(t->nb_parts == 128);
 	assert(!strcmp(t->parts[127].fs_type, "ext4"));
 	part_table_free(t);
+}
+
+/* A reader whose cancelled callback answers true after n questions. */
+struct cancel_reader {
+	struct file_reader fr;
+	unsigned asked, cancel_after;
+};
+
+static int cr_read(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	return fr_read(&((struct cancel_reader *)ctx)->fr, buf, len, off);
+}
+
+static bool cr_cancelled(void *ctx)
+{
+	struct cancel_reader *cr = ctx;
+
+	return cr->asked++ >= cr->cancel_after;
+}
+
+/* A scan told to stop stops with -ECANCELED and no table, whether before
+ * its first chunk or between rounds (the 128-partition GPT takes two);
+ * one never told to stop finds every partition. */
+static void test_cancel(void)
+{
+	char path[512];
+	struct cancel_reader cr = { .fr = { -1, 0 } };
+	struct part_reader rd = { &cr, cr_read, NULL, cr_cancelled };
+	struct part_table *t = NULL;
+	struct stat st;
+	unsigned total;
+
+	snprintf(path, sizeof(path), "%s/g128.img", tmpdir);
+	cr.fr.fd = open(path, O_RDONLY);
+	assert(cr.fr.fd >= 0 && fstat(cr.fr.fd, &st) == 0);
+	cr.cancel_after = UINT32_MAX;
+	assert(part_scan_reader(&rd, (uint64_t)st.st_size, &t) == 0);
+	assert(t && t->nb_parts == 128);
+	part_table_free(t);
+	total = cr.asked;
+	for (unsigned n = 0; n < total; n += total / 4 ? total / 4 : 1) {
+		cr.asked = 0;
+		cr.cancel_after = n;
+		t = (struct part_table *)1;
+		assert(part_scan_reader(&rd, (uint64_t)st.st_size, &t) ==
+		       -ECANCELED);
+		assert(t == NULL);
+		assert(cr.asked == n + 1);
+	}
+	close(cr.fr.fd);
 }
 
 /* A GPT for 4096-byte sectors: header at byte 4096. */
@@ -382,6 +432,7 @@ int main(void)
 	test_whole_disk();
 	test_mbr_logicals();
 	test_gpt_128();
+	test_cancel();
 	test_gpt_4k();
 	test_gpt_far_array();
 	test_ebr_far();
