@@ -11,16 +11,25 @@
 
 #include "checked.h"
 
+struct scan_ctx {
+	struct img *img;
+	bool (*cancelled)(void *ctx);
+	void *cancel_ctx;
+};
+
 static int reader_read(void *ctx, void *buf, size_t len, uint64_t off)
 {
-	return img_pread(ctx, buf, len, off);
+	const struct scan_ctx *sc = ctx;
+
+	return img_pread(sc->img, buf, len, off);
 }
 
 static int reader_is_zero(void *ctx, uint64_t off, uint64_t len,
 			  uint64_t *run_len_r)
 {
+	const struct scan_ctx *sc = ctx;
 	struct img_extent ext;
-	int ret = img_block_status(ctx, off, len, &ext);
+	int ret = img_block_status(sc->img, off, len, &ext);
 
 	if (ret < 0)
 		return ret;
@@ -28,13 +37,28 @@ static int reader_is_zero(void *ctx, uint64_t off, uint64_t len,
 	return ext.kind != IMG_EXTENT_DATA;
 }
 
-int cli_scan_img(struct img *img, struct part_table **table_r)
+static bool reader_cancelled(void *ctx)
 {
+	const struct scan_ctx *sc = ctx;
+
+	return sc->cancelled && sc->cancelled(sc->cancel_ctx);
+}
+
+int cli_scan_img_cancellable(struct img *img, bool (*cancelled)(void *ctx),
+			     void *cancel_ctx, struct part_table **table_r)
+{
+	struct scan_ctx sc = { img, cancelled, cancel_ctx };
 	struct part_reader rd = {
-		.ctx = img,
+		.ctx = &sc,
 		.read = reader_read,
 		.is_zero_or_hole = reader_is_zero,
+		.cancelled = reader_cancelled,
 	};
 
 	return part_scan_reader(&rd, img_size(img), table_r);
+}
+
+int cli_scan_img(struct img *img, struct part_table **table_r)
+{
+	return cli_scan_img_cancellable(img, NULL, NULL, table_r);
 }

@@ -163,10 +163,16 @@ struct ifs {
 	unsigned scan_requested;  /* bumped to ask for a rescan */
 	unsigned scan_done;       /* scan_requested value last finished */
 	bool scan_stop;
-	/* daemon: pipe to the waiting parent; the scanner writes and closes
-	 * it once (ifs_signal_ready), the main thread only after joining
-	 * the scanner or before starting it. */
+	/* The launcher's handshake (ready.c). ready_fd: the daemon's end of
+	 * the socket pair; the watcher thread owns it while it runs, the
+	 * main thread only before starting it or after joining it. */
 	int ready_fd;
+	int ready_wake_fd;        /* eventfd: ifs_signal_ready wakes it */
+	bool ready;               /* the tree is readable (atomic) */
+	bool ready_watched;       /* main thread only */
+	pthread_t ready_thread;
+	pthread_t main_thread;    /* runs the session loop; set before it */
+	bool loop_ended;          /* the session loop returned (atomic) */
 
 	/* Open guest filesystems (files.c). fsviews_lock guards fsviews
 	 * and nb_fsviews (nb_fsviews is also read atomically without it);
@@ -253,9 +259,28 @@ void ifs_invalidate_aliases(struct ifs *ifs, struct ifs_view *view,
 			    fuse_ino_t written_ino, uint64_t disk_off,
 			    uint64_t len);
 
+/* ready.c: the launcher and the daemon. */
+/* Daemon: watches the launcher's end; 0 or -errno. */
+int ifs_ready_watch_start(struct ifs *ifs);
+void ifs_ready_watch_stop(struct ifs *ifs);
+/* Daemon: the tree is readable; tells the launcher (unless the session
+ * is already ending). */
+void ifs_signal_ready(struct ifs *ifs);
+/* Ends the session from any thread, waking the loop. */
+void ifs_request_exit(struct ifs *ifs);
+/* Launcher: waits for the daemon pid's verdict on fd; the exit status
+ * (0 only when the mount is there and ready). */
+int ifs_launcher_wait(pid_t pid, int fd);
+
 /* scan.c */
 int ifs_scan_start(struct ifs *ifs);
-/* Asks for a rescan of the active disk and waits for it (bounded). */
+/* Starts a thread of ours with the signals that end the daemon blocked,
+ * so they reach the main thread. 0 or -errno. */
+int ifs_thread_start(pthread_t *thread_r, void *(*fn)(void *), void *arg);
+/* True once the session has been told to exit (a signal, an unmount). */
+bool ifs_exiting(struct ifs *ifs);
+/* Asks for a rescan of the active disk and waits for it (bounded; not
+ * past the daemon's exit). */
 void ifs_scan_request_and_wait(struct ifs *ifs);
 /* Asks for a scan of views that need one, without waiting. */
 void ifs_scan_request(struct ifs *ifs);
@@ -342,8 +367,5 @@ void ifs_files_lookup_lv(fuse_req_t req, struct ifs_view *view, int vg,
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops ifs_ops;
-
-/* main.c: tells the waiting parent (daemon mode) the tree is ready. */
-void ifs_signal_ready(struct ifs *ifs);
 
 #endif

@@ -6,9 +6,11 @@
  *     mistake gets its own one-line message.
  *  2. Open the image before anything else can fail less clearly.
  *  3. Without -f, fork while no thread exists (fuse_daemonize returns to
- *     the shell too early). The parent waits on a pipe: the child writes
- *     "ok" once every partition and snapshot is readable, or one error
- *     line after it has unmounted again. The parent prints the line.
+ *     the shell too early). The parent waits on a socket pair (ready.c):
+ *     the child writes "ok" once the tree is readable and the parent
+ *     acknowledges it, or the child writes one error line after it has
+ *     unmounted again and the parent prints it. A parent gone before
+ *     its acknowledgment makes the child unmount and exit.
  *  4. The child mounts, starts the scanner thread (scan.c), then runs the
  *     multi-threaded loop. When the loop ends it unmounts *before*
  *     joining the scanner, which may be blocked on the mount.
@@ -27,8 +29,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* The first message libfuse logs while we are not yet serving, so the
@@ -71,40 +73,6 @@ static void report_error(struct ifs *ifs, const char *fmt, ...)
 	} else {
 		fprintf(stderr, "imgfs: %s\n", line);
 	}
-}
-
-void ifs_signal_ready(struct ifs *ifs)
-{
-	int null_fd;
-
-	serving = true;
-	if (ifs->opts->foreground) {
-		log_info("%s mounted on %s", ifs->opts->image_abs,
-			 ifs->opts->mountpoint_abs);
-		return;
-	}
-	if (ifs->ready_fd < 0)
-		return;
-	/* From here on nobody reads our stderr: log to syslog. */
-	log_use_syslog(true, "imgfs");
-	null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (null_fd >= 0) {
-		dup2(null_fd, STDIN_FILENO);
-		dup2(null_fd, STDOUT_FILENO);
-		dup2(null_fd, STDERR_FILENO);
-		close(null_fd);
-	}
-	/* A launcher that died before the tree was ready (killed by
-	 * timeout(1), say) told its caller nothing was mounted, or nothing
-	 * at all: do not stay mounted behind its back. SIGPIPE is ignored
-	 * (fuse_set_signal_handlers), so the write fails with EPIPE. */
-	if (write(ifs->ready_fd, "ok\n", 3) < 0) {
-		log_warn("the launcher is gone before the mount was ready "
-			 "(%s): unmounting", strerror(errno));
-		fuse_session_exit(ifs->se);
-	}
-	close(ifs->ready_fd);
-	ifs->ready_fd = -1;
 }
 
 /* One message per mountpoint mistake, checked before anything mounts. */
@@ -332,8 +300,11 @@ static int serve(struct ifs *ifs)
 		fuse_session_destroy(ifs->se);
 		return 1;
 	}
-	ret = ifs_scan_start(ifs);
+	ret = ifs_ready_watch_start(ifs);
+	if (!ret)
+		ret = ifs_scan_start(ifs);
 	if (ret < 0) {
+		ifs_ready_watch_stop(ifs);
 		fuse_session_unmount(ifs->se);
 		report_error(ifs, "cannot start the partition scanner: %s",
 			     strerror(-ret));
@@ -346,12 +317,14 @@ static int serve(struct ifs *ifs)
 	fuse_loop_cfg_set_clone_fd(cfg, 1);
 	fuse_loop_cfg_set_max_threads(cfg, 16);
 	ret = fuse_session_loop_mt(ifs->se, cfg);
+	__atomic_store_n(&ifs->loop_ended, true, __ATOMIC_RELEASE);
 	fuse_loop_cfg_destroy(cfg);
 
 	/* Unmount first: the scanner may be blocked in a read on the
 	 * mount, and only the unmount releases it. */
 	fuse_session_unmount(ifs->se);
 	ifs_scan_stop(ifs);
+	ifs_ready_watch_stop(ifs);
 	if (ifs->ready_fd >= 0)
 		report_error(ifs, "the mount ended before it was ready");
 	fuse_remove_signal_handlers(ifs->se);
@@ -359,43 +332,10 @@ static int serve(struct ifs *ifs)
 	return ret < 0 ? 1 : 0;
 }
 
-/* Parent side of daemon mode: relay the child's verdict. */
-static int wait_for_child(pid_t pid, int fd)
-{
-	char buf[1024];
-	size_t len = 0;
-	ssize_t n;
-	int status;
-
-	while (len < sizeof(buf) - 1 &&
-	       (n = read(fd, buf + len, sizeof(buf) - 1 - len)) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	close(fd);
-	if (strcmp(buf, "ok\n") == 0)
-		return 0;
-	if (len) {
-		fputs(buf, stderr);
-	} else {
-		waitpid(pid, &status, 0);
-		fprintf(stderr, "imgfs: the daemon exited before the mount "
-			"was ready\n");
-		return 1;
-	}
-	waitpid(pid, &status, 0);
-	return 1;
-}
-
 int main(int argc, char **argv)
 {
 	struct ifs_options opts;
-	struct ifs ifs = { .opts = &opts, .ready_fd = -1 };
+	struct ifs ifs = { .opts = &opts, .ready_fd = -1, .ready_wake_fd = -1 };
 	int ret, pipe_fds[2];
 	pid_t pid;
 
@@ -431,8 +371,10 @@ int main(int argc, char **argv)
 	}
 
 	if (!opts.foreground) {
-		if (pipe2(pipe_fds, O_CLOEXEC) < 0) {
-			fprintf(stderr, "imgfs: pipe: %s\n", strerror(errno));
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+			       pipe_fds) < 0) {
+			fprintf(stderr, "imgfs: socketpair: %s\n",
+				strerror(errno));
 			return 1;
 		}
 		pid = fork();
@@ -447,7 +389,10 @@ int main(int argc, char **argv)
 			close(pipe_fds[1]);
 			img_close(ifs.img);
 			ifs_free_options(&opts);
-			return wait_for_child(pid, pipe_fds[0]);
+			/* The acknowledgment to a daemon that died meanwhile
+			 * must fail, not kill us. */
+			signal(SIGPIPE, SIG_IGN);
+			return ifs_launcher_wait(pid, pipe_fds[0]);
 		}
 		close(pipe_fds[0]);
 		ifs.ready_fd = pipe_fds[1];

@@ -15,6 +15,13 @@
  * closed; a new snapshot needs its own). Snapshot views are scanned when
  * first used (ifs_view_need_table), so that mounting an image with
  * thousands of snapshots costs no scan per snapshot.
+ *
+ * Ending: the session loop ends only when every handler has returned, and
+ * the daemon joins the scanner after the loop; so a scan in flight, in a
+ * handler or in the scanner, stops at its next chunk once the session has
+ * exited (cli_scan_img_cancellable), and a handler waiting for a rescan
+ * stops waiting. The scanner blocks the signals that end the daemon, so
+ * they reach the main thread, whose wait ends the loop.
  */
 #include "ifs.h"
 
@@ -24,6 +31,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +42,9 @@
 /* A rescan requested by a handler that takes longer than this is left to
  * finish in the background; the handler replies anyway. */
 #define SCAN_WAIT_SECONDS 20
+/* How often a handler waiting for a rescan looks whether the daemon is
+ * ending (nothing signals the scan condition then). */
+#define SCAN_WAIT_SLICE_NSEC (100 * 1000 * 1000L)
 
 /* part_scan of the file at path (a raw image), through a descriptor of
  * its own (part_scan moves the file offset). The name is opened again,
@@ -57,6 +68,19 @@ static int scan_file(const char *path, uint64_t size, struct part_table **t)
 	return part_scan(fd, size, t);
 }
 
+bool ifs_exiting(struct ifs *ifs)
+{
+	/* libfuse clears its flag when the loop returns (fuse_session_reset);
+	 * ours stays set for the joins that follow. */
+	return __atomic_load_n(&ifs->loop_ended, __ATOMIC_ACQUIRE) ||
+	       (ifs->se && fuse_session_exited(ifs->se));
+}
+
+static bool scan_cancelled(void *ctx)
+{
+	return ifs_exiting(ctx);
+}
+
 static void scan_view(struct ifs *ifs, struct ifs_view *view)
 {
 	struct part_table *table = NULL;
@@ -66,8 +90,13 @@ static void scan_view(struct ifs *ifs, struct ifs_view *view)
 		ret = scan_file(ifs->opts->image_abs, img_size(view->img),
 				&table);
 	} else {
-		ret = cli_scan_img(view->img, &table);
+		ret = cli_scan_img_cancellable(view->img, scan_cancelled, ifs,
+					       &table);
 	}
+	/* Cut short because the daemon ends: nothing to say, nothing to
+	 * publish (the view keeps no table; nobody will ask again). */
+	if (ret == -ECANCELED)
+		return;
 	if (ret < 0) {
 		log_err("%s%s%s: partition scan failed: %s",
 			img_path(view->img), view->dirname ? ": snapshot " : "",
@@ -177,15 +206,33 @@ static void *scan_main(void *arg)
 	return NULL;
 }
 
+int ifs_thread_start(pthread_t *thread_r, void *(*fn)(void *), void *arg)
+{
+	sigset_t ending, old;
+	int ret;
+
+	/* The thread inherits the mask: SIGTERM and the like then go to the
+	 * main thread, which libfuse's handler must interrupt. */
+	sigemptyset(&ending);
+	sigaddset(&ending, SIGTERM);
+	sigaddset(&ending, SIGINT);
+	sigaddset(&ending, SIGHUP);
+	sigaddset(&ending, SIGQUIT);
+	pthread_sigmask(SIG_BLOCK, &ending, &old);
+	ret = pthread_create(thread_r, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -ret;
+}
+
 int ifs_scan_start(struct ifs *ifs)
 {
 	int ret;
 
 	pthread_mutex_init(&ifs->scan_lock, NULL);
 	pthread_cond_init(&ifs->scan_cond, NULL);
-	ret = pthread_create(&ifs->scan_thread, NULL, scan_main, ifs);
+	ret = ifs_thread_start(&ifs->scan_thread, scan_main, ifs);
 	if (ret)
-		return -ret;
+		return ret;
 	ifs->scan_started = true;
 	return 0;
 }
@@ -212,13 +259,26 @@ void ifs_scan_request_and_wait(struct ifs *ifs)
 	pthread_mutex_lock(&ifs->scan_lock);
 	target = ++ifs->scan_requested;
 	pthread_cond_broadcast(&ifs->scan_cond);
-	while (!ifs->scan_stop && (int)(ifs->scan_done - target) < 0) {
-		if (pthread_cond_timedwait(&ifs->scan_cond, &ifs->scan_lock,
-					   &deadline) == ETIMEDOUT) {
+	while (!ifs->scan_stop && (int)(ifs->scan_done - target) < 0 &&
+	       !ifs_exiting(ifs)) {
+		struct timespec now, slice;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		if (now.tv_sec > deadline.tv_sec ||
+		    (now.tv_sec == deadline.tv_sec &&
+		     now.tv_nsec >= deadline.tv_nsec)) {
 			log_warn("partition rescan is taking long; replying "
 				 "before it ends");
 			break;
 		}
+		slice = now;
+		slice.tv_nsec += SCAN_WAIT_SLICE_NSEC;
+		if (slice.tv_nsec >= 1000000000L) {
+			slice.tv_sec++;
+			slice.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&ifs->scan_cond, &ifs->scan_lock,
+				       &slice);
 	}
 	pthread_mutex_unlock(&ifs->scan_lock);
 }

@@ -40,6 +40,10 @@ int cli_snapshot_dirnames(const struct img_snapshot *list, size_t nb,
  * logical volume) a table with no partitions whose disk_fs_* name what
  * it holds, as libblkid names a partition's. 0 or -errno, as part_scan. */
 int cli_scan_img(struct img *img, struct part_table **table_r);
+/* The same, ended early with -ECANCELED once cancelled(cancel_ctx) says
+ * so (asked before each chunk copied and each round). */
+int cli_scan_img_cancellable(struct img *img, bool (*cancelled)(void *ctx),
+			     void *cancel_ctx, struct part_table **table_r);
 
 /* Parses the number of an OVA's disk as --disk N and -o disk=N take it
  * (from 1) into *disk_r; prints one line naming the value and returns
