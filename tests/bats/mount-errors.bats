@@ -49,6 +49,24 @@ fails_with() {
 		"$IMG" "$MNT"
 }
 
+@test "DMG (a koly trailer in the last 512 bytes) and cloop (its shell-script preamble) images are refused by name" {
+	local reads="imgfs reads raw, qcow2, vmdk, vpc (vhd), vhdx, vdi, ova (convert it with 'qemu-img convert -O qcow2', or give --format=raw to see the file's bytes)"
+	# UDIF trailer: "koly", version 4, header size 512, big-endian.
+	truncate -s 1M img.dmg
+	printf 'koly\x00\x00\x00\x04\x00\x00\x02\x00' |
+		dd of=img.dmg bs=1 seek=$((1048576 - 512)) conv=notrunc status=none
+	printf '#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0\n' >img.cloop
+	truncate -s 64k img.cloop
+	give_to_user img.dmg
+	give_to_user img.cloop
+	fails_with "imgfs: $PWD/img.dmg: DMG images are not supported; $reads" \
+		"$PWD/img.dmg" "$MNT"
+	fails_with "imgfs: $PWD/img.cloop: cloop images are not supported; $reads" \
+		"$PWD/img.cloop" "$MNT"
+	run -1 --separate-stderr "$IMGFS" info "$PWD/img.dmg"
+	assert_eq "$stderr" "imgfs: $PWD/img.dmg: DMG images are not supported; $reads"
+}
+
 @test "images of formats imgfs does not read are refused by name, not shown as raw; --format=raw shows their bytes" {
 	local fmt name
 	for fmt in qed:QED parallels:Parallels; do
