@@ -312,7 +312,8 @@ int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
 	int ret;
 
 	qcow2_compressed_desc(s, l2_entry, &host_off, &bytes);
-	if (host_off >= s->file_bytes || off_in_cluster >= s->cluster_bytes ||
+	if (host_off >= qcow2_file_bytes_now(s) ||
+	    off_in_cluster >= s->cluster_bytes ||
 	    len > s->cluster_bytes - off_in_cluster)
 		return -EIO;
 	struct qcow2_zcache *zc = zcache_of(img, s);

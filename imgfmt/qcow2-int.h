@@ -322,6 +322,22 @@ static inline struct qcow2_state *qcow2_state(const struct img *img)
 	return img->priv;
 }
 
+/* file_bytes only grows, under *lock, while the compressed read path
+ * checks offsets against it without that lock: store and load it
+ * atomically (a stale value only refuses a cluster written since, and
+ * compressed clusters are never written here). */
+static inline void qcow2_file_end_grow_locked(struct qcow2_state *s,
+					      uint64_t end)
+{
+	if (end > s->file_bytes)
+		__atomic_store_n(&s->file_bytes, end, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t qcow2_file_bytes_now(const struct qcow2_state *s)
+{
+	return __atomic_load_n(&s->file_bytes, __ATOMIC_RELAXED);
+}
+
 /* qcow2-cache.c: a bounded LRU cache of fixed-size slices of metadata
  * tables, keyed by their host offset in one file. All calls expect the
  * owner's metadata lock held. */

@@ -307,7 +307,7 @@ static int new_refblock(struct img *img, uint64_t rt, uint64_t at)
 	free(block);
 	if (ret < 0)
 		return ret;
-	s->file_bytes = MAX(s->file_bytes, off + s->cluster_bytes);
+	qcow2_file_end_grow_locked(s, off + s->cluster_bytes);
 	/* The block must be durable before the table points at it, or a
 	 * crash leaves the table pointing at garbage counts. */
 	if (fdatasync(img->fd) < 0)
@@ -388,7 +388,7 @@ static int grow_reftable(struct img *img, uint64_t need_end)
 			  (start + nb_blocks) << s->cluster_bits);
 	if (ret < 0)
 		goto out;
-	s->file_bytes = MAX(s->file_bytes, end << s->cluster_bits);
+	qcow2_file_end_grow_locked(s, end << s->cluster_bits);
 	/* Pending increments in the old blocks, the new blocks and the
 	 * new table must all be durable before the header points at the
 	 * new table. */
@@ -552,7 +552,7 @@ static int alloc_behind_new_blocks(struct img *img, uint64_t nb,
 			return ret;
 		j++;
 	}
-	s->file_bytes = MAX(s->file_bytes, end << s->cluster_bits);
+	qcow2_file_end_grow_locked(s, end << s->cluster_bits);
 	ret = qcow2_cache_flush_locked(s->rc_cache);
 	if (ret < 0)
 		return ret;
@@ -624,7 +624,7 @@ retry:
 	 * after the hint; keep the hint there for later single ones. */
 	if (nb == 1 || start == s->free_hint_cluster)
 		s->free_hint_cluster = start + nb;
-	s->file_bytes = MAX(s->file_bytes, off + bytes);
+	qcow2_file_end_grow_locked(s, off + bytes);
 	*host_off_r = off;
 	return 0;
 }
