@@ -284,7 +284,36 @@ static int check_super(struct img *img, const struct ext2_super_block *sb,
 	nb_blocks = sb->s_blocks_count;
 	if (incompat & EXT4_FEATURE_INCOMPAT_64BIT)
 		nb_blocks |= (uint64_t)sb->s_blocks_count_hi << 32;
-	if (sb->s_blocks_per_group == 0 || sb->s_blocks_per_group > 8 * bs ||
+	/* A group's block bitmap has a bit per cluster (a block unless
+	 * bigalloc), so clusters per group is bounded by a bitmap block's
+	 * bits, and a bigalloc group spans that many clusters of blocks, as
+	 * libext2fs's ext2fs_open requires. */
+	uint64_t per_group_limit = 8 * bs;
+
+	if (sb->s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_BIGALLOC) {
+		uint32_t ratio_bits;
+
+		if (sb->s_log_cluster_size < sb->s_log_block_size ||
+		    sb->s_log_cluster_size > 19)
+			return img_err(err, -EIO, "ext: cluster size 2^%" PRIu32
+				       " KiB out of range",
+				       sb->s_log_cluster_size);
+		ratio_bits = sb->s_log_cluster_size - sb->s_log_block_size;
+		if (sb->s_clusters_per_group == 0 ||
+		    sb->s_clusters_per_group > 8 * bs ||
+		    (uint64_t)sb->s_clusters_per_group << ratio_bits !=
+			    sb->s_blocks_per_group)
+			return img_err(err, -EIO,
+				       "ext: bad geometry (%" PRIu32
+				       " blocks and %" PRIu32
+				       " clusters of 2^%" PRIu32
+				       " blocks per group)",
+				       sb->s_blocks_per_group,
+				       sb->s_clusters_per_group, ratio_bits);
+		per_group_limit <<= ratio_bits;
+	}
+	if (sb->s_blocks_per_group == 0 ||
+	    sb->s_blocks_per_group > per_group_limit ||
 	    sb->s_inodes_per_group == 0 || sb->s_inodes_per_group > 8 * bs ||
 	    sb->s_first_data_block >= nb_blocks || nb_blocks < 2)
 		return img_err(err, -EIO,

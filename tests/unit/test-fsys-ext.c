@@ -1552,6 +1552,8 @@ int main(void)
 		{ "mkfs.ext4 -O inline_data", false, false, false },
 		{ "mkfs.ext4 -b 1024 -O 64bit,metadata_csum", true, true, true },
 		{ "mkfs.ext4 -O ^metadata_csum,^64bit", true, false, false },
+		/* bigalloc: a group's blocks are 2^2 times its bitmap's bits */
+		{ "mkfs.ext4 -O bigalloc -C 16384", true, false, false },
 	};
 	char small[600];
 
