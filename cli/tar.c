@@ -24,8 +24,9 @@
  * zeroes so the archive stays valid. Either way it is reported and the
  * exit status is 1 at the end.
  *
- * Speed: contents are read by fetch.c, which reads the files of a
- * folder ahead in several threads while this thread writes.
+ * Contents are read in this thread as the walk reaches each file, in
+ * pieces (the read-ahead threads of cli/readahead.c serve `imgfs cat` of
+ * a block file only).
  */
 #include "cli-int.h"
 

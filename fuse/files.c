@@ -663,7 +663,10 @@ static int check_open(fuse_req_t req, struct ifs *ifs, fuse_ino_t ino,
 		else if (!caller_may(req, ifs, &st, R_OK))
 			ret = -EACCES;
 	}
-	/* Counted until release: an open file keeps its filesystem open. */
+	/* Counted until release: an open file keeps its filesystem open,
+	 * and its snapshot from rmdir. */
+	if (ret == 0 && !ifs_view_open_get(fv->view))
+		ret = -ENOENT;
 	if (ret == 0)
 		__atomic_add_fetch(&fv->nb_handles, 1, __ATOMIC_RELAXED);
 	fsview_put(fv);
@@ -683,6 +686,7 @@ void ifs_files_release(struct ifs *ifs, fuse_ino_t ino)
 	if (fv) {
 		__atomic_store_n(&fv->last_used_ms, now_ms(), __ATOMIC_RELAXED);
 		__atomic_sub_fetch(&fv->nb_handles, 1, __ATOMIC_RELAXED);
+		ifs_view_open_put(fv->view);
 	}
 }
 

@@ -112,7 +112,9 @@ struct ifs_view {
 	                         * atomic (ifs_view_is_deleted) */
 	struct ifs_view *name_next; /* next in its ifs->name_buckets chain;
 	                             * views_lock */
-	unsigned nb_open;       /* open files, for rmdir's EBUSY; atomic */
+	unsigned nb_open;       /* open files, those inside its files/
+	                         * included, for rmdir's EBUSY; atomic */
+	bool deleting;          /* an rmdir is deciding; atomic */
 	pthread_rwlock_t table_lock;
 	struct part_table *table; /* NULL until the first scan; table_lock */
 	struct ifs_lvm *lvm;      /* LVM volumes (lvm-tree.c), or NULL;
@@ -216,6 +218,27 @@ struct ifs_node {
 static inline bool ifs_view_is_deleted(const struct ifs_view *view)
 {
 	return __atomic_load_n(&view->deleted, __ATOMIC_ACQUIRE);
+}
+
+/* An open of a file of the view counts itself, then looks whether an
+ * rmdir is deciding or done; rmdir raises deleting, then looks at the
+ * count. With both steps sequentially consistent, at least one of them
+ * sees the other: an open never goes on into a snapshot that rmdir
+ * deletes. false: the view is (being) deleted, nothing is counted. */
+static inline bool ifs_view_open_get(struct ifs_view *view)
+{
+	__atomic_add_fetch(&view->nb_open, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&view->deleting, __ATOMIC_SEQ_CST) ||
+	    ifs_view_is_deleted(view)) {
+		__atomic_sub_fetch(&view->nb_open, 1, __ATOMIC_SEQ_CST);
+		return false;
+	}
+	return true;
+}
+
+static inline void ifs_view_open_put(struct ifs_view *view)
+{
+	__atomic_sub_fetch(&view->nb_open, 1, __ATOMIC_SEQ_CST);
 }
 
 int ifs_views_init(struct ifs *ifs);

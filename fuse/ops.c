@@ -738,11 +738,16 @@ static void ifs_open(fuse_req_t req, fuse_ino_t ino,
 	 * in the close of its own scanner's descriptor at exit. */
 	if (!wants_write)
 		fi->noflush = 1;
-	__atomic_add_fetch(&node.view->nb_open, 1, __ATOMIC_RELAXED);
+	if (!ifs_view_open_get(node.view)) {
+		free(fh->text);
+		free(fh);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* The opener was interrupted: release is not coming. */
-		__atomic_sub_fetch(&node.view->nb_open, 1, __ATOMIC_RELAXED);
+		ifs_view_open_put(node.view);
 		free(fh->text);
 		free(fh);
 	}
@@ -939,8 +944,7 @@ static void ifs_release(fuse_req_t req, fuse_ino_t ino,
 	pthread_mutex_lock(&ifs->views_lock);
 	for (size_t i = 0; i < ifs->nb_views; i++)
 		if (ifs->views[i]->slot == slot)
-			__atomic_sub_fetch(&ifs->views[i]->nb_open, 1,
-					   __ATOMIC_RELAXED);
+			ifs_view_open_put(ifs->views[i]);
 	pthread_mutex_unlock(&ifs->views_lock);
 	if (fh) {
 		free(fh->text);
@@ -1266,12 +1270,20 @@ static void ifs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	if (__atomic_load_n(&view->nb_open, __ATOMIC_RELAXED) > 0) {
+	/* See ifs_view_open_get: from here no open of the view succeeds,
+	 * so the count can only fall. */
+	if (__atomic_exchange_n(&view->deleting, true, __ATOMIC_SEQ_CST)) {
+		fuse_reply_err(req, EBUSY); /* another rmdir of it is deciding */
+		return;
+	}
+	if (__atomic_load_n(&view->nb_open, __ATOMIC_SEQ_CST) > 0) {
+		__atomic_store_n(&view->deleting, false, __ATOMIC_SEQ_CST);
 		fuse_reply_err(req, EBUSY);
 		return;
 	}
 	ret = img_snapshot_delete(ifs->img, view->snap_id, &err);
 	if (ret < 0) {
+		__atomic_store_n(&view->deleting, false, __ATOMIC_SEQ_CST);
 		log_err("%s", err.msg);
 		fuse_reply_err(req, ret == -ENOTSUP ? EPERM : -ret);
 		return;

@@ -99,6 +99,13 @@ load images
 	assert_eq "$output" "rmdir: failed to remove '$MNT/snapshots/busy': Device or resource busy"
 	run -1 bounded 20 as_user bash -c 'exec 8<"$1/disk"; rmdir "$1"' bash "$MNT/snapshots/busy"
 	assert_eq "$output" "rmdir: failed to remove '$MNT/snapshots/busy': Device or resource busy"
+	# A file of the snapshot's own filesystems counts as one of its files.
+	run -1 bounded 20 as_user bash -c 'exec 8<"$1/files/p1/hello.txt"; rmdir "$1"' bash "$MNT/snapshots/busy"
+	assert_eq "$output" "rmdir: failed to remove '$MNT/snapshots/busy': Device or resource busy"
+	run -1 bounded 20 as_user bash -c 'exec 8<"$1/files/p2/docs/readme.txt"; rmdir "$1"' bash "$MNT/snapshots/busy"
+	assert_eq "$output" "rmdir: failed to remove '$MNT/snapshots/busy': Device or resource busy"
+	run -0 as_user cat "$MNT/snapshots/busy/files/p1/hello.txt"
+	assert_eq "$output" "$(cat src/hello.txt)"
 	run -0 as_user ls "$MNT/snapshots"
 	assert_eq "$output" busy
 	run -0 bounded 20 as_user rmdir "$MNT/snapshots/busy"
