@@ -248,6 +248,16 @@ struct qcow2_state {
 	/* Snapshot handle: the image it was opened from (for backing reads
 	 * and shared state); NULL for a top-level image. */
 	struct img *parent;
+	/* Top handle: snapshot deletes so far. A snapshot handle keeps the
+	 * count it last saw and its snapshot's ID; when the count moved it
+	 * looks its snapshot up again (same ID, same L1 table), and once
+	 * the snapshot is gone every map fails -ENOENT: its L1 copy names
+	 * clusters the delete gave back, which a later write may reuse.
+	 * All under *lock. */
+	uint64_t nb_snapshot_deletes;
+	uint64_t seen_snapshot_deletes;
+	char *snapshot_id;
+	bool snapshot_gone;
 
 	/* Write path (qcow2-refcount.c, qcow2-write.c); top handle only.
 	 * All guarded by *lock except write_gate itself. */
@@ -534,6 +544,9 @@ int qcow2_read_snapshots(struct img *img, struct img_err *err);
 void qcow2_free_snapshots(struct qcow2_snapshot *sn, uint32_t nb);
 int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,
 			size_t *nb_r);
+/* A snapshot handle whose snapshot was deleted since it was opened (see
+ * nb_snapshot_deletes); false for a top handle. Under *lock. */
+bool qcow2_snapshot_gone_locked(struct qcow2_state *ss);
 int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 			struct img_err *err);
 

@@ -286,6 +286,8 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 	/* img.c keeps requests inside the virtual disk (< 2^63). */
 	if (max_bytes == 0 || ADD_OVERFLOW(guest_off, max_bytes, &end))
 		return -EINVAL;
+	if (qcow2_snapshot_gone_locked(s))
+		return -ENOENT;
 
 	while (off < end) {
 		uint64_t l1_idx = qcow2_l1_index(s, off);

@@ -283,6 +283,24 @@ int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,
 	return 0;
 }
 
+bool qcow2_snapshot_gone_locked(struct qcow2_state *ss)
+{
+	const struct qcow2_state *s;
+	bool found = false;
+
+	if (!ss->parent || ss->snapshot_gone)
+		return ss->snapshot_gone;
+	s = qcow2_state(ss->parent);
+	if (s->nb_snapshot_deletes == ss->seen_snapshot_deletes)
+		return false;
+	for (uint32_t i = 0; i < s->nb_snapshots && !found; i++)
+		found = strcmp(s->snapshots[i].id, ss->snapshot_id) == 0 &&
+			s->snapshots[i].l1_table_offset == ss->l1_table_offset;
+	ss->seen_snapshot_deletes = s->nb_snapshot_deletes;
+	ss->snapshot_gone = !found;
+	return ss->snapshot_gone;
+}
+
 int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 			struct img_err *err)
 {
@@ -331,6 +349,8 @@ int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 	ss->owns_data_fd = false;
 	ss->zcache = NULL;
 	ss->parent = img;
+	ss->seen_snapshot_deletes = s->nb_snapshot_deletes;
+	ss->snapshot_id = strdup(id);
 
 	snap->ops = img->ops;
 	snap->priv = ss;
@@ -341,7 +361,7 @@ int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 	snap->backing = img->backing;
 	snap->path = strdup(img->path);
 	snap->real_path = img->real_path ? strdup(img->real_path) : NULL;
-	if (!snap->path) {
+	if (!snap->path || !ss->snapshot_id) {
 		img_close(snap);
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
 	}
@@ -912,8 +932,12 @@ int qcow2_snapshot_delete(struct img *img, const char *id,
 	else if (idx == s->nb_snapshots)
 		ret = img_err(err, -ENOENT, "%s: no snapshot with ID '%s'",
 			      img->path, id);
-	else
+	else {
 		ret = delete_locked(img, idx, err);
+		/* Even a delete that failed half way may have given clusters
+		 * back: open handles of the snapshot look again. */
+		s->nb_snapshot_deletes++;
+	}
 	qcow2_meta_forget_locked(img);
 	pthread_mutex_unlock(s->lock);
 	pthread_rwlock_unlock(&s->write_gate);

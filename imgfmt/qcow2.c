@@ -655,6 +655,7 @@ static void qcow2_close(struct img *img)
 		 * the caller cared about was flushed by img_flush. */
 		(void)qcow2_close_write(img);
 	free(s->l1_table);
+	free(s->snapshot_id);
 	qcow2_zcache_free(s->zcache);
 	if (!s->parent) {
 		/* Only the top handle owns the shared pieces. */
