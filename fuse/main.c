@@ -284,6 +284,13 @@ static int serve(struct ifs *ifs)
 			     fuse_first_msg[0] ? ": " : "", fuse_first_msg);
 		return 1;
 	}
+	/* A daemon started from a script's background job inherits SIGINT
+	 * ignored (shells without job control do that), and libfuse only
+	 * handles signals still at their default: the mount would outlive
+	 * kill -INT. INT and TERM always end the daemon; an ignored SIGHUP
+	 * (nohup) stays ignored. */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
 	if (fuse_set_signal_handlers(ifs->se) < 0) {
 		report_error(ifs, "cannot install signal handlers");
 		fuse_session_destroy(ifs->se);

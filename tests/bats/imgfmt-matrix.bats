@@ -330,7 +330,7 @@ snapshot-3"
 	for d in snapshot-1~:1 2:2 snapshot-3:3 4b:4 5:5 6:6 snapshot-1:7; do
 		as_user cmp "$MNT/snapshots/${d%:*}/disk" "want-${d#*:}.raw"
 	done
-	run -0 as_user awk '$1 == "DIR" { on = 1; next } on && NF == 0 { on = 0 } on { print $1, $2, $3, $NF }' "$MNT/info"
+	run -0 as_user awk '$1 == "DIR" { on = 1; next } on && NF == 0 { on = 0 } on { print $1, $2, $3, $7 }' "$MNT/info"
 	assert_eq "$output" "snapshot-1~ - - named-by-position
 2 2 x named-by-id
 snapshot-3 . x named-by-position

@@ -100,6 +100,26 @@ writes_at_least() {
 	assert_eq "$output" ""
 }
 
+@test "a daemon started with SIGINT and SIGTERM ignored (a script's background job) still ends on kill -INT and -TERM, and a nohup'ed one keeps SIGHUP ignored" {
+	local sig pid
+	make_qcow2 "$IMG" 16M
+	for sig in INT TERM; do
+		# What a shell without job control does to its background jobs.
+		(trap '' INT TERM HUP; mount_image)
+		pid=$(daemon_pid)
+		kill -HUP "$pid"
+		sleep 1
+		run -0 is_mounted "$MNT"
+		kill "-$sig" "$pid"
+		if ! wait_until "$EXIT_BOUND" process_gone "$pid"; then
+			echo "SIG$sig ignored by the daemon: PID $pid still runs after ${EXIT_BOUND}s" >&2
+			return 1
+		fi
+		run -1 is_mounted "$MNT"
+	done
+	run -0 qemu-img check "$IMG"
+}
+
 # ---------------------------------------------------------------------------
 # The launcher: its status says whether the mount is there
 
