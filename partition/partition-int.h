@@ -38,4 +38,28 @@ void part_fs_info_clear(struct part_fs_info *fs);
 int part_gpt_guard(int fd, uint64_t base, uint64_t size,
 		   unsigned sector_bytes, char *why, size_t why_len);
 
+/* Partitions libblkid reads and libfdisk does not (nested.c). */
+struct part_extra {
+	unsigned number;       /* the kernel's (and libblkid's) number */
+	uint64_t start_bytes;  /* not yet clipped to the disk */
+	uint64_t size_bytes;
+	char type[24];         /* "BGM" (Atari id), "0x7" (BSD fstype) */
+};
+
+struct part_extras {
+	struct part_extra *ents;
+	size_t nb;
+	size_t nb_bad;         /* entries refused: out of range, too many */
+};
+
+/* Asks libblkid for the partitions of the whole disk [0, size) of fd.
+ * want_atari: keep the entries of an "atari" root table (and nothing
+ * when the root table is another); else keep only the entries of nested
+ * tables (a BSD, Solaris, UnixWare or Minix label inside an MBR
+ * partition). 0 (x filled, possibly empty) or -ENOMEM; a disk libblkid
+ * cannot read gives no entries. Free with part_extras_free. */
+int part_scan_extras(int fd, uint64_t size, bool want_atari,
+		     unsigned max_number, struct part_extras *x);
+void part_extras_free(struct part_extras *x);
+
 #endif

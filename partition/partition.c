@@ -48,8 +48,15 @@
  *   again with 4096 (a GPT made for a 4Kn disk). A 4Kn MBR cannot be told
  *   apart from a 512 one and is read as 512.
  *
- * Not done: nested labels (a BSD disklabel inside an MBR partition), and
- * any write.
+ * - Tables libfdisk does not read, read by libblkid (nested.c) with the
+ *   kernel's numbers: an Atari root table on a disk where libfdisk finds
+ *   no label (label "atari"), and the slices of a BSD, Solaris, UnixWare
+ *   or Minix label nested in an MBR partition (p5.. after the logicals).
+ *   A nested slice whose number libfdisk already gave to a partition is
+ *   dropped with a warning: the MBR's entry is the one /dev/sdaN means
+ *   to whoever reads the table with fdisk.
+ *
+ * Not done: any write.
  */
 #include "partition.h"
 #include "partition-int.h"
@@ -451,6 +458,95 @@ out:
 	return ret;
 }
 
+/* True when tb already has a partition numbered number. */
+static bool part_has_number(const struct part_table *tb, unsigned number)
+{
+	for (size_t i = 0; i < tb->nb_parts; i++)
+		if (tb->parts[i].number == number)
+			return true;
+	return false;
+}
+
+/* Adds to tb the partitions libblkid reads and libfdisk does not
+ * (nested.c): an Atari table (want_atari, tb has no label yet) or the
+ * slices of labels nested in MBR partitions. Their numbers are the
+ * kernel's; one that libfdisk already gave to another partition keeps
+ * libfdisk's entry (its table is the one the disk is read by) and the
+ * nested one is dropped with a warning in msgs. 0 or -ENOMEM. */
+static int part_add_extras(int fd, uint64_t size, bool want_atari,
+			   struct part_table *tb, struct part_msgs *msgs)
+{
+	struct part_extras x;
+	struct part_entry *grown;
+	size_t nb_clash = 0, nb_bad;
+	int ret;
+
+	ret = part_scan_extras(fd, size, want_atari, PART_MAX_NUMBER, &x);
+	if (ret < 0 || (x.nb == 0 && x.nb_bad == 0))
+		goto out;
+	nb_bad = x.nb_bad;
+	if (x.nb) {
+		grown = realloc(tb->parts, (tb->nb_parts + x.nb) *
+						   sizeof(*tb->parts));
+		if (!grown) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		tb->parts = grown;
+	}
+	if (want_atari && x.nb) {
+		ret = set_str(&tb->label, "atari");
+		if (ret)
+			goto out;
+	}
+	for (size_t i = 0; i < x.nb; i++) {
+		const struct part_extra *e = &x.ents[i];
+		struct part_entry *pe = &tb->parts[tb->nb_parts];
+
+		if (part_has_number(tb, e->number)) {
+			nb_clash++;
+			continue;
+		}
+		if (tb->nb_parts >= PART_MAX_NUMBER) {
+			nb_bad++;
+			continue;
+		}
+		*pe = (struct part_entry){ .number = e->number,
+					   .start_bytes = e->start_bytes };
+		if (e->start_bytes >= size) {
+			pe->past_end = true;
+		} else if (e->size_bytes > size - e->start_bytes) {
+			pe->size_bytes = size - e->start_bytes;
+			pe->past_end = true;
+		} else {
+			pe->size_bytes = e->size_bytes;
+		}
+		ret = dup_str(e->type, &pe->type);
+		if (ret)
+			goto out;
+		tb->nb_parts++;
+		ret = part_probe_entry(fd, pe);
+		if (ret < 0)
+			goto out;
+	}
+	if (tb->nb_parts > 1)
+		qsort(tb->parts, tb->nb_parts, sizeof(*tb->parts),
+		      part_cmp_number);
+	if (nb_clash)
+		part_msgs_add(msgs, "%zu nested partition%s ignored: libblkid "
+			      "numbers %s as the %s table already does",
+			      nb_clash, nb_clash == 1 ? "" : "s",
+			      nb_clash == 1 ? "it" : "them", tb->label);
+	if (nb_bad)
+		part_msgs_add(msgs, "%zu %s partition%s ignored (numbered above "
+			      "%d, empty, or beyond 2^64 bytes)", nb_bad,
+			      want_atari ? "Atari" : "nested",
+			      nb_bad == 1 ? "" : "s", PART_MAX_NUMBER);
+out:
+	part_extras_free(&x);
+	return ret;
+}
+
 /* True when a "dos" label is really a protective MBR (type 0xEE) whose
  * GPT libfdisk could not use. */
 static bool part_is_orphan_pmbr(struct fdisk_context *cxt)
@@ -572,8 +668,17 @@ static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
 		if (ret < 0)
 			goto out;
 	}
-	if (!fdisk_has_label(cxt))
+	if (!fdisk_has_label(cxt)) {
+		/* libfdisk knows no Atari root sector; libblkid does. The
+		 * messages of the failed label probes are not about it. */
+		msgs->len = 0;
+		msgs->buf[0] = '\0';
+		if (!disk_has_fs_only)
+			ret = part_add_extras(fd, size, true, tb, msgs);
+		if (!ret && msgs->len)
+			ret = set_str(&tb->warning, "%s", msgs->buf);
 		goto out;
+	}
 	if (fdisk_is_label(cxt, DOS) && disk_has_fs_only)
 		goto out; /* a FAT boot sector, not an MBR (see top) */
 
@@ -615,6 +720,11 @@ static int part_scan_table(int fd, uint64_t size, bool disk_has_fs_only,
 			      "%s%s%s", tb->label, strerror(err),
 			      msgs->len ? ": " : "", msgs->buf);
 		goto out;
+	}
+	if (fdisk_is_label(cxt, DOS)) {
+		ret = part_add_extras(fd, size, false, tb, msgs);
+		if (ret < 0)
+			goto out;
 	}
 	if (nb_dropped)
 		part_msgs_add(msgs, "%zu partition%s ignored (numbered above "

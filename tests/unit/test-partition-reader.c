@@ -372,6 +372,55 @@ static void test_bsd(void)
 	part_table_free(t);
 }
 
+/* Tables libfdisk does not read and libblkid does (partition/nested.c),
+ * with their partitions past the first and last 2 MiB: the fixpoint must
+ * bring in the nested BSD label (sector 1 of MBR partition 2) and the
+ * filesystems inside, as a scan of the whole file sees them. */
+static void test_nested_bsd(void)
+{
+	struct part_table *t;
+
+	sh("truncate -s 64M nbsd.img && printf 'label: dos\\nstart=2048, "
+	   "size=2048, type=83\\nstart=32768, size=65536, type=a5\\n' | "
+	   "sfdisk -q nbsd.img && python3 - nbsd.img <<'EOF'\n"
+	   "import struct, sys\n"
+	   "l = bytearray(148 + 16 * 2)\n"
+	   "struct.pack_into('<I', l, 0, 0x82564557)\n"
+	   "struct.pack_into('<I', l, 132, 0x82564557)\n"
+	   "struct.pack_into('<H', l, 138, 2)\n"
+	   "struct.pack_into('<IIIBBH', l, 148, 8192, 32768, 0, 7, 0, 0)\n"
+	   "struct.pack_into('<IIIBBH', l, 164, 16384, 49152, 0, 7, 0, 0)\n"
+	   "c = 0\n"
+	   "for i in range(0, len(l), 2): c ^= struct.unpack_from('<H', l, i)[0]\n"
+	   "struct.pack_into('<H', l, 136, c)\n"
+	   "f = open(sys.argv[1], 'r+b'); f.seek(32769 * 512); f.write(l)\n"
+	   "EOF");
+	put_fs("ext4.fs", "nbsd.img", 49152);
+	t = check("nbsd.img");
+	assert(t->nb_parts == 4 && t->parts[3].number == 6);
+	assert(t->parts[3].fs_type && !strcmp(t->parts[3].fs_type, "ext4"));
+	part_table_free(t);
+}
+
+static void test_atari(void)
+{
+	struct part_table *t;
+
+	sh("truncate -s 64M atari.img && python3 - atari.img <<'EOF'\n"
+	   "import struct, sys\n"
+	   "r = bytearray(4 + 12 * 4)\n"
+	   "struct.pack_into('>I', r, 0, 131072)\n"
+	   "struct.pack_into('>B3sII', r, 4, 1, b'BGM', 64, 32704)\n"
+	   "struct.pack_into('>B3sII', r, 16, 1, b'LNX', 32768, 32768)\n"
+	   "f = open(sys.argv[1], 'r+b'); f.seek(0x1C2); f.write(r)\n"
+	   "EOF");
+	put_fs("ext4.fs", "atari.img", 32768);
+	t = check("atari.img");
+	assert(t->label && !strcmp(t->label, "atari") && t->nb_parts == 2);
+	assert(t->parts[1].fs_type && !strcmp(t->parts[1].fs_type, "ext4"));
+	part_table_free(t);
+}
+
 static void test_sun_sgi(void)
 {
 	struct part_table *t;
@@ -437,6 +486,8 @@ int main(void)
 	test_gpt_far_array();
 	test_ebr_far();
 	test_bsd();
+	test_nested_bsd();
+	test_atari();
 	test_sun_sgi();
 
 	sh("cd / && rm -rf '%s'", tmpdir);

@@ -651,6 +651,129 @@ static void test_many(void)
 	part_table_free(tb);
 }
 
+/* An Atari (AHDI) root sector, which libfdisk does not read and the kernel
+ * and libblkid do: hd_siz at 0x1C2, then 4 entries of 12 bytes at 0x1C6
+ * (flag, 3-char id, big-endian start and size in sectors). partx on the
+ * same bytes lists 1: 64+8192 and 2: 8256+16384. */
+static void test_atari(void)
+{
+	static const struct { const char *id; uint32_t start, count; } e[] = {
+		{ "BGM", 64, 8192 }, { "LNX", 8256, 16384 },
+	};
+	uint8_t root[64] = { 0 };
+	struct part_table *tb;
+	const struct part_entry *p;
+
+	sh("truncate -s 16M atari.img");
+	put_be32(root, 32768); /* hd_siz at 0x1C2 */
+	for (size_t i = 0; i < 2; i++) {
+		uint8_t *x = root + 4 + 12 * i;
+
+		x[0] = 1;
+		memcpy(x + 1, e[i].id, 3);
+		put_be32(x + 4, e[i].start);
+		put_be32(x + 8, e[i].count);
+	}
+	patch("atari.img", 0x1C2, root, 4 + 12 * 4);
+	put_fs("ext4.fs", "atari.img", 8256);
+	tb = scan("atari.img");
+	ASSERT_STR(tb->label, "atari");
+	ASSERT_STR(tb->error, NULL);
+	ASSERT_STR(tb->warning, NULL);
+	assert(tb->nb_parts == 2);
+	p = part(tb, 1);
+	assert(p->start_bytes == 64 * 512 && p->size_bytes == 8192 * 512);
+	ASSERT_STR(p->type, "BGM");
+	ASSERT_STR(p->fs_type, NULL);
+	p = part(tb, 2);
+	assert(p->start_bytes == 8256 * 512ULL);
+	assert(p->size_bytes == 16384 * 512ULL && !p->past_end);
+	ASSERT_STR(p->type, "LNX");
+	ASSERT_STR(p->fs_type, "ext4");
+	ASSERT_STR(p->fs_uuid, EXT4_UUID);
+	part_table_free(tb);
+
+	/* Without the exists flag nothing is an Atari partition. */
+	root[4] = root[16] = 0;
+	patch("atari.img", 0x1C2, root, 4 + 12 * 4);
+	tb = scan("atari.img");
+	ASSERT_STR(tb->label, NULL);
+	assert(tb->nb_parts == 0);
+	part_table_free(tb);
+}
+
+/* A BSD disklabel at sector 1 of the MBR partition starting at pstart:
+ * magic at 0 and 132, d_npartitions at 138, 16-byte slices from 148
+ * (size, absolute offset, fsize, fstype, frag, cpg), and d_checksum at
+ * 136, the XOR of the label's 16-bit words with it zeroed. */
+static void put_bsd_label(const char *disk, uint32_t pstart,
+			  const uint32_t (*slices)[2], uint16_t nb)
+{
+	uint8_t lab[148 + 16 * 8] = { 0 };
+	size_t len = 148 + 16 * (size_t)nb;
+	uint16_t sum = 0;
+
+	assert(nb <= 8);
+	put_le32(lab, 0x82564557u);
+	put_le32(lab + 132, 0x82564557u);
+	put_le16(lab + 138, nb);
+	for (uint16_t i = 0; i < nb; i++) {
+		uint8_t *s = lab + 148 + 16 * i;
+
+		put_le32(s, slices[i][1]);
+		put_le32(s + 4, slices[i][0]);
+		s[12] = 7; /* FS_BSDFFS */
+	}
+	for (size_t i = 0; i < len; i += 2)
+		sum ^= get_le16(lab + i);
+	put_le16(lab + 136, sum);
+	patch(disk, (pstart + 1ULL) * 512, lab, len);
+}
+
+/* BSD slices nested in an MBR partition of type 0xa5: the kernel and
+ * partx number them after the MBR's own (here p5, p6, as partx says). */
+static void test_bsd_nested(void)
+{
+	/* { offset, size } in absolute sectors */
+	static const uint32_t slices[][2] = { { 8192, 4096 },
+					       { 12288, 16384 } };
+	struct part_table *tb;
+	const struct part_entry *p;
+
+	sh("truncate -s 32M bsd.img && printf 'label: dos\\n"
+	   "start=2048, size=2048, type=83\\nstart=8192, size=24576, "
+	   "type=a5\\n' | sfdisk -q bsd.img");
+	put_bsd_label("bsd.img", 8192, slices, 2);
+	put_fs("vfat.fs", "bsd.img", 12288);
+	tb = scan("bsd.img");
+	ASSERT_STR(tb->label, "dos");
+	ASSERT_STR(tb->error, NULL);
+	ASSERT_STR(tb->warning, NULL);
+	assert(tb->nb_parts == 4);
+	check_sorted(tb);
+	p = part(tb, 2);
+	assert(p->start_bytes == 8192 * 512ULL && p->size_bytes == 24576 * 512ULL);
+	ASSERT_STR(p->type, "0xa5");
+	p = part(tb, 5);
+	assert(p->start_bytes == 8192 * 512ULL && p->size_bytes == 4096 * 512ULL);
+	ASSERT_STR(p->type, "0x7");
+	ASSERT_STR(p->fs_type, NULL);
+	p = part(tb, 6);
+	assert(p->start_bytes == 12288 * 512ULL);
+	assert(p->size_bytes == 16384 * 512ULL && !p->past_end);
+	ASSERT_STR(p->fs_type, "vfat");
+	ASSERT_STR(p->fs_label, "FATLABEL");
+	part_table_free(tb);
+
+	/* No magic, no label (partx agrees; libblkid does not check
+	 * d_checksum, so a bad one would not do). */
+	patch("bsd.img", 8193 * 512ULL, "\0\0", 2);
+	tb = scan("bsd.img");
+	assert(tb->nb_parts == 2);
+	assert(tb->parts[0].number == 1 && tb->parts[1].number == 2);
+	part_table_free(tb);
+}
+
 static void test_bad_args(void)
 {
 	struct part_table *tb = (struct part_table *)1;
@@ -687,6 +810,8 @@ int main(void)
 	test_gpt_4k();
 	test_many();
 	test_hostile_gpt();
+	test_atari();
+	test_bsd_nested();
 
 	sh("cd / && rm -rf '%s'", tmpdir);
 	printf("ok; %zu fuzz reproducers replayed\n", for_each_regress_file("fuzz-partition", replay_partition));
