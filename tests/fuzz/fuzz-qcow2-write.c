@@ -34,8 +34,10 @@
  *     sound: every cluster's stored refcount covers the references the
  *     metadata makes to it, metadata written in place (header, active L1,
  *     refcount table and blocks, snapshot table) is referenced once, and
- *     every COPIED flag of the active tables sits on a refcount of 1. Only
- *     then can a write to one guest range not legitimately change another
+ *     every COPIED flag of the active tables sits on a refcount of 1, and
+ *     no L2 entry is one the shared verdict calls damaged (a write there
+ *     rightly marks the image corrupt). Only then can a write to one
+ *     guest range not legitimately change another
  *     (a hostile image whose refcounts lie lets the allocator hand out a
  *     cluster that is still in use: QEMU would do the same), so the
  *     checks below run only for sound images.
@@ -178,6 +180,7 @@ static uint16_t be16(const uint8_t *p)
 #define RTE_OFFSET_MASK 0xfffffffffffffe00ULL
 #define QCOW_OFLAG_COPIED (1ULL << 63)
 #define QCOW_OFLAG_COMPRESSED (1ULL << 62)
+#define QCOW_OFLAG_ZERO 1ULL
 #define INCOMPAT_DATA_FILE (1ULL << 2)
 #define INCOMPAT_EXTL2 (1ULL << 4)
 
@@ -193,6 +196,7 @@ struct chk {
 	unsigned cb;          /* cluster_bits */
 	uint64_t cs;          /* cluster bytes */
 	bool extl2;
+	bool v2;
 	uint64_t nb_clusters; /* of the file, the last one maybe partial */
 	uint32_t *refs;
 	uint8_t *req;
@@ -261,6 +265,20 @@ static bool chk_l2(struct chk *c, uint64_t l2_off, bool active)
 			continue;
 		}
 		off = e & L2E_OFFSET_MASK;
+		/* Entries imgfmt's one verdict calls damaged (reads fail,
+		 * writes mark the image corrupt): a v2 zero flag; with
+		 * extended L2, subclusters both allocated and zero, or
+		 * allocated with no host cluster. */
+		if (c->v2 && (e & QCOW_OFLAG_ZERO))
+			return chk_bad(c, "a zero flag in a v2 image");
+		if (c->extl2) {
+			uint64_t bm = be64(c->p + l2_off + i * esz + 8);
+			uint32_t alloc = (uint32_t)bm, zero = (uint32_t)(bm >> 32);
+
+			if ((alloc & zero) || (alloc && !off))
+				return chk_bad(c, "an inconsistent subcluster "
+						  "bitmap");
+		}
 		if (!off)
 			continue;
 		if (off & (c->cs - 1))
@@ -393,6 +411,7 @@ static bool fw_check_image(const uint8_t *p, uint64_t len, bool want_strict,
 		return false;
 	c.cs = 1ULL << c.cb;
 	c.extl2 = incompat & INCOMPAT_EXTL2;
+	c.v2 = version == 2;
 	c.nb_clusters = (len + c.cs - 1) >> c.cb;
 	c.refs = calloc(c.nb_clusters, sizeof(*c.refs));
 	c.req = calloc(c.nb_clusters, 1);
