@@ -25,6 +25,7 @@
 #include "lvm.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -294,6 +295,11 @@ void ifs_request_exit(struct ifs *ifs);
 /* Launcher: waits for the daemon pid's verdict on fd; the exit status
  * (0 only when the mount is there and ready). */
 int ifs_launcher_wait(pid_t pid, int fd);
+/* Around the fork: block SIGTERM, SIGINT and SIGHUP (the old mask in
+ * *old_r); the launcher then catches them (restoring the mask), the
+ * daemon just restores the mask. */
+void ifs_launcher_block_signals(sigset_t *old_r);
+void ifs_launcher_catch_signals(const sigset_t *old);
 
 /* scan.c */
 int ifs_scan_start(struct ifs *ifs);

@@ -344,6 +344,7 @@ int main(int argc, char **argv)
 	struct ifs_options opts;
 	struct ifs ifs = { .opts = &opts, .ready_fd = -1, .ready_wake_fd = -1 };
 	int ret, pipe_fds[2];
+	sigset_t old_mask;
 	pid_t pid;
 
 	/* imgfs COMMAND ... reads without FUSE; imgfs mount IMAGE MNT and
@@ -384,11 +385,13 @@ int main(int argc, char **argv)
 				strerror(errno));
 			return 1;
 		}
+		ifs_launcher_block_signals(&old_mask);
 		pid = fork();
 		if (pid < 0) {
 			fprintf(stderr, "imgfs: fork: %s\n", strerror(errno));
 			return 1;
 		}
+
 		if (pid > 0) {
 			/* The child keeps the image open (and its locks: OFD
 			 * locks live while any descriptor of the open file
@@ -399,6 +402,7 @@ int main(int argc, char **argv)
 			/* The acknowledgment to a daemon that died meanwhile
 			 * must fail, not kill us. */
 			signal(SIGPIPE, SIG_IGN);
+			ifs_launcher_catch_signals(&old_mask);
 			return ifs_launcher_wait(pid, pipe_fds[0]);
 		}
 		close(pipe_fds[0]);
@@ -409,7 +413,10 @@ int main(int argc, char **argv)
 		 * filesystem that cannot be read) go to the log. */
 		if (!opts.debug)
 			log_use_syslog(true, "imgfs");
+		/* Out of the launcher's process group before any signal
+		 * gets through: timeout(1) signals the whole group. */
 		setsid();
+		sigprocmask(SIG_SETMASK, &old_mask, NULL);
 		if (chdir("/") < 0)
 			log_warn("chdir /: %s", strerror(errno));
 		/* Don't die when the parent's terminal goes away. */

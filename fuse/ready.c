@@ -18,8 +18,15 @@
  * file, in practice) means the launcher is gone: killed by timeout(1) or
  * a ^C while the mount was not ready, or right after "ok" before it could
  * tell its caller. The daemon then ends the session (it unmounts on the
- * way out). The one window left: a launcher killed after writing "ack"
- * and before exiting leaves a mount its caller was not told of.
+ * way out).
+ *
+ * A launcher that is sent SIGTERM, SIGINT or SIGHUP while it waits
+ * (timeout(1), a ^C) does not just vanish: it closes its end, waits for
+ * the daemon to unmount and exit, and only then dies of the signal, so
+ * that whoever killed it finds nothing mounted when it is gone. A second
+ * such signal, or SIGKILL, ends it at once; the daemon still unmounts, a
+ * moment later. The one window left: a launcher killed after writing
+ * "ack" and before exiting leaves a mount its caller was not told of.
  *
  * The daemon's end is watched by a thread of its own (the scanner may be
  * busy with a slow table for a long time), which is the only one to
@@ -182,6 +189,61 @@ void ifs_signal_ready(struct ifs *ifs)
 			 strerror(errno));
 }
 
+/* The signal that asked the launcher to stop (0: none yet). */
+static volatile sig_atomic_t launcher_stop_signal;
+
+static void on_launcher_signal(int sig)
+{
+	launcher_stop_signal = sig;
+}
+
+static const int launcher_signals[] = { SIGTERM, SIGINT, SIGHUP };
+
+void ifs_launcher_block_signals(sigset_t *old_r)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < sizeof(launcher_signals) / sizeof(int); i++)
+		sigaddset(&set, launcher_signals[i]);
+	sigprocmask(SIG_BLOCK, &set, old_r);
+}
+
+void ifs_launcher_catch_signals(const sigset_t *old)
+{
+	struct sigaction sa = { .sa_handler = on_launcher_signal };
+
+	/* No SA_RESTART: the read below must see EINTR. SA_RESETHAND: a
+	 * second signal is not caught. */
+	sa.sa_flags = SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(launcher_signals) / sizeof(int); i++) {
+		struct sigaction was;
+
+		/* One ignored (nohup, a background job) stays ignored. */
+		if (sigaction(launcher_signals[i], NULL, &was) == 0 &&
+		    was.sa_handler == SIG_IGN)
+			continue;
+		sigaction(launcher_signals[i], &sa, NULL);
+	}
+	sigprocmask(SIG_SETMASK, old, NULL);
+}
+
+/* The launcher was told to stop before the mount was acknowledged: the
+ * daemon sees our end close and unmounts; once it is gone we die of the
+ * signal we got, as if we had not caught it. */
+static int stop_launcher(pid_t pid, int fd)
+{
+	int sig = launcher_stop_signal, status;
+
+	close(fd);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	signal(sig, SIG_DFL);
+	raise(sig);
+	return 128 + sig;
+}
+
 int ifs_launcher_wait(pid_t pid, int fd)
 {
 	char buf[1024];
@@ -189,8 +251,12 @@ int ifs_launcher_wait(pid_t pid, int fd)
 	ssize_t n;
 	int status;
 
-	while (len < sizeof(buf) - 1 &&
-	       (n = read(fd, buf + len, sizeof(buf) - 1 - len)) != 0) {
+	while (len < sizeof(buf) - 1) {
+		if (launcher_stop_signal)
+			return stop_launcher(pid, fd);
+		n = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (n == 0)
+			break;
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -201,6 +267,9 @@ int ifs_launcher_wait(pid_t pid, int fd)
 			break;
 	}
 	buf[len] = '\0';
+	/* A signal between "ok" and here: not acknowledged, nothing stays. */
+	if (launcher_stop_signal)
+		return stop_launcher(pid, fd);
 	if (strcmp(buf, "ok\n") == 0) {
 		/* SIGPIPE is ignored here too (main): a daemon gone since
 		 * "ok" makes the write fail. */

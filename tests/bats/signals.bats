@@ -158,8 +158,14 @@ daemon_of() {
 	make_slow_to_ready
 	give_to_user "$IMG"
 	busy_cpus 2
-	for t in 0.05 0.1 0.2 0.3 0.5 0.8 1.2 2 3 60; do
-		run --separate-stderr as_user timeout "$t" "$IMGFS" "$IMG" "$MNT"
+	for t in 0.05 0.1 0.2 0.3 0.4 0.5 0.7 1 2 60; do
+		# The mount table is read the moment timeout returns, in the
+		# same shell: a daemon that unmounts a little later must not
+		# pass.
+		run --separate-stderr as_user bash -c \
+			'timeout "$1" "$2" "$3" "$4"; s=$?
+			 if grep -qF " $4 " /proc/self/mountinfo; then echo mounted; fi
+			 exit $s' _ "$t" "$IMGFS" "$IMG" "$MNT"
 		if ((status == 0)); then
 			# Ready means readable at once: every partition is there.
 			run -0 is_mounted "$MNT"
@@ -167,7 +173,11 @@ daemon_of() {
 			ready=$((ready + 1))
 			unmount_image
 		else
+			# timeout(1) returned: the launcher is gone, and it
+			# took the mount and the daemon with it, not later.
 			assert_eq "$status" 124
+			assert_eq "$output" ""
+			assert_eq "$(pids_naming "$MNT")" ""
 			refute_mounted
 			killed=$((killed + 1))
 		fi
