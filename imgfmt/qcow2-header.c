@@ -86,7 +86,7 @@ int qcow2_header_write_locked(struct img *img,
 	size_t first, end;
 	int ret;
 
-	assert(nb > 0 && !s->parent);
+	assert(nb > 0 && !qcow2_view(img)->parent);
 	first = end = hdr_fields[vals[0].field].off;
 	for (size_t i = 0; i < nb; i++) {
 		enum qcow2_hdr_field f = vals[i].field;

@@ -174,19 +174,29 @@ struct qcow2_deferred {
 	uint64_t pin_epoch; /* img_pin_epoch_locked at the drop */
 };
 
-/* The driver's state behind img->priv. A snapshot handle has its own
- * state with its own L1 table and borrows the rest (lock, cache, data
- * file, snapshot table) from its parent, which outlives it.
+/* What an image has once, whatever handles are open on it: made by the
+ * top handle's open, shared by the snapshot handles opened from it
+ * (struct qcow2_view), freed when the top handle closes (its snapshot
+ * handles must be closed first, as for the fd they borrow).
  *
  * Locking: the geometry, compat, autoclear, the header's strings,
  * data_fd and the refcount table's place are set at open and then read
- * with no lock. Of a read-write top handle, incompat, file_bytes (grown
- * by allocating writes), the active L1 table, the snapshot table
- * (replaced by create and delete) and the write-path fields below change
- * under *lock, so whoever reads them takes *lock too (the snapshot list
- * and open do). zcache is set once, atomically, and has its own lock. */
+ * with no lock. Of a read-write image, incompat, file_bytes (grown by
+ * allocating writes), the snapshot table (replaced by create and
+ * delete), nb_snapshot_deletes, corrupt_reason, meta and the write-path
+ * fields below change under *lock, so whoever reads them takes *lock too
+ * (the snapshot list and open do; file_bytes is also read atomically
+ * without it, see qcow2_file_bytes_now). The L2 cache is used under
+ * *lock; pins are taken under *lock and dropped without it (pin.c).
+ * zcache is set once, atomically, and has its own lock. */
 struct qcow2_state {
-	struct qcow2_zcache *zcache; /* lazily made; read-only handles */
+	/* Decompressed clusters (qcow2-compress.c), lazily made; used by
+	 * the image's read-only handles (its snapshot handles, a read-only
+	 * top), one cache for all of them: nothing here writes compressed
+	 * clusters, and a cluster that a live descriptor names cannot be
+	 * freed, so a cached host offset holds the same bytes for every
+	 * handle that finds it. */
+	struct qcow2_zcache *zcache;
 	/* Geometry. */
 	unsigned cluster_bits;
 	uint64_t cluster_bytes;
@@ -207,12 +217,6 @@ struct qcow2_state {
 	 * checked against it; the write path must grow it as it appends. */
 	uint64_t file_bytes;
 
-	/* Active (or, in a snapshot handle, the snapshot's) L1 table, host
-	 * byte order, l1_size entries (0 entries: nothing allocated). */
-	uint64_t *l1_table;
-	uint32_t l1_size;
-	uint64_t l1_table_offset;
-
 	uint64_t refcount_table_offset;
 	uint32_t refcount_table_clusters;
 
@@ -221,6 +225,9 @@ struct qcow2_state {
 	uint32_t nb_snapshots;
 	uint64_t snapshots_offset;
 	uint64_t snapshots_bytes; /* the table's size on disk */
+	/* Snapshot deletes so far (even failed ones): a snapshot handle
+	 * compares it with the count it last saw (qcow2_view). */
+	uint64_t nb_snapshot_deletes;
 
 	/* Strings from the header and its extensions; NULL when absent. */
 	char *backing_name;
@@ -232,35 +239,23 @@ struct qcow2_state {
 	int data_fd;
 	bool owns_data_fd;
 
-	/* Metadata lock: guards the L2 slice cache (and, for writers, L1
-	 * and refcounts). Data preads never hold it. Allocated on a cache
-	 * line of its own so that taking it from several threads does not
-	 * also bounce the read-mostly fields above; a snapshot handle
-	 * points at its parent's. */
+	/* Metadata lock: guards the L2 slice cache, every handle's L1
+	 * table and (for writers) refcounts. Data preads never hold it.
+	 * Allocated on a cache line of its own so that taking it from
+	 * several threads does not also bounce the read-mostly fields
+	 * above. */
 	pthread_mutex_t *lock;
 	/* Read pins (pin.c), taken under *lock by every read of host
-	 * bytes; shared with the snapshot handles like the lock, on a cache
-	 * line of its own. */
+	 * bytes, on a cache line of its own like the lock. */
 	struct img_pin_domain *pins;
+	/* L2 slices, keyed by host offset: one cache serves the active
+	 * table and every snapshot's. */
 	struct qcow2_cache *l2_cache;
 	size_t l2_slice_bytes; /* == qcow2_cache_slice_bytes(l2_cache) */
 
-	/* Snapshot handle: the image it was opened from (for backing reads
-	 * and shared state); NULL for a top-level image. */
-	struct img *parent;
-	/* Top handle: snapshot deletes so far. A snapshot handle keeps the
-	 * count it last saw and its snapshot's ID; when the count moved it
-	 * looks its snapshot up again (same ID, same L1 table), and once
-	 * the snapshot is gone every map fails -ENOENT: its L1 copy names
-	 * clusters the delete gave back, which a later write may reuse.
-	 * All under *lock. */
-	uint64_t nb_snapshot_deletes;
-	uint64_t seen_snapshot_deletes;
-	char *snapshot_id;
-	bool snapshot_gone;
-
-	/* Write path (qcow2-refcount.c, qcow2-write.c); top handle only.
-	 * All guarded by *lock except write_gate itself. */
+	/* Write path (qcow2-refcount.c, qcow2-write.c); set up by a
+	 * read-write top handle only (rc_cache NULL otherwise). All
+	 * guarded by *lock except write_gate itself. */
 	/* In-place data writes hold write_gate shared across their pwrite
 	 * (no metadata lock); anything that drops or shares a mapping
 	 * (discard, write-zeroes, snapshot create/delete) holds it
@@ -277,18 +272,50 @@ struct qcow2_state {
 	uint64_t reftable_entries;
 	unsigned rb_entry_bits;         /* log2 refcounts per block */
 	uint64_t free_hint_cluster;     /* lowest cluster index maybe free */
-	bool l1_dirty;                  /* l1_table differs from the file */
 	bool writing_started;           /* header prepared for writes */
 	/* References to drop once the L2/L1 change that dropped them is
 	 * durable and no read pinned before the drop still runs: one entry
 	 * per reference, in the order (and so the pin epochs) of the drops. */
 	struct qcow2_deferred *deferred;
 	size_t nb_deferred, cap_deferred;
-	/* Set once an inconsistency was found; the handle is read-only. */
+	/* Set once an inconsistency was found; the image's handles are
+	 * read-only from then on. */
 	char *corrupt_reason;
 	/* Clusters holding metadata, for the overlap check
 	 * (qcow2-overlap.c); NULL until the first check. */
 	struct qcow2_meta_set *meta;
+};
+
+/* One handle's view of an image, behind img->priv: which L1 table it
+ * maps through. The top handle's is the active table, which the write
+ * path changes; a snapshot handle's is a copy of its snapshot's, read
+ * once at open and never written. Whether the handle writes is
+ * img->read_only (a snapshot handle never does).
+ *
+ * Locking: s and parent are set at open and then read with no lock;
+ * everything else is read and changed under *s->lock. */
+struct qcow2_view {
+	struct qcow2_state *s; /* the image; owned by the top handle */
+	/* Snapshot handle: the top handle it was opened from (for backing
+	 * reads and the shared state), which outlives it; NULL for the top
+	 * handle itself. */
+	struct img *parent;
+
+	/* Host byte order, l1_size entries (0 entries: nothing
+	 * allocated). */
+	uint64_t *l1_table;
+	uint32_t l1_size;
+	uint64_t l1_table_offset;
+	bool l1_dirty; /* top: l1_table differs from the file */
+
+	/* Snapshot handle: its snapshot's ID and the s->nb_snapshot_deletes
+	 * it last saw. When the count moved it looks its snapshot up again
+	 * (same ID, same L1 table), and once the snapshot is gone every map
+	 * fails -ENOENT: its L1 copy names clusters the delete gave back,
+	 * which a later write may reuse. */
+	char *snapshot_id;
+	uint64_t seen_snapshot_deletes;
+	bool snapshot_gone;
 };
 
 /* Where the L2 entry of a guest offset lives (spec, "Cluster mapping"):
@@ -327,9 +354,15 @@ static inline uint64_t qcow2_l2_slice_off(const struct qcow2_state *s,
 /* Refcount table entries: offset bits (the rest is reserved). */
 #define REFTABLE_OFFSET_MASK 0xfffffffffffffe00ull
 
-static inline struct qcow2_state *qcow2_state(const struct img *img)
+static inline struct qcow2_view *qcow2_view(const struct img *img)
 {
 	return img->priv;
+}
+
+/* The image state behind a handle, top or snapshot. */
+static inline struct qcow2_state *qcow2_state(const struct img *img)
+{
+	return qcow2_view(img)->s;
 }
 
 /* file_bytes only grows, under *lock, while the compressed read path
@@ -420,10 +453,11 @@ uint64_t qcow2_l1_entries_for(const struct qcow2_state *s,
 /* qcow2-compress.c: reads compressed cluster described by l2_entry and
  * copies [off_in_cluster, off_in_cluster + len) of it into buf. -EIO for
  * a bad descriptor or data that does not decompress to a full cluster. */
-/* A few decompressed clusters of a read-only handle (qcow2-compress.c),
- * so that reads that end inside a compressed cluster, or many small reads
- * of one (a filesystem's inodes and small files), inflate it once. Each
- * handle owns its own (a snapshot's is never its parent's). */
+/* A few decompressed clusters of an image's read-only handles
+ * (qcow2-compress.c), so that reads that end inside a compressed cluster,
+ * or many small reads of one (a filesystem's inodes and small files),
+ * inflate it once. One per image (struct qcow2_state), shared by its
+ * snapshot handles. */
 struct qcow2_zcache;
 void qcow2_zcache_free(struct qcow2_zcache *zc);
 
@@ -545,8 +579,8 @@ void qcow2_free_snapshots(struct qcow2_snapshot *sn, uint32_t nb);
 int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,
 			size_t *nb_r);
 /* A snapshot handle whose snapshot was deleted since it was opened (see
- * nb_snapshot_deletes); false for a top handle. Under *lock. */
-bool qcow2_snapshot_gone_locked(struct qcow2_state *ss);
+ * struct qcow2_view); false for a top handle. Under *lock. */
+bool qcow2_snapshot_gone_locked(struct qcow2_view *v);
 int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 			struct img_err *err);
 

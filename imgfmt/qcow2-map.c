@@ -274,7 +274,8 @@ out:
 int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 		     bool merge_compressed, struct qcow2_run *run_r)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
 	size_t slice_bytes = s->l2_slice_bytes;
 	size_t slice_entries = slice_bytes / s->l2_entry_bytes;
 	uint64_t l2_range_bytes = qcow2_l2_range_bytes(s);
@@ -286,7 +287,7 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 	/* img.c keeps requests inside the virtual disk (< 2^63). */
 	if (max_bytes == 0 || ADD_OVERFLOW(guest_off, max_bytes, &end))
 		return -EINVAL;
-	if (qcow2_snapshot_gone_locked(s))
+	if (qcow2_snapshot_gone_locked(v))
 		return -ENOENT;
 
 	while (off < end) {
@@ -294,7 +295,7 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 		uint64_t l2_off = 0;
 		const uint8_t *slice;
 
-		if (l1_idx >= s->l1_size) {
+		if (l1_idx >= v->l1_size) {
 			/* Past the L1 table (a snapshot whose disk size
 			 * outgrew it): all the rest is unallocated, in one
 			 * step however large the disk claims to be. */
@@ -304,7 +305,7 @@ int qcow2_map_locked(struct img *img, uint64_t guest_off, uint64_t max_bytes,
 			off = end;
 			break;
 		}
-		l2_off = s->l1_table[l1_idx] & QCOW2_L1E_OFFSET_MASK;
+		l2_off = v->l1_table[l1_idx] & QCOW2_L1E_OFFSET_MASK;
 		if (l2_off == 0) {
 			/* No L2 table: the whole range it would cover is
 			 * unallocated. */

@@ -126,8 +126,11 @@ void qcow2_meta_free(struct qcow2_state *s)
 	}
 }
 
-static int build(struct qcow2_state *s)
+/* The set of a top handle's image: its active L1 table (v) and every
+ * table the image names. */
+static int build(const struct qcow2_view *v)
 {
+	struct qcow2_state *s = v->s;
 	struct qcow2_meta_set *m = calloc(1, sizeof(*m));
 	unsigned cb = s->cluster_bits;
 	int ret;
@@ -136,8 +139,8 @@ static int build(struct qcow2_state *s)
 		return -ENOMEM;
 	ret = set_add(m, 0); /* the header */
 	if (ret == 0)
-		ret = set_add_in_file(m, s, s->l1_table_offset,
-				      (uint64_t)s->l1_size * 8);
+		ret = set_add_in_file(m, s, v->l1_table_offset,
+				      (uint64_t)v->l1_size * 8);
 	if (ret == 0)
 		ret = set_add_in_file(m, s, s->refcount_table_offset,
 				      (uint64_t)s->refcount_table_clusters
@@ -148,8 +151,8 @@ static int build(struct qcow2_state *s)
 	for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++)
 		ret = set_add_in_file(m, s, s->snapshots[i].l1_table_offset,
 				      (uint64_t)s->snapshots[i].l1_size * 8);
-	for (uint32_t i = 0; ret == 0 && i < s->l1_size; i++) {
-		uint64_t l2 = s->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
+	for (uint32_t i = 0; ret == 0 && i < v->l1_size; i++) {
+		uint64_t l2 = v->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
 
 		if (l2)
 			ret = set_add(m, l2 >> cb);
@@ -205,7 +208,7 @@ int qcow2_check_overlap_locked(struct img *img, uint64_t off, uint64_t bytes)
 	if (bytes == 0)
 		return 0;
 	if (!s->meta) {
-		ret = build(s);
+		ret = build(qcow2_view(img));
 		if (ret < 0)
 			return ret;
 	}

@@ -72,7 +72,7 @@ int qcow2_signal_corruption(struct img *img, const char *fmt, ...)
 	/* As QEMU: set the corrupt bit (v3 only has it) so nobody writes
 	 * the image again until it is repaired, then stop writing. */
 	if (s->version >= 3 && !(s->incompat & QCOW2_INCOMPAT_CORRUPT) &&
-	    !s->parent)
+	    !qcow2_view(img)->parent)
 		(void)qcow2_header_write_field_locked(
 			img, QCOW2_HDR_INCOMPAT,
 			s->incompat | QCOW2_INCOMPAT_CORRUPT);
@@ -430,13 +430,14 @@ static bool overlaps(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len)
  * wrong, and writing there would destroy the image. */
 static int check_not_metadata(struct img *img, uint64_t start, uint64_t nb)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
 	uint64_t off = start << s->cluster_bits;
 	uint64_t bytes = nb << s->cluster_bits;
 
 	if (start == 0 ||
-	    overlaps(off, bytes, s->l1_table_offset,
-		     (uint64_t)s->l1_size * 8) ||
+	    overlaps(off, bytes, v->l1_table_offset,
+		     (uint64_t)v->l1_size * 8) ||
 	    overlaps(off, bytes, s->refcount_table_offset,
 		     (uint64_t)s->refcount_table_clusters * s->cluster_bytes) ||
 	    (s->nb_snapshots &&

@@ -250,7 +250,7 @@ int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,
 
 	*list_r = NULL;
 	*nb_r = 0;
-	if (s->parent)
+	if (qcow2_view(img)->parent)
 		return 0;
 	/* Create and delete replace the table under the metadata lock. */
 	LOCK_FOR_SCOPE(s->lock);
@@ -283,39 +283,39 @@ int qcow2_snapshot_list(struct img *img, struct img_snapshot **list_r,
 	return 0;
 }
 
-bool qcow2_snapshot_gone_locked(struct qcow2_state *ss)
+bool qcow2_snapshot_gone_locked(struct qcow2_view *v)
 {
-	const struct qcow2_state *s;
+	const struct qcow2_state *s = v->s;
 	bool found = false;
 
-	if (!ss->parent || ss->snapshot_gone)
-		return ss->snapshot_gone;
-	s = qcow2_state(ss->parent);
-	if (s->nb_snapshot_deletes == ss->seen_snapshot_deletes)
+	if (!v->parent || v->snapshot_gone)
+		return v->snapshot_gone;
+	if (s->nb_snapshot_deletes == v->seen_snapshot_deletes)
 		return false;
 	for (uint32_t i = 0; i < s->nb_snapshots && !found; i++)
-		found = strcmp(s->snapshots[i].id, ss->snapshot_id) == 0 &&
-			s->snapshots[i].l1_table_offset == ss->l1_table_offset;
-	ss->seen_snapshot_deletes = s->nb_snapshot_deletes;
-	ss->snapshot_gone = !found;
-	return ss->snapshot_gone;
+		found = strcmp(s->snapshots[i].id, v->snapshot_id) == 0 &&
+			s->snapshots[i].l1_table_offset == v->l1_table_offset;
+	v->seen_snapshot_deletes = s->nb_snapshot_deletes;
+	v->snapshot_gone = !found;
+	return v->snapshot_gone;
 }
 
 int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 			struct img_err *err)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	const struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
 	const struct qcow2_snapshot *sn = NULL;
-	struct qcow2_state *ss;
+	struct qcow2_view *sv;
 	struct img *snap;
 	int ret;
 
-	if (s->parent)
+	if (v->parent)
 		return img_err(err, -ENOENT, "%s: a snapshot has no "
 			       "snapshots of its own", img->path);
-	/* The table, the file size and the state copied below change under
-	 * the metadata lock (writes, create, delete); the L1 read stays
-	 * inside it so a delete cannot free the table while we read it. */
+	/* The table and the file size change under the metadata lock
+	 * (writes, create, delete); the L1 read stays inside it so a
+	 * delete cannot free the table while we read it. */
 	LOCK_FOR_SCOPE(s->lock);
 	for (uint32_t i = 0; i < s->nb_snapshots && !sn; i++)
 		if (strcmp(s->snapshots[i].id, id) == 0)
@@ -328,32 +328,23 @@ int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 		return ret;
 
 	snap = img_alloc(&img->opts);
-	ss = calloc(1, sizeof(*ss));
-	if (!snap || !ss) {
-		free(ss);
+	sv = calloc(1, sizeof(*sv));
+	if (!snap || !sv) {
+		free(sv);
 		img_free_handle(snap);
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
 	}
-	/* Geometry and shared resources come from the parent; the table
-	 * pointers and owned strings are reset so close frees only what
-	 * this handle owns (its L1 table). */
-	*ss = *s;
-	ss->l1_table = NULL;
-	ss->l1_size = sn->l1_size;
-	ss->l1_table_offset = sn->l1_table_offset;
-	ss->snapshots = NULL;
-	ss->nb_snapshots = 0;
-	ss->backing_name = NULL;
-	ss->backing_format = NULL;
-	ss->data_file_name = NULL;
-	ss->owns_data_fd = false;
-	ss->zcache = NULL;
-	ss->parent = img;
-	ss->seen_snapshot_deletes = s->nb_snapshot_deletes;
-	ss->snapshot_id = strdup(id);
+	/* The image state is the parent's, shared; this handle owns only
+	 * its view: the snapshot's L1 copy and ID. */
+	sv->s = s;
+	sv->parent = img;
+	sv->l1_size = sn->l1_size;
+	sv->l1_table_offset = sn->l1_table_offset;
+	sv->seen_snapshot_deletes = s->nb_snapshot_deletes;
+	sv->snapshot_id = strdup(id);
 
 	snap->ops = img->ops;
-	snap->priv = ss;
+	snap->priv = sv;
 	snap->fd = img->fd;
 	snap->shares_fd = true;
 	snap->read_only = true;
@@ -361,12 +352,12 @@ int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 	snap->backing = img->backing;
 	snap->path = strdup(img->path);
 	snap->real_path = img->real_path ? strdup(img->real_path) : NULL;
-	if (!snap->path || !ss->snapshot_id) {
+	if (!snap->path || !sv->snapshot_id) {
 		img_close(snap);
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
 	}
 	ret = qcow2_read_l1(snap, sn->l1_table_offset, sn->l1_size,
-			    &ss->l1_table, err);
+			    &sv->l1_table, err);
 	if (ret < 0) {
 		img_close(snap);
 		return ret;
@@ -593,10 +584,11 @@ static int raise_entry(struct img *img, uint8_t *e, bool *dirty,
  * raises (-1), in the same order. */
 static int raise_all_locked(struct img *img, struct raise_ctx *rc)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
 
-	for (uint32_t i = 0; i < s->l1_size; i++) {
-		uint64_t l2_off = s->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
+	for (uint32_t i = 0; i < v->l1_size; i++) {
+		uint64_t l2_off = v->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
 		int ret;
 
 		if (!l2_off)
@@ -665,17 +657,27 @@ static int find_by_name(const struct qcow2_state *s, const char *name)
 	return -1;
 }
 
-static int create_locked(struct img *img, const char *name,
-			 struct img_err *err)
+/* What create decides before it changes any count: the new snapshot's
+ * ID and where its L1 copy goes. */
+struct create_plan {
+	uint64_t id;
+	uint64_t l1_off;    /* 0 when the active L1 table is empty */
+	uint64_t l1_bytes;
+	uint64_t *l1_copy;  /* big-endian, filled by share_active_locked */
+};
+
+/* Step 1: the image ready for writes with nothing pending (flushed), the
+ * next free numeric ID, the L1 copy's clusters and its buffer. Fails
+ * with err filled and nothing shared yet. */
+static int plan_create_locked(struct img *img, struct create_plan *p,
+			      struct img_err *err)
 {
-	struct qcow2_state *s = qcow2_state(img);
-	struct qcow2_snapshot sn = { 0 }, *grown;
-	struct raise_ctx raise = { .delta = +1 };
-	CLEANUP_FREE uint64_t *l1_copy = NULL;
-	uint64_t l1_bytes = (uint64_t)s->l1_size * 8, l1_off = 0, max_id = 0;
-	struct timespec now;
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
+	uint64_t max_id = 0;
 	int ret;
 
+	p->l1_bytes = (uint64_t)v->l1_size * 8;
 	ret = qcow2_begin_write_locked(img);
 	if (ret < 0)
 		return img_err(err, ret, "%s: cannot write: %s", img->path,
@@ -686,79 +688,109 @@ static int create_locked(struct img *img, const char *name,
 			       "failed: %s", img->path, strerror(-ret));
 	for (uint32_t i = 0; i < s->nb_snapshots; i++) {
 		char *end;
-		unsigned long long v = strtoull(s->snapshots[i].id, &end, 10);
-		if (*end == '\0' && v > max_id)
-			max_id = v;
+		unsigned long long id = strtoull(s->snapshots[i].id, &end, 10);
+		if (*end == '\0' && id > max_id)
+			max_id = id;
 	}
-	if (l1_bytes) {
+	p->id = max_id + 1;
+	if (p->l1_bytes) {
 		ret = qcow2_alloc_clusters_locked(
-			img, div_round_up(l1_bytes, s->cluster_bytes), &l1_off);
+			img, div_round_up(p->l1_bytes, s->cluster_bytes),
+			&p->l1_off);
 		if (ret < 0)
 			return img_err(err, ret, "%s: cannot allocate the "
 				       "snapshot's L1 table: %s", img->path,
 				       strerror(-ret));
 	}
-	l1_copy = malloc(l1_bytes + 8);
-	if (!l1_copy)
+	p->l1_copy = malloc(p->l1_bytes + 8);
+	if (!p->l1_copy)
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
-	/* Every L2 table and data cluster now gets one more owner. A
-	 * refcount already at its width's maximum (-EMLINK: too many
-	 * snapshots for refcount_bits) is not corruption: the raises made
-	 * so far are taken back and the snapshot is refused, the image
-	 * unchanged but for the L1 copy's clusters (freed by the next
-	 * flush). Any other failure from here leaves counts half raised:
-	 * the image is marked corrupt rather than left silently wrong. */
-	raise.limit = UINT64_MAX;
-	ret = raise_all_locked(img, &raise);
-	if (ret == -EMLINK) {
-		struct raise_ctx undo = { .delta = -1, .limit = raise.done };
+	return 0;
+}
 
-		ret = raise_all_locked(img, &undo);
-		if (ret == 0 && l1_bytes)
-			ret = qcow2_defer_unref_locked(img, l1_off, l1_bytes);
-		if (ret < 0)
-			goto halfway;
-		return img_err(err, -EMLINK, "%s: refcount_bits=%u cannot "
-			       "count the owners of another snapshot",
-			       img->path, 1u << s->refcount_order);
-	}
-	if (ret < 0)
-		goto halfway;
-	/* COPIED goes only once every raise worked. */
-	for (uint32_t i = 0; i < s->l1_size; i++) {
-		uint64_t l2_off = s->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
+/* Step 2: every L2 table and data cluster the active L1 reaches gets one
+ * more owner. A refcount already at its width's maximum (-EMLINK: too
+ * many snapshots for refcount_bits) is not corruption: the raises made
+ * so far are taken back and 1 is returned, the image unchanged but for
+ * the L1 copy's clusters (freed by the next flush). Any other failure
+ * (-errno) leaves counts half raised. */
+static int raise_owners_locked(struct img *img, const struct create_plan *p)
+{
+	struct raise_ctx raise = { .delta = +1, .limit = UINT64_MAX };
+	struct raise_ctx undo = { .delta = -1 };
+	int ret;
+
+	ret = raise_all_locked(img, &raise);
+	if (ret != -EMLINK)
+		return ret;
+	undo.limit = raise.done;
+	ret = raise_all_locked(img, &undo);
+	if (ret == 0 && p->l1_bytes)
+		ret = qcow2_defer_unref_locked(img, p->l1_off, p->l1_bytes);
+	return ret < 0 ? ret : 1;
+}
+
+/* Step 3, once every raise worked: the active L1/L2 entries lose COPIED
+ * (shared with the snapshot now, writes must copy), and the L1 copy
+ * takes the active table as it is then. */
+static int share_active_locked(struct img *img, struct create_plan *p)
+{
+	struct qcow2_view *v = qcow2_view(img);
+
+	for (uint32_t i = 0; i < v->l1_size; i++) {
+		uint64_t l2_off = v->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
 
 		if (l2_off) {
-			ret = walk_l2_locked(img, l2_off, true,
-					     clear_copied_entry, NULL);
+			int ret = walk_l2_locked(img, l2_off, true,
+						 clear_copied_entry, NULL);
 			if (ret < 0)
-				goto halfway;
-			s->l1_table[i] &= ~QCOW2_L1E_COPIED;
-			s->l1_dirty = true;
+				return ret;
+			v->l1_table[i] &= ~QCOW2_L1E_COPIED;
+			v->l1_dirty = true;
 		}
-		put_be64(&l1_copy[i], s->l1_table[i]);
+		put_be64(&p->l1_copy[i], v->l1_table[i]);
 	}
-	if (l1_bytes) {
-		ret = full_pwrite(img->fd, l1_copy, l1_bytes, l1_off);
+	return 0;
+}
+
+/* Step 4: the L1 copy written, and everything so far durable in order:
+ * raised refcounts before the cleared COPIED flags and the L1 copy, all
+ * of it before the header names the snapshot (flush: refcounts,
+ * fdatasync, L2 + L1, fdatasync). */
+static int write_l1_copy_locked(struct img *img, const struct create_plan *p)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	int ret;
+
+	if (p->l1_bytes) {
+		ret = full_pwrite(img->fd, p->l1_copy, p->l1_bytes, p->l1_off);
 		if (ret < 0)
-			goto halfway;
+			return ret;
 	}
-	/* Raised refcounts durable before the cleared COPIED flags and the
-	 * L1 copy; all of it durable before the header names the
-	 * snapshot (flush: refcounts, fdatasync, L2 + L1, fdatasync). */
 	qcow2_cache_set_dependency_locked(s->l2_cache, s->rc_cache);
-	ret = qcow2_flush_locked(img);
-	if (ret < 0)
-		goto halfway;
+	return qcow2_flush_locked(img);
+}
+
+/* Step 5: the new entry appended to the table in memory, then the new
+ * table written and the header switched to it (switch_table_locked).
+ * On failure the entry is not counted (nb_snapshots unchanged). */
+static int publish_locked(struct img *img, const char *name,
+			  const struct create_plan *p)
+{
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
+	struct qcow2_snapshot sn = { 0 }, *grown;
+	struct timespec now;
+	int ret;
 
 	clock_gettime(CLOCK_REALTIME, &now);
-	sn.l1_table_offset = l1_off;
-	sn.l1_size = s->l1_size;
+	sn.l1_table_offset = p->l1_off;
+	sn.l1_size = v->l1_size;
 	sn.date_sec = (uint32_t)now.tv_sec;
 	sn.date_nsec = (uint32_t)now.tv_nsec;
 	sn.disk_size = img->size;
 	sn.name = strdup(name);
-	if (asprintf(&sn.id, "%llu", (unsigned long long)max_id + 1) < 0)
+	if (asprintf(&sn.id, "%llu", (unsigned long long)p->id) < 0)
 		sn.id = NULL;
 	grown = realloc(s->snapshots, (s->nb_snapshots + 1) * sizeof(*grown));
 	if (!sn.name || !sn.id || !grown) {
@@ -766,8 +798,7 @@ static int create_locked(struct img *img, const char *name,
 		free(sn.id);
 		if (grown)
 			s->snapshots = grown;
-		ret = -ENOMEM;
-		goto halfway;
+		return -ENOMEM;
 	}
 	s->snapshots = grown;
 	s->snapshots[s->nb_snapshots] = sn;
@@ -776,15 +807,18 @@ static int create_locked(struct img *img, const char *name,
 	if (ret < 0) {
 		free(sn.name);
 		free(sn.id);
-		goto halfway;
 	}
-	ret = qcow2_flush_locked(img);
-	if (ret < 0)
-		return img_err(err, ret, "%s: flush after the snapshot failed: "
-			       "%s", img->path, strerror(-ret));
-	return 0;
+	return ret;
+}
 
-halfway:
+/* A failure after the first raise: the counts no longer match the
+ * tables, so the image is marked corrupt rather than left silently
+ * wrong (an -EIO already did). */
+static int create_halfway(struct img *img, const char *name, int ret,
+			  struct img_err *err)
+{
+	struct qcow2_state *s = qcow2_state(img);
+
 	if (ret != -EIO)
 		qcow2_signal_corruption(img, "snapshot '%s' creation failed "
 					"halfway (%s); refcounts are "
@@ -794,13 +828,50 @@ halfway:
 		       s->corrupt_reason : strerror(-ret));
 }
 
+/* The steps in their crash-safe order (see the top of the file). */
+static int create_locked(struct img *img, const char *name,
+			 struct img_err *err)
+{
+	struct qcow2_state *s = qcow2_state(img);
+	struct create_plan plan = { 0 };
+	int ret;
+
+	ret = plan_create_locked(img, &plan, err);
+	if (ret < 0)
+		goto out; /* err says why; nothing shared yet */
+	ret = raise_owners_locked(img, &plan);
+	if (ret == 1) {
+		ret = img_err(err, -EMLINK, "%s: refcount_bits=%u cannot "
+			      "count the owners of another snapshot",
+			      img->path, 1u << s->refcount_order);
+		goto out;
+	}
+	if (ret == 0)
+		ret = share_active_locked(img, &plan);
+	if (ret == 0)
+		ret = write_l1_copy_locked(img, &plan);
+	if (ret == 0)
+		ret = publish_locked(img, name, &plan);
+	if (ret < 0) {
+		ret = create_halfway(img, name, ret, err);
+		goto out;
+	}
+	ret = qcow2_flush_locked(img);
+	if (ret < 0)
+		ret = img_err(err, ret, "%s: flush after the snapshot failed: "
+			      "%s", img->path, strerror(-ret));
+out:
+	free(plan.l1_copy);
+	return ret;
+}
+
 int qcow2_snapshot_create(struct img *img, const char *name,
 			  struct img_err *err)
 {
 	struct qcow2_state *s = qcow2_state(img);
 	int ret;
 
-	if (s->parent || !s->rc_cache)
+	if (qcow2_view(img)->parent || !s->rc_cache)
 		return img_err(err, -EROFS, "%s: image is read-only",
 			       img->path);
 	if (s->data_fd != img->fd)
@@ -833,7 +904,8 @@ int qcow2_snapshot_create(struct img *img, const char *name,
 
 static int delete_locked(struct img *img, uint32_t idx, struct img_err *err)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
 	struct qcow2_snapshot sn = s->snapshots[idx];
 	CLEANUP_FREE uint64_t *l1 = NULL;
 	int ret;
@@ -880,8 +952,8 @@ static int delete_locked(struct img *img, uint32_t idx, struct img_err *err)
 	if (ret < 0)
 		goto fail;
 	/* Sole owners again get COPIED back (QEMU's invariant). */
-	for (uint32_t i = 0; i < s->l1_size; i++) {
-		uint64_t l2_off = s->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
+	for (uint32_t i = 0; i < v->l1_size; i++) {
+		uint64_t l2_off = v->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
 		uint64_t rc;
 
 		if (!l2_off)
@@ -890,15 +962,15 @@ static int delete_locked(struct img *img, uint32_t idx, struct img_err *err)
 				     NULL);
 		if (ret < 0)
 			goto fail;
-		if (s->l1_table[i] & QCOW2_L1E_COPIED)
+		if (v->l1_table[i] & QCOW2_L1E_COPIED)
 			continue;
 		ret = qcow2_get_refcount_locked(img, l2_off >> s->cluster_bits,
 						&rc);
 		if (ret < 0)
 			goto fail;
 		if (rc == 1) {
-			s->l1_table[i] |= QCOW2_L1E_COPIED;
-			s->l1_dirty = true;
+			v->l1_table[i] |= QCOW2_L1E_COPIED;
+			v->l1_dirty = true;
 		}
 	}
 	ret = qcow2_flush_locked(img);
@@ -918,7 +990,7 @@ int qcow2_snapshot_delete(struct img *img, const char *id,
 	int ret = -ENOENT;
 	uint32_t idx;
 
-	if (s->parent || !s->rc_cache)
+	if (qcow2_view(img)->parent || !s->rc_cache)
 		return img_err(err, -EROFS, "%s: image is read-only",
 			       img->path);
 	pthread_rwlock_wrlock(&s->write_gate);

@@ -114,7 +114,8 @@ static int check_l2_table(struct img *img, uint64_t l2_off)
 static int l2_entry_ro_locked(struct img *img, uint64_t guest_off,
 			      uint64_t *entry_r, uint64_t *bitmap_r)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
 	uint64_t l1_idx = qcow2_l1_index(s, guest_off);
 	uint64_t l2_idx = qcow2_l2_index(s, guest_off);
 	uint64_t l2_off;
@@ -124,9 +125,9 @@ static int l2_entry_ro_locked(struct img *img, uint64_t guest_off,
 
 	*entry_r = 0;
 	*bitmap_r = 0;
-	if (l1_idx >= s->l1_size)
+	if (l1_idx >= v->l1_size)
 		return -EIO;
-	l2_off = s->l1_table[l1_idx] & QCOW2_L1E_OFFSET_MASK;
+	l2_off = v->l1_table[l1_idx] & QCOW2_L1E_OFFSET_MASK;
 	if (l2_off == 0)
 		return 0;
 	ret = check_l2_table(img, l2_off);
@@ -146,7 +147,8 @@ static int l2_entry_ro_locked(struct img *img, uint64_t guest_off,
 int qcow2_l2_entry_rw_locked(struct img *img, uint64_t guest_off,
 			     uint8_t **slice_r, uint8_t **entry_r)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
 	uint64_t l1_idx = qcow2_l1_index(s, guest_off);
 	uint64_t l2_idx = qcow2_l2_index(s, guest_off);
 	uint64_t l1e, l2_off;
@@ -154,9 +156,9 @@ int qcow2_l2_entry_rw_locked(struct img *img, uint64_t guest_off,
 	uint8_t *slice;
 	int ret;
 
-	if (l1_idx >= s->l1_size)
+	if (l1_idx >= v->l1_size)
 		return -EIO;
-	l1e = s->l1_table[l1_idx];
+	l1e = v->l1_table[l1_idx];
 	l2_off = l1e & QCOW2_L1E_OFFSET_MASK;
 	if (l2_off == 0 || !(l1e & QCOW2_L1E_COPIED)) {
 		CLEANUP_FREE uint8_t *table = calloc(1, s->cluster_bytes);
@@ -191,8 +193,8 @@ int qcow2_l2_entry_rw_locked(struct img *img, uint64_t guest_off,
 		ret = full_pwrite(img->fd, table, s->cluster_bytes, new_off);
 		if (ret < 0)
 			return ret;
-		s->l1_table[l1_idx] = new_off | QCOW2_L1E_COPIED;
-		s->l1_dirty = true;
+		v->l1_table[l1_idx] = new_off | QCOW2_L1E_COPIED;
+		v->l1_dirty = true;
 		ret = qcow2_meta_add_locked(img, new_off, s->cluster_bytes);
 		if (ret < 0)
 			return ret;
@@ -964,21 +966,21 @@ int qcow2_write_zeroes(struct img *img, uint64_t off, uint64_t len)
 
 static int write_l1_locked(struct img *img)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	struct qcow2_view *v = qcow2_view(img);
 	CLEANUP_FREE uint64_t *be = NULL;
 
-	if (!s->l1_dirty || s->l1_size == 0)
+	if (!v->l1_dirty || v->l1_size == 0)
 		return 0;
-	be = malloc((size_t)s->l1_size * 8);
+	be = malloc((size_t)v->l1_size * 8);
 	if (!be)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < s->l1_size; i++)
-		put_be64(&be[i], s->l1_table[i]);
-	int ret = full_pwrite(img->fd, be, (size_t)s->l1_size * 8,
-			      s->l1_table_offset);
+	for (uint32_t i = 0; i < v->l1_size; i++)
+		put_be64(&be[i], v->l1_table[i]);
+	int ret = full_pwrite(img->fd, be, (size_t)v->l1_size * 8,
+			      v->l1_table_offset);
 	if (ret < 0)
 		return ret;
-	s->l1_dirty = false;
+	v->l1_dirty = false;
 	return 0;
 }
 
@@ -1018,9 +1020,10 @@ int qcow2_flush_locked(struct img *img)
 
 int qcow2_flush(struct img *img)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
 
-	if (s->parent)
+	if (v->parent)
 		return 0;
 	LOCK_FOR_SCOPE(s->lock);
 	return qcow2_flush_locked(img);

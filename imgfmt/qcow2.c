@@ -441,7 +441,8 @@ static int read_backing_name(struct img *img, const struct qcow2_header *h,
 static int check_tables(struct img *img, const struct qcow2_header *h,
 			struct img_err *err)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s = v->s;
 	uint64_t needed;
 	int ret;
 
@@ -472,8 +473,8 @@ static int check_tables(struct img *img, const struct qcow2_header *h,
 			       " entries is too small for a virtual size of %"
 			       PRIu64 " bytes (needs %" PRIu64 ")", img->path,
 			       h->l1_size, h->size, needed);
-	s->l1_size = h->l1_size;
-	s->l1_table_offset = h->l1_table_offset;
+	v->l1_size = h->l1_size;
+	v->l1_table_offset = h->l1_table_offset;
 
 	s->nb_snapshots = h->nb_snapshots;
 	s->snapshots_offset = h->snapshots_offset;
@@ -515,6 +516,7 @@ static int new_lock(pthread_mutex_t **lock_r)
 
 static int qcow2_open(struct img *img, struct img_err *err)
 {
+	struct qcow2_view *v;
 	struct qcow2_state *s;
 	struct qcow2_header_disk disk;
 	struct qcow2_header h;
@@ -523,10 +525,15 @@ static int qcow2_open(struct img *img, struct img_err *err)
 	uint64_t ext_end;
 	int ret;
 
-	s = calloc(1, sizeof(*s));
+	/* The top handle: its view (the active L1 table) and the image
+	 * state it owns, which snapshot handles will share. */
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
+	img->priv = v;
+	s = v->s = calloc(1, sizeof(*s));
 	if (!s)
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
-	img->priv = s;
 	s->data_fd = img->fd;
 	ret = new_lock(&s->lock);
 	if (ret < 0)
@@ -584,8 +591,8 @@ static int qcow2_open(struct img *img, struct img_err *err)
 	if (ret < 0)
 		return ret;
 	img->size = h.size;
-	ret = qcow2_read_l1(img, s->l1_table_offset, s->l1_size,
-			    &s->l1_table, err);
+	ret = qcow2_read_l1(img, v->l1_table_offset, v->l1_size,
+			    &v->l1_table, err);
 	if (ret < 0)
 		return ret;
 	ret = qcow2_read_snapshots(img, err);
@@ -645,20 +652,23 @@ static int qcow2_open(struct img *img, struct img_err *err)
 
 static void qcow2_close(struct img *img)
 {
-	struct qcow2_state *s = qcow2_state(img);
+	struct qcow2_view *v = qcow2_view(img);
+	struct qcow2_state *s;
 
-	if (!s)
+	if (!v)
 		return;
-	if (!s->parent && s->rc_cache && !s->corrupt_reason &&
+	s = v->s;
+	if (s && !v->parent && s->rc_cache && !s->corrupt_reason &&
 	    !img->read_only)
 		/* Nothing to report to: img_close returns nothing. Data
 		 * the caller cared about was flushed by img_flush. */
 		(void)qcow2_close_write(img);
-	free(s->l1_table);
-	free(s->snapshot_id);
-	qcow2_zcache_free(s->zcache);
-	if (!s->parent) {
-		/* Only the top handle owns the shared pieces. */
+	free(v->l1_table);
+	free(v->snapshot_id);
+	/* Only the top handle owns the image state; a snapshot handle
+	 * leaves it to the parent, which outlives it. */
+	if (s && !v->parent) {
+		qcow2_zcache_free(s->zcache);
 		qcow2_refcount_free(s);
 		if (s->write_gate_ready) {
 			pthread_rwlock_destroy(&s->write_gate);
@@ -673,11 +683,12 @@ static void qcow2_close(struct img *img)
 			free(s->lock);
 		}
 		free(s->pins);
+		free(s->backing_name);
+		free(s->backing_format);
+		free(s->data_file_name);
+		free(s);
 	}
-	free(s->backing_name);
-	free(s->backing_format);
-	free(s->data_file_name);
-	free(s);
+	free(v);
 	img->priv = NULL;
 }
 
@@ -783,15 +794,15 @@ static int qcow2_block_status(struct img *img, uint64_t off, uint64_t len,
 
 static int qcow2_get_info(struct img *img, struct img_info *info)
 {
-	struct qcow2_state *s = qcow2_state(img);
-	/* A snapshot handle reports its parent's strings. */
-	const struct qcow2_state *top = s->parent ? qcow2_state(s->parent) : s;
+	const struct qcow2_view *v = qcow2_view(img);
+	const struct qcow2_state *s = v->s;
 
 	info->format = "qcow2";
 	info->cluster_size = s->cluster_bytes;
-	info->backing_file = top->backing_name;
-	info->backing_format = top->backing_format;
-	info->nb_snapshots = s->nb_snapshots;
+	info->backing_file = s->backing_name;
+	info->backing_format = s->backing_format;
+	/* The snapshot table is the top handle's to show. */
+	info->nb_snapshots = v->parent ? 0 : s->nb_snapshots;
 	info->kind = IMG_INFO_QCOW2;
 	info->qcow2 = (struct img_info_qcow2){
 		.version = s->version,
@@ -800,7 +811,7 @@ static int qcow2_get_info(struct img *img, struct img_info *info)
 		.compression = s->compression_type == QCOW2_COMPRESSION_ZSTD
 				       ? "zstd"
 				       : "zlib",
-		.data_file = top->data_file_name,
+		.data_file = s->data_file_name,
 		.data_file_raw = s->data_file_raw,
 		.dirty = s->incompat & QCOW2_INCOMPAT_DIRTY,
 		.corrupt = s->incompat & QCOW2_INCOMPAT_CORRUPT,
@@ -815,10 +826,9 @@ const char *img_corrupt_reason(const struct img *img)
 
 	if (!img || img->ops != &img_qcow2_ops || !img->priv)
 		return NULL;
+	/* One reason for the image, whichever handle asks. */
 	s = qcow2_state(img);
-	if (s->parent)
-		s = qcow2_state(s->parent);
-	return s->corrupt_reason;
+	return s ? s->corrupt_reason : NULL;
 }
 
 const struct img_ops img_qcow2_ops = {
