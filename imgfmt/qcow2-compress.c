@@ -244,9 +244,13 @@ void qcow2_zcache_free(struct qcow2_zcache *zc)
 
 static struct qcow2_zcache *zcache_of(struct img *img, struct qcow2_state *s)
 {
-	struct qcow2_zcache *zc = __atomic_load_n(&s->zcache, __ATOMIC_ACQUIRE);
+	struct qcow2_zcache *zc;
 
-	if (zc || !img->read_only)
+	/* The image's cache, shared by its read-only handles only. */
+	if (!img->read_only)
+		return NULL;
+	zc = __atomic_load_n(&s->zcache, __ATOMIC_ACQUIRE);
+	if (zc)
 		return zc;
 	zc = calloc(1, sizeof(*zc));
 	if (!zc)
