@@ -9,23 +9,26 @@
  * bounded by the table size whatever the entries say.
  *
  * A snapshot handle is a struct img of its own: read-only, sized by the
- * snapshot's disk size (extra data, else the image's size), with its own
- * copy of the snapshot's L1 table. Everything else is borrowed from the
- * parent, which must stay open until the snapshot is closed: the image
- * fd (img->shares_fd), the metadata lock and L2 cache (slices are keyed by
- * host offset, so one cache serves both), the data file and the backing
+ * snapshot's disk size (extra data, else the image's size). Its driver
+ * state is only a view (struct qcow2_view) holding its own copy of the
+ * snapshot's L1 table; everything else is the parent's, which must stay
+ * open until the snapshot is closed: the image state (struct qcow2_state:
+ * the metadata lock, the L2 cache, whose slices are keyed by host offset
+ * so one cache serves every table, the decompression cache, the snapshot
+ * table, the data file), the image fd (img->shares_fd) and the backing
  * image (img->backing; img_close does not close a borrowed chain).
  *
  * Create and delete (top read-write handle, write_gate exclusive and the
  * metadata lock held throughout). Ordering, each step at its line:
- *   create: flush; raise the refcount of every L2 table and data cluster
- *   the active L1 reaches (one at maximum for the width: take the
- *   raises back and refuse with -EMLINK), then clear COPIED in the
- *   active L1/L2 entries;
- *   write the L1 copy; flush (refcounts durable before the L1/L2 changes,
- *   both before the header names the snapshot); write the new snapshot
- *   table, make it and its refcount durable; switch nb_snapshots and
- *   snapshots_offset in one 12-byte header write; drop the old table.
+ *   create (create_locked, a function a step): flush, allocate the L1
+ *   copy; raise the refcount of every L2 table and data cluster the
+ *   active L1 reaches (one at maximum for the width: take the raises
+ *   back and refuse with -EMLINK), then clear COPIED in the active
+ *   L1/L2 entries; write the L1 copy; flush (refcounts durable before
+ *   the L1/L2 changes, both before the header names the snapshot);
+ *   write the new snapshot table, make it and its refcount durable;
+ *   switch nb_snapshots and snapshots_offset in one 12-byte header
+ *   write; drop the old table.
  *   delete: write the table without the entry and switch the header
  *   first; only then drop the references of the snapshot's L1, L2 tables
  *   and data (deferred, applied by the flush), and finally set COPIED
