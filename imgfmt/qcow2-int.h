@@ -156,6 +156,11 @@ _Static_assert(sizeof(struct qcow2_snapshot_extra_disk) == 24, "extra");
 struct qcow2_snapshot {
 	char *id;
 	char *name;
+	/* This entry's number among all the entries the image state ever
+	 * held (qcow2_state.snapshot_serials), for snapshot handles to know
+	 * their snapshot by: ID and L1 table place are not enough, since a
+	 * create after a delete may take both again. */
+	uint64_t serial;
 	uint64_t l1_table_offset;
 	uint32_t l1_size;
 	uint32_t date_sec;
@@ -183,7 +188,7 @@ struct qcow2_deferred {
  * data_fd and the refcount table's place are set at open and then read
  * with no lock. Of a read-write image, incompat, file_bytes (grown by
  * allocating writes), the snapshot table (replaced by create and
- * delete), nb_snapshot_deletes, corrupt_reason, meta and the write-path
+ * delete), nb_snapshot_deletes, snapshot_serials, corrupt_reason, meta and the write-path
  * fields below change under *lock, so whoever reads them takes *lock too
  * (the snapshot list and open do; file_bytes is also read atomically
  * without it, see qcow2_file_bytes_now). The L2 cache is used under
@@ -228,6 +233,7 @@ struct qcow2_state {
 	/* Snapshot deletes so far (even failed ones): a snapshot handle
 	 * compares it with the count it last saw (qcow2_view). */
 	uint64_t nb_snapshot_deletes;
+	uint64_t snapshot_serials; /* handed out so far */
 
 	/* Strings from the header and its extensions; NULL when absent. */
 	char *backing_name;
@@ -308,12 +314,12 @@ struct qcow2_view {
 	uint64_t l1_table_offset;
 	bool l1_dirty; /* top: l1_table differs from the file */
 
-	/* Snapshot handle: its snapshot's ID and the s->nb_snapshot_deletes
-	 * it last saw. When the count moved it looks its snapshot up again
-	 * (same ID, same L1 table), and once the snapshot is gone every map
-	 * fails -ENOENT: its L1 copy names clusters the delete gave back,
-	 * which a later write may reuse. */
-	char *snapshot_id;
+	/* Snapshot handle: its snapshot's serial and the
+	 * s->nb_snapshot_deletes it last saw. When the count moved it looks
+	 * its snapshot up again (by serial), and once the snapshot is gone
+	 * every map fails -ENOENT: its L1 copy names clusters the delete
+	 * gave back, which a later write may reuse. */
+	uint64_t snapshot_serial;
 	uint64_t seen_snapshot_deletes;
 	bool snapshot_gone;
 };

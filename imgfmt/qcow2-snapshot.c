@@ -204,6 +204,7 @@ int qcow2_read_snapshots(struct img *img, struct img_err *err)
 		if (ret < 0)
 			return img_err(err, ret, "%s: out of memory",
 				       img->path);
+		s->snapshots[i].serial = ++s->snapshot_serials;
 		pos += entry_bytes;
 	}
 	s->snapshots_bytes = table_bytes;
@@ -296,8 +297,7 @@ bool qcow2_snapshot_gone_locked(struct qcow2_view *v)
 	if (s->nb_snapshot_deletes == v->seen_snapshot_deletes)
 		return false;
 	for (uint32_t i = 0; i < s->nb_snapshots && !found; i++)
-		found = strcmp(s->snapshots[i].id, v->snapshot_id) == 0 &&
-			s->snapshots[i].l1_table_offset == v->l1_table_offset;
+		found = s->snapshots[i].serial == v->snapshot_serial;
 	v->seen_snapshot_deletes = s->nb_snapshot_deletes;
 	v->snapshot_gone = !found;
 	return v->snapshot_gone;
@@ -338,13 +338,13 @@ int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
 	}
 	/* The image state is the parent's, shared; this handle owns only
-	 * its view: the snapshot's L1 copy and ID. */
+	 * its view: the snapshot's L1 copy, and which snapshot it is. */
 	sv->s = s;
 	sv->parent = img;
 	sv->l1_size = sn->l1_size;
 	sv->l1_table_offset = sn->l1_table_offset;
 	sv->seen_snapshot_deletes = s->nb_snapshot_deletes;
-	sv->snapshot_id = strdup(id);
+	sv->snapshot_serial = sn->serial;
 
 	snap->ops = img->ops;
 	snap->priv = sv;
@@ -355,7 +355,7 @@ int qcow2_snapshot_open(struct img *img, const char *id, struct img **snap_r,
 	snap->backing = img->backing;
 	snap->path = strdup(img->path);
 	snap->real_path = img->real_path ? strdup(img->real_path) : NULL;
-	if (!snap->path || !sv->snapshot_id) {
+	if (!snap->path) {
 		img_close(snap);
 		return img_err(err, -ENOMEM, "%s: out of memory", img->path);
 	}
@@ -792,6 +792,7 @@ static int publish_locked(struct img *img, const char *name,
 	sn.date_sec = (uint32_t)now.tv_sec;
 	sn.date_nsec = (uint32_t)now.tv_nsec;
 	sn.disk_size = img->size;
+	sn.serial = ++s->snapshot_serials;
 	sn.name = strdup(name);
 	if (asprintf(&sn.id, "%llu", (unsigned long long)p->id) < 0)
 		sn.id = NULL;

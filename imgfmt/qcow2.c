@@ -664,7 +664,6 @@ static void qcow2_close(struct img *img)
 		 * the caller cared about was flushed by img_flush. */
 		(void)qcow2_close_write(img);
 	free(v->l1_table);
-	free(v->snapshot_id);
 	/* Only the top handle owns the image state; a snapshot handle
 	 * leaves it to the parent, which outlives it. */
 	if (s && !v->parent) {

@@ -12,6 +12,8 @@
  *     used, with the top handle writing, deleting and creating snapshots
  *     in between, leave the top handle reading and writing right, and
  *     qemu-img check finds the image clean;
+ *   - a handle of a deleted snapshot stays gone when a new snapshot
+ *     takes the same ID and L1 table place;
  *   - readers of two snapshot handles in threads while the top handle
  *     overwrites the clusters they share (the ThreadSanitizer build runs
  *     this too).
@@ -313,6 +315,40 @@ static void test_delete_and_create(void)
 	sh("qemu-io -f qcow2 -c 'read -q -P 0x66 0 1M' p.qcow2");
 }
 
+/* A create right after a delete takes the deleted snapshot's ID again
+ * and, the L1 copy being the lowest free cluster, its L1 table's place:
+ * a handle of the deleted snapshot still answers -ENOENT, and does not
+ * read the new snapshot's data (0x22) as its own (0x11). */
+static void test_reused_id(void)
+{
+	struct img_err err = { 0 };
+	struct img *top, *old, *new;
+	uint64_t old_l1;
+	uint8_t buf[4096];
+
+	sh("rm -f r.qcow2");
+	sh("qemu-img create -q -f qcow2 -o cluster_size=64k r.qcow2 4M");
+	sh("qemu-io -f qcow2 -c 'write -q -P 0x11 0 1M' r.qcow2");
+	top = open_image("r.qcow2", false);
+	assert(img_snapshot_create(top, "a", &err) == 0);
+	old = open_snap(top, "1");
+	assert(reads_as(old, 0, MIB, 0x11));
+	old_l1 = qcow2_view(old)->l1_table_offset;
+	assert(img_snapshot_delete(top, "1", &err) == 0);
+	fill(top, 0, CLUSTER, 0x22); /* in place: nothing allocated */
+	assert(img_snapshot_create(top, "b", &err) == 0);
+	new = open_snap(top, "1");
+	/* The case this is about: same ID, same L1 table place. */
+	assert(qcow2_view(new)->l1_table_offset == old_l1);
+	assert(img_pread(old, buf, sizeof(buf), 0) == -ENOENT);
+	assert(reads_as(new, 0, CLUSTER, 0x22));
+	img_close(old);
+	assert(reads_as(new, CLUSTER, MIB - CLUSTER, 0x11));
+	img_close(new);
+	img_close(top);
+	sh("qemu-img check -q r.qcow2");
+}
+
 struct reader {
 	struct img *snap;
 	const char *id;
@@ -383,6 +419,7 @@ int main(void)
 	test_shared_state();
 	test_close_orders();
 	test_delete_and_create();
+	test_reused_id();
 	test_threads();
 	assert(sh_status("rm -rf '%s'", dir) == 0);
 	printf("ok\n");
