@@ -188,12 +188,13 @@ struct qcow2_deferred {
  * data_fd and the refcount table's place are set at open and then read
  * with no lock. Of a read-write image, incompat, file_bytes (grown by
  * allocating writes), the snapshot table (replaced by create and
- * delete), nb_snapshot_deletes, snapshot_serials, corrupt_reason, meta and the write-path
- * fields below change under *lock, so whoever reads them takes *lock too
- * (the snapshot list and open do; file_bytes is also read atomically
- * without it, see qcow2_file_bytes_now). The L2 cache is used under
- * *lock; pins are taken under *lock and dropped without it (pin.c).
- * zcache is set once, atomically, and has its own lock. */
+ * delete), nb_snapshot_deletes, snapshot_serials, corrupt_reason, meta
+ * and the write-path fields below change under *lock, so whoever reads
+ * them takes *lock too (the snapshot list and open do; file_bytes is
+ * also read atomically without it, see qcow2_file_bytes_now). The L2
+ * cache is used under *lock; pins are taken under *lock and dropped
+ * without it (pin.c). zcache is set once, atomically, and has its own
+ * lock. */
 struct qcow2_state {
 	/* Decompressed clusters (qcow2-compress.c), lazily made; used by
 	 * the image's read-only handles (its snapshot handles, a read-only
@@ -298,8 +299,9 @@ struct qcow2_state {
  * once at open and never written. Whether the handle writes is
  * img->read_only (a snapshot handle never does).
  *
- * Locking: s and parent are set at open and then read with no lock;
- * everything else is read and changed under *s->lock. */
+ * Locking: s, parent, l1_size, l1_table_offset and snapshot_serial are
+ * set at open and never change; the entries of l1_table, l1_dirty and
+ * the gone bookkeeping are read and changed under *s->lock. */
 struct qcow2_view {
 	struct qcow2_state *s; /* the image; owned by the top handle */
 	/* Snapshot handle: the top handle it was opened from (for backing

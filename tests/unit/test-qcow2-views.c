@@ -211,7 +211,8 @@ static void make_plain(void)
 	sh("qemu-io -f qcow2 -c 'write -q -P 0x33 2M 1M' p.qcow2");
 }
 
-/* What snapshot handle i (of snapshot ids[i]) must read at [0, 2M). */
+/* snap, a handle of snapshot id of p.qcow2, reads what that snapshot
+ * holds at [0, 2M). */
 static bool snap_is_right(struct img *snap, const char *id)
 {
 	if (!reads_as(snap, 0, MIB, 0x11))
@@ -266,16 +267,16 @@ static void test_close_orders(void)
 			assert(img_flush(top) == 0);
 			img_close(top);
 			sh("qemu-img check -q p.qcow2");
-			sh("qemu-io -f qcow2 -c 'read -q -P 0x%x 3M 1M' p.qcow2",
-			   b);
+			sh("qemu-io -f qcow2 -c 'read -q -P 0x%x 3M 1M' "
+			   "p.qcow2", b);
 		}
 	}
 }
 
 /* Deleting a snapshot with handles open: its handles answer -ENOENT, the
  * other snapshot's handle reads on, a new snapshot's handle shares the
- * state, and the handles then close in the order that leaves the top
- * handle last but one (and the gone one last of the snapshots). */
+ * state; one gone handle closes at once, the other only after the live
+ * ones, and the top handle reads right after each close. */
 static void test_delete_and_create(void)
 {
 	struct img_err err = { 0 };
@@ -395,7 +396,8 @@ static void test_threads(void)
 	/* The top handle copies on write the compressed clusters both
 	 * snapshots still read. */
 	for (unsigned i = 0; i < 16; i++)
-		fill(top, (uint64_t)i * CLUSTER + 512, 1024, (uint8_t)(0x80 + i));
+		fill(top, (uint64_t)i * CLUSTER + 512, 1024,
+		     (uint8_t)(0x80 + i));
 	assert(img_flush(top) == 0);
 	__atomic_store_n(&stop, true, __ATOMIC_RELEASE);
 	for (int i = 0; i < 2; i++) {
