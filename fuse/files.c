@@ -66,15 +66,13 @@ struct ifs_fsview {
 	unsigned fsid;
 	struct ifs_view *view;
 	char name[160];         /* the block file: "p2", "disk", "lvm/VG/LV" */
-	struct img *base;       /* what the window is on: the view's disk, or
-	                         * a volume's handle */
-	uint64_t base_start, base_size; /* the window on base */
+	struct img *img;        /* the block file's handle (windows.c),
+	                         * borrowed: it lives until unmount */
 	uint64_t start, size;   /* the range of the view's disk whose change
 	                         * makes this view stale */
 	pthread_rwlock_t lock;  /* shared: using fs; exclusive: closing */
 	bool stale;             /* guarded by lock (written exclusively) */
-	/* Both NULL while closed for idleness (and once stale). */
-	struct img *win;
+	/* NULL while closed for idleness (and once stale). */
 	struct fsys *fs;
 	uint64_t last_used_ms;  /* CLOCK_MONOTONIC; atomic */
 	unsigned nb_handles;    /* open files and folders; atomic */
@@ -100,12 +98,11 @@ static struct ifs *ifs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
-/* What a files/ folder shows: a window [start, start + size) of base,
- * and the range of the view's disk it depends on. */
+/* What a files/ folder shows: the filesystem in the block file img, and
+ * the range of the view's disk it depends on. */
 struct fs_target {
 	char name[160];
-	struct img *base;
-	uint64_t start, size;
+	struct img *img;
 	uint64_t disk_start, disk_size;
 };
 
@@ -115,6 +112,8 @@ struct fs_target {
 static int find_block_file(struct ifs_view *view, const char *name,
 			   struct fs_target *t)
 {
+	struct ifs_node node = { .view = view, .node = IFS_NODE_DISK,
+				 .img = view->img };
 	int ret = -ENOENT;
 
 	pthread_rwlock_rdlock(&view->table_lock);
@@ -122,11 +121,8 @@ static int find_block_file(struct ifs_view *view, const char *name,
 		ret = -ENOENT;
 	} else if (strcmp(name, "disk") == 0) {
 		if (view->table->nb_parts == 0 &&
-		    cli_fs_type_readable(view->table->disk_fs_type)) {
-			t->start = 0;
-			t->size = img_size(view->img);
+		    cli_fs_type_readable(view->table->disk_fs_type))
 			ret = 0;
-		}
 	} else if (name[0] == 'p' && name[1] >= '1' && name[1] <= '9') {
 		char *end;
 		unsigned long n = strtoul(name + 1, &end, 10);
@@ -136,16 +132,17 @@ static int find_block_file(struct ifs_view *view, const char *name,
 			if (e->number != n || e->container ||
 			    !cli_fs_type_readable(e->fs_type))
 				continue;
-			t->start = e->start_bytes;
-			t->size = e->size_bytes;
-			ret = 0;
+			node.node = IFS_NODE_PART_BASE;
+			node.img = view->part_imgs ? view->part_imgs[i] : NULL;
+			ret = node.img ? 0 : -ENOMEM;
 		}
 	}
 	pthread_rwlock_unlock(&view->table_lock);
 	snprintf(t->name, sizeof(t->name), "%s", name);
-	t->base = view->img;
-	t->disk_start = t->start;
-	t->disk_size = t->size;
+	t->img = node.img;
+	if (ret == 0)
+		(void)ifs_node_disk_span(&node, 0, img_size(node.img),
+					 &t->disk_start, &t->disk_size);
 	return ret;
 }
 
@@ -153,8 +150,6 @@ static void fsview_close_locked(struct ifs_fsview *fv)
 {
 	fsys_close(fv->fs);
 	fv->fs = NULL;
-	img_close(fv->win);
-	fv->win = NULL;
 }
 
 static uint64_t now_ms(void)
@@ -165,15 +160,13 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Opens fv's window and filesystem (fv->lock exclusive, or fv not yet
- * shared). On failure both stay NULL. */
+/* Opens fv's filesystem (fv->lock exclusive, or fv not yet shared). On
+ * failure it stays NULL. fsys only reads: the block file's own handle
+ * will do, writable or not. */
 static int fsview_open_locked(struct ifs_fsview *fv, struct img_err *err)
 {
-	int ret = img_window_open(fv->base, fv->base_start, fv->base_size,
-				  true, &fv->win);
+	int ret = fsys_open(fv->img, &fv->fs, err);
 
-	if (ret == 0)
-		ret = fsys_open(fv->win, &fv->fs, err);
 	if (ret < 0)
 		fsview_close_locked(fv);
 	__atomic_store_n(&fv->last_used_ms, now_ms(), __ATOMIC_RELAXED);
@@ -337,9 +330,9 @@ static struct ifs_fsview *fsview_get(struct ifs *ifs, struct ifs_view *view,
 	pthread_mutex_lock(&ifs->fsviews_lock);
 	for (size_t i = ifs->nb_fsviews; i-- > 0;) {
 		struct ifs_fsview *c = ifs->fsviews[i];
-		if (c->view == view && c->base == t->base &&
-		    strcmp(c->name, t->name) == 0 &&
-		    c->base_start == t->start && c->base_size == t->size) {
+		/* A handle names one range for the whole mount. */
+		if (c->view == view && c->img == t->img &&
+		    strcmp(c->name, t->name) == 0) {
 			pthread_rwlock_rdlock(&c->lock);
 			if (!c->stale) {
 				fv = c;
@@ -371,9 +364,7 @@ static struct ifs_fsview *fsview_get(struct ifs *ifs, struct ifs_view *view,
 	}
 	fv->view = view;
 	snprintf(fv->name, sizeof(fv->name), "%s", t->name);
-	fv->base = t->base;
-	fv->base_start = t->start;
-	fv->base_size = t->size;
+	fv->img = t->img;
 	fv->start = t->disk_start;
 	fv->size = t->disk_size;
 	pthread_rwlock_init(&fv->lock, NULL);
@@ -538,18 +529,16 @@ void ifs_files_lookup_lv(fuse_req_t req, struct ifs_view *view, int vg,
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	t.base = ifs_lvm_lv_img(view, (unsigned)lv, &t.disk_start,
-				&t.disk_size);
+	t.img = ifs_lvm_lv_img(view, (unsigned)lv, &t.disk_start,
+			       &t.disk_size);
 	vg_name = ifs_lvm_lv_attr(view, (unsigned)lv, "vg");
-	if (!t.base || !vg_name) {
+	if (!t.img || !vg_name) {
 		free(vg_name);
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
 	snprintf(t.name, sizeof(t.name), "lvm/%s/%s", vg_name, name);
 	free(vg_name);
-	t.start = 0;
-	t.size = img_size(t.base);
 	if (!ifs_lvm_lv_files_shown(view, (unsigned)lv)) {
 		fuse_reply_err(req, ENOENT);
 		return;

@@ -122,6 +122,15 @@ struct ifs_view {
 	                           * guarded by table_lock */
 	bool needs_scan;          /* table is provisional: rescan it
 	                           * (guarded by table_lock) */
+	/* The block file of each partition, per table->parts[i]: a window
+	 * on img from the pool below (windows.c). Swapped together with
+	 * table, under table_lock; NULL when the table has none or there
+	 * was no memory for the array. */
+	struct img **part_imgs;
+	/* Every window opened on img, by range, closed with the view
+	 * (windows.c); guarded by windows_lock. */
+	pthread_mutex_t windows_lock;
+	struct ifs_windows *windows;
 	pthread_mutex_t scan_mutex; /* one scan of this view at a time */
 	/* st_blocks needs a walk of the image's metadata; remember the
 	 * answer per window until the next change (write_gen). Allocated
@@ -206,11 +215,10 @@ struct ifs_node {
 	unsigned node;          /* IFS_NODE_* */
 	unsigned part_number;   /* for partitions */
 	unsigned index;         /* VG or LV index for lvm/ nodes */
-	/* The image this block file reads, and the byte window of it that
-	 * it shows: the view's disk for disk and pN, the volume's own
-	 * handle (from 0) for lvm/VG/LV. */
+	/* The image handle that is this block file, addressed from 0: the
+	 * view's image for disk, a window on it for pN, the volume's own
+	 * handle for lvm/VG/LV (windows.c). It lives until unmount. */
 	struct img *img;
-	uint64_t start;
 	uint64_t size;
 };
 
@@ -256,9 +264,15 @@ fuse_ino_t ifs_ino(unsigned slot, unsigned node);
 /* Fills st for a resolved node. */
 void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 		   struct stat *st);
-/* Replaces the view's table; invalidates kernel caches of what changed. */
+/* Replaces the view's table (and its partitions' windows); invalidates
+ * kernel caches of what changed. */
 void ifs_view_publish_table(struct ifs *ifs, struct ifs_view *view,
 			    struct part_table *table);
+/* Gives a view with no table yet the provisional table (a snapshot
+ * mkdir just took starts with the active disk's): its windows are
+ * opened, and the scanner is to confirm it (needs_scan). */
+void ifs_view_set_provisional_table(struct ifs_view *view,
+				    struct part_table *table);
 /* Copies the partition entry with this number's strings for xattrs.
  * Returns a malloc'ed value or NULL. */
 char *ifs_part_attr(struct ifs_view *view, unsigned number,
@@ -266,10 +280,9 @@ char *ifs_part_attr(struct ifs_view *view, unsigned number,
 /* fstype, label or uuid of the filesystem on a whole block file that a
  * table describes (t->disk_fs_*), borrowed; NULL for another key or t. */
 const char *ifs_table_disk_attr(const struct part_table *t, const char *key);
-/* Bytes stored in the view's image itself within [start, start+size),
- * cached until the view is next written. */
-uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
-			    uint64_t size);
+/* Bytes of the block file img (of view) stored in the view's image
+ * itself, cached until the view is next written. */
+uint64_t ifs_view_allocated(struct ifs_view *view, struct img *img);
 /* Records that the view's image changed (drops cached allocation). */
 void ifs_view_changed(struct ifs_view *view);
 /* Adds a view for a snapshot (after mkdir); returns it or NULL. */
@@ -277,6 +290,26 @@ struct ifs_view *ifs_view_add_snapshot(struct ifs *ifs,
 				       const struct img_snapshot *snap,
 				       const char *dirname, bool is_id,
 				       bool open_now);
+
+/* windows.c: the block files as image handles, and where they lie. */
+/* The window on view->img showing [start, start + size) (clipped to the
+ * image), from the view's pool: the same handle for the same range for
+ * as long as the view lives. NULL without memory. */
+struct img *ifs_view_window(struct ifs_view *view, uint64_t start,
+			    uint64_t size);
+/* The windows of each partition of table, for part_imgs (malloc'ed; NULL
+ * for a table without partitions, or without memory). */
+struct img **ifs_view_part_windows(struct ifs_view *view,
+				   const struct part_table *table);
+/* Closes every window of the view (at unmount, before its image). */
+void ifs_view_windows_free(struct ifs_view *view);
+/* The bytes of the view's disk [*disk_off_r, + *disk_len_r) whose change
+ * a change of [off, off + len) of the block file node touches: the same
+ * bytes for disk and pN, the PVs' whole range for a volume. false when
+ * it lies on no disk range we know (a volume gone in a rescan). */
+bool ifs_node_disk_span(const struct ifs_node *node, uint64_t off,
+			uint64_t len, uint64_t *disk_off_r,
+			uint64_t *disk_len_r);
 /* Invalidates cached pages of every file of view that shows bytes of
  * the disk range [disk_off, disk_off + len), except the one written. */
 void ifs_invalidate_aliases(struct ifs *ifs, struct ifs_view *view,

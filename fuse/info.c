@@ -78,7 +78,7 @@ char *ifs_info_text(struct ifs *ifs, size_t *len_r)
 		.img = ifs->img,
 		.image_path = img_path(ifs->img),
 		.read_only = ifs->opts->read_only || !img_writable(ifs->img),
-		.allocated = ifs_view_allocated(active, 0, img_size(ifs->img)),
+		.allocated = ifs_view_allocated(active, ifs->img),
 		.snaps = snaps,
 		.nb_snaps = nb_snaps,
 		.table = table,

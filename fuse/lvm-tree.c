@@ -2,7 +2,8 @@
  *
  * After each partition scan of a view, the block files libblkid calls
  * LVM2_member (partitions, or the whole disk when it has no table) are
- * handed to lvm/ as windows on the view's image; every readable logical
+ * handed to lvm/ as their own handles (the view's image, or the
+ * partition's window from the view's pool, windows.c); every readable logical
  * volume becomes an image handle of its own (a composition over those
  * windows), shown as MOUNTPOINT/lvm/VG/LV (and snapshots/NAME/lvm/...).
  *
@@ -32,7 +33,7 @@
 
 struct ifs_lvm {
 	struct lvm_set *set;
-	struct img **srcs;     /* the PV windows, owned */
+	struct img **srcs;     /* the PVs' block files, borrowed (windows.c) */
 	char **src_names;
 	size_t nb_srcs;
 	struct img **lvs;      /* per lvm_lv_at index; NULL: unreadable */
@@ -55,10 +56,8 @@ static void lvm_free_one(struct ifs_lvm *l)
 	free(l->lvs);
 	free(l->lv_tables);
 	lvm_set_free(l->set);
-	for (size_t i = 0; i < l->nb_srcs; i++) {
-		img_close(l->srcs[i]);
+	for (size_t i = 0; i < l->nb_srcs; i++)
 		free(l->src_names[i]);
-	}
 	free(l->srcs);
 	free(l->src_names);
 	free(l);
@@ -69,20 +68,17 @@ static bool is_pv_type(const char *fs_type)
 	return fs_type && strcmp(fs_type, "LVM2_member") == 0;
 }
 
+/* A PV: the block file img, which shows [start, start + size) of the
+ * view's disk. */
 static int add_source(struct ifs_lvm *l, struct img *img, const char *name,
-		      uint64_t start, uint64_t size, bool read_only)
+		      uint64_t start, uint64_t size)
 {
-	struct img *win = NULL;
-	int ret = img_window_open(img, start, size, read_only, &win);
-
-	if (ret < 0)
-		return ret;
-	l->srcs[l->nb_srcs] = win;
-	l->src_names[l->nb_srcs] = strdup(name);
-	if (!l->src_names[l->nb_srcs]) {
-		img_close(win);
+	if (!img)
 		return -ENOMEM;
-	}
+	l->srcs[l->nb_srcs] = img;
+	l->src_names[l->nb_srcs] = strdup(name);
+	if (!l->src_names[l->nb_srcs])
+		return -ENOMEM;
 	l->nb_srcs++;
 	l->pv_start = l->nb_srcs == 1 ? start : MIN(l->pv_start, start);
 	l->pv_end = MAX(l->pv_end, start + size);
@@ -111,8 +107,7 @@ static struct ifs_lvm *lvm_build(struct ifs_view *view,
 		return NULL;
 	}
 	if (t->nb_parts == 0 && is_pv_type(t->disk_fs_type))
-		ret = add_source(l, view->img, "disk", 0, img_size(view->img),
-				 view->read_only);
+		ret = add_source(l, view->img, "disk", 0, img_size(view->img));
 	for (size_t i = 0; i < t->nb_parts && ret == 0; i++) {
 		const struct part_entry *e = &t->parts[i];
 		char name[32];
@@ -120,8 +115,9 @@ static struct ifs_lvm *lvm_build(struct ifs_view *view,
 		if (e->container || !is_pv_type(e->fs_type))
 			continue;
 		snprintf(name, sizeof(name), "p%u", e->number);
-		ret = add_source(l, view->img, name, e->start_bytes,
-				 e->size_bytes, view->read_only);
+		ret = add_source(l, ifs_view_window(view, e->start_bytes,
+						    e->size_bytes),
+				 name, e->start_bytes, e->size_bytes);
 	}
 	if (ret < 0 || l->nb_srcs == 0) {
 		lvm_free_one(l);

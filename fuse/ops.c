@@ -658,26 +658,50 @@ static void log_corruption(struct img *img)
 
 /* After a change of [off, off + len) of a block file: every other file
  * that shows those bytes loses its cached pages, and open filesystems
- * there turn stale, before the change is acknowledged. A volume's
- * extents may lie anywhere on its PVs: its write drops the caches of the
- * PVs' whole range. */
+ * there turn stale, before the change is acknowledged. Where the bytes
+ * lie on the disk is windows.c's to say (a volume's extents may lie
+ * anywhere on its PVs: its write drops the caches of the PVs' whole
+ * range). */
 static void invalidate_after_write(struct ifs *ifs, const struct ifs_node *node,
 				   fuse_ino_t written, uint64_t off,
 				   uint64_t len)
 {
-	uint64_t start = node->start + off, span = len;
+	uint64_t start, span;
 
-	if (node->node == IFS_NODE_LV_BASE &&
-	    !ifs_lvm_lv_img(node->view, node->index, &start, &span))
+	if (!ifs_node_disk_span(node, off, len, &start, &span))
 		return;
 	ifs_invalidate_aliases(ifs, node->view, written, start, span);
 	ifs_files_invalidate(ifs, node->view, start, span, false);
 }
 
+/* The view's image too: a window or a volume took its read-only flag
+ * at open, and the image may have turned read-only since (corrupt). */
 static bool node_is_writable(struct ifs *ifs, const struct ifs_node *node)
 {
 	return !ifs->opts->read_only && !node->view->read_only &&
-	       img_writable(node->img);
+	       img_writable(node->img) && img_writable(node->view->img);
+}
+
+#define NODE_NAME_MAX 320
+
+/* The block file a node is, as its place below the mount, for messages
+ * (offsets in them are the file's own). */
+static const char *node_name(const struct ifs_node *node, char *buf,
+			     size_t size)
+{
+	const char *dir = node->view->dirname;
+
+	if (node->node == IFS_NODE_PART_BASE)
+		snprintf(buf, size, "%s%s%sp%u", dir ? "snapshots/" : "",
+			 dir ? dir : "", dir ? "/" : "", node->part_number);
+	else if (node->node == IFS_NODE_LV_BASE)
+		snprintf(buf, size, "%s%s%sLVM volume %u",
+			 dir ? "snapshots/" : "", dir ? dir : "",
+			 dir ? ": " : "", node->index);
+	else
+		snprintf(buf, size, "%s%s%sdisk", dir ? "snapshots/" : "",
+			 dir ? dir : "", dir ? "/" : "");
+	return buf;
 }
 
 /* Valid replies: fuse_reply_open, fuse_reply_err. */
@@ -753,19 +777,21 @@ static void ifs_open(fuse_req_t req, fuse_ino_t ino,
 	}
 }
 
-/* Answers a read of [off, off+size) of the disk (already clipped) with
+/* Answers a read of [off, off+size) of a block file (already clipped) with
  * the fewest copies: one extent of plain data is spliced from the image
  * file, one hole is answered from the zero page, and anything else
  * (compressed clusters, mixed ranges) is read into a buffer. The splice
  * reads the host offset after block status returned, with no lock held:
  * the pin keeps that host space from being reused for another range
  * (a discard and a flush could free it) until the reply has been sent. */
-static void reply_disk_read(fuse_req_t req, struct img *img, size_t size,
-			    uint64_t off)
+static void reply_disk_read(fuse_req_t req, const struct ifs_node *node,
+			    size_t size, uint64_t off)
 {
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+	struct img *img = node->img;
 	struct img_extent ext;
 	struct img_pin pin;
+	char name[NODE_NAME_MAX];
 	char *buf;
 	int ret;
 
@@ -798,9 +824,9 @@ static void reply_disk_read(fuse_req_t req, struct img *img, size_t size,
 	}
 	ret = img_pread(img, buf, size, off);
 	if (ret < 0) {
-		log_err("%s: read of %zu bytes at disk offset %" PRIu64
-			" failed: %s", img_path(img), size, off,
-			strerror(-ret));
+		log_err("%s: read of %zu bytes at offset %" PRIu64
+			" of %s failed: %s", img_path(img), size, off,
+			node_name(node, name, sizeof(name)), strerror(-ret));
 		fuse_reply_err(req, -ret);
 	} else {
 		fuse_reply_buf(req, buf, size);
@@ -838,7 +864,7 @@ static void ifs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	size = (size_t)MIN((uint64_t)size, node.size - (uint64_t)off);
-	reply_disk_read(req, node.img, size, node.start + (uint64_t)off);
+	reply_disk_read(req, &node, size, (uint64_t)off);
 }
 
 /* A write that starts inside the file and runs past its end writes what
@@ -872,12 +898,16 @@ static void ifs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		return;
 	}
 	size = (size_t)MIN((uint64_t)size, node.size - (uint64_t)off);
-	ret = img_pwrite(node.img, buf, size, node.start + (uint64_t)off);
+	ret = img_pwrite(node.img, buf, size, (uint64_t)off);
 	if (ret < 0) {
+		char name[NODE_NAME_MAX];
+
 		if (ret != -ENOSPC && ret != -EROFS && ret != -EPERM)
-			log_err("%s: write of %zu bytes at disk offset %" PRIu64
-				" failed: %s", img_path(node.img), size,
-				node.start + (uint64_t)off, strerror(-ret));
+			log_err("%s: write of %zu bytes at offset %" PRIu64
+				" of %s failed: %s", img_path(node.img), size,
+				(uint64_t)off, node_name(&node, name,
+							 sizeof(name)),
+				strerror(-ret));
 		log_corruption(node.view->img);
 		fuse_reply_err(req, ret == -ENOTSUP ? EROFS : -ret);
 		return;
@@ -974,7 +1004,6 @@ static void ifs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 {
 	struct ifs *ifs = ifs_of(req);
 	struct ifs_node node;
-	uint64_t disk_off;
 	int ret = ifs_files_ino(ino) ? -EROFS : ifs_resolve(ifs, ino, &node);
 
 	(void)fi;
@@ -994,12 +1023,11 @@ static void ifs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 		fuse_reply_err(req, ENOSPC);
 		return;
 	}
-	disk_off = node.start + (uint64_t)off;
 	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
-		ret = img_discard(node.img, disk_off, (uint64_t)len);
+		ret = img_discard(node.img, (uint64_t)off, (uint64_t)len);
 	else if (mode == FALLOC_FL_ZERO_RANGE ||
 		 mode == (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE))
-		ret = img_write_zeroes(node.img, disk_off,
+		ret = img_write_zeroes(node.img, (uint64_t)off,
 				       (uint64_t)len);
 	else if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE)
 		ret = 0; /* inside the file: already "allocated" */
@@ -1053,8 +1081,7 @@ static void ifs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	pos = (uint64_t)off;
 	while (pos < node.size) {
 		struct img_extent ext;
-		ret = img_block_status(node.img, node.start + pos,
-				       node.size - pos, &ext);
+		ret = img_block_status(node.img, pos, node.size - pos, &ext);
 		if (ret < 0) {
 			fuse_reply_err(req, -ret);
 			return;
@@ -1164,8 +1191,7 @@ static void ifs_statfs(fuse_req_t req, fuse_ino_t ino)
 		return;
 	}
 	memset(&sv, 0, sizeof(sv));
-	alloc = ifs_view_allocated(ifs_view_by_slot(ifs, 0), 0,
-				   img_size(ifs->img));
+	alloc = ifs_view_allocated(ifs->active, ifs->img);
 	sv.f_bsize = 4096;
 	sv.f_frsize = 4096;
 	sv.f_blocks = div_round_up(img_size(ifs->img), 4096);
@@ -1235,10 +1261,7 @@ static void ifs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	pthread_rwlock_rdlock(&active->table_lock);
 	copy = part_table_dup(active->table);
 	pthread_rwlock_unlock(&active->table_lock);
-	pthread_rwlock_wrlock(&view->table_lock);
-	view->table = copy;
-	view->needs_scan = true;
-	pthread_rwlock_unlock(&view->table_lock);
+	ifs_view_set_provisional_table(view, copy);
 	ifs_scan_request(ifs);
 	reply_entry(req, ifs, ifs_ino(view->slot, IFS_NODE_DIR));
 }

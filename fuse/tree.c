@@ -36,6 +36,7 @@ static struct ifs_view *view_new(struct img *img, unsigned slot)
 	pthread_rwlock_init(&view->table_lock, NULL);
 	pthread_mutex_init(&view->alloc_lock, NULL);
 	pthread_mutex_init(&view->scan_mutex, NULL);
+	pthread_mutex_init(&view->windows_lock, NULL);
 	return view;
 }
 
@@ -43,6 +44,9 @@ static void view_free(struct ifs_view *view, bool close_img)
 {
 	if (!view)
 		return;
+	/* The windows are on the image: they go first. */
+	free(view->part_imgs);
+	ifs_view_windows_free(view);
 	if (close_img)
 		img_close(view->img);
 	part_table_free(view->table);
@@ -50,6 +54,7 @@ static void view_free(struct ifs_view *view, bool close_img)
 	pthread_rwlock_destroy(&view->table_lock);
 	pthread_mutex_destroy(&view->alloc_lock);
 	pthread_mutex_destroy(&view->scan_mutex);
+	pthread_mutex_destroy(&view->windows_lock);
 	free(view->dirname);
 	free(view->open_error);
 	free(view->snap_id);
@@ -396,19 +401,22 @@ int ifs_resolve(struct ifs *ifs, fuse_ino_t ino, struct ifs_node *node_r)
 	pthread_rwlock_rdlock(&view->table_lock);
 	const struct part_entry *e = find_part_locked(view,
 						      node_r->part_number);
-	if (e) {
-		node_r->start = e->start_bytes;
-		node_r->size = e->size_bytes;
-	}
+	node_r->img = e && view->part_imgs ?
+			      view->part_imgs[e - view->table->parts] : NULL;
 	pthread_rwlock_unlock(&view->table_lock);
-	return e ? 0 : -ENOENT;
+	if (!e)
+		return -ENOENT;
+	if (!node_r->img)
+		return -ENOMEM; /* the window could not be opened */
+	node_r->size = img_size(node_r->img);
+	return 0;
 }
 
-/* Bytes stored as data in the image itself within [start, start+len). */
-static uint64_t allocated_in_range(struct img *img, uint64_t start,
-				   uint64_t len)
+/* Bytes of a block file stored as data in the view's image itself (a
+ * window keeps the depth its base found). */
+static uint64_t allocated_in_file(struct img *img)
 {
-	uint64_t total = 0, off = start, end = start + len;
+	uint64_t total = 0, off = 0, end = img_size(img);
 
 	while (off < end) {
 		struct img_extent ext;
@@ -428,16 +436,18 @@ void ifs_view_changed(struct ifs_view *view)
 
 #define ALLOC_CACHE_ENTRIES 8
 
+/* By handle: each block file's handle names one range of one disk for
+ * the whole mount (windows.c, lvm-tree.c), so it is the key. */
 struct ifs_alloc_cache {
 	struct {
-		uint64_t start, size, gen, bytes;
+		const struct img *img;
+		uint64_t gen, bytes;
 		bool valid;
 	} ent[ALLOC_CACHE_ENTRIES];
 	unsigned next;
 };
 
-uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
-			    uint64_t size)
+uint64_t ifs_view_allocated(struct ifs_view *view, struct img *img)
 {
 	uint64_t gen = __atomic_load_n(&view->write_gen, __ATOMIC_ACQUIRE);
 	struct ifs_alloc_cache *c;
@@ -446,8 +456,8 @@ uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
 	pthread_mutex_lock(&view->alloc_lock);
 	c = view->alloc_cache;
 	for (unsigned i = 0; c && i < ALLOC_CACHE_ENTRIES; i++) {
-		if (c->ent[i].valid && c->ent[i].start == start &&
-		    c->ent[i].size == size && c->ent[i].gen == gen) {
+		if (c->ent[i].valid && c->ent[i].img == img &&
+		    c->ent[i].gen == gen) {
 			bytes = c->ent[i].bytes;
 			pthread_mutex_unlock(&view->alloc_lock);
 			return bytes;
@@ -457,7 +467,7 @@ uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
 
 	/* The walk runs unlocked; a change during it bumps write_gen, so
 	 * the stale answer is never served twice. */
-	bytes = allocated_in_range(view->img, start, size);
+	bytes = allocated_in_file(img);
 
 	pthread_mutex_lock(&view->alloc_lock);
 	if (!view->alloc_cache)
@@ -465,8 +475,7 @@ uint64_t ifs_view_allocated(struct ifs_view *view, uint64_t start,
 	c = view->alloc_cache;
 	if (c) { /* without memory, every stat walks again */
 		unsigned slot = c->next++ % ALLOC_CACHE_ENTRIES;
-		c->ent[slot].start = start;
-		c->ent[slot].size = size;
+		c->ent[slot].img = img;
 		c->ent[slot].gen = gen;
 		c->ent[slot].bytes = bytes;
 		c->ent[slot].valid = true;
@@ -525,15 +534,6 @@ void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 					 ? (ro ? 0555 : 0755) : 0555);
 		st->st_nlink = 2;
 		break;
-	case IFS_NODE_LV_BASE: {
-		uint64_t alloc = 0;
-		img_allocated_bytes(node->img, &alloc);
-		st->st_mode = S_IFREG | (ro ? 0444 : 0644);
-		st->st_nlink = 1;
-		st->st_size = (off_t)node->size;
-		st->st_blocks = (blkcnt_t)div_round_up(alloc, 512);
-		break;
-	}
 	case IFS_NODE_FILESDIR: {
 		/* 2 plus one folder per filesystem shown. */
 		st->st_mode = S_IFDIR | 0555;
@@ -554,9 +554,8 @@ void ifs_stat_node(struct ifs *ifs, const struct ifs_node *node,
 		st->st_blocks = (blkcnt_t)div_round_up(len, 512);
 		break;
 	}
-	default: {
-		uint64_t alloc = ifs_view_allocated(node->view, node->start,
-						    node->size);
+	default: { /* disk, pN, lvm/VG/LV */
+		uint64_t alloc = ifs_view_allocated(node->view, node->img);
 		st->st_mode = S_IFREG | (ro ? 0444 : 0644);
 		st->st_nlink = 1;
 		st->st_size = (off_t)node->size;
@@ -630,12 +629,17 @@ void ifs_view_publish_table(struct ifs *ifs, struct ifs_view *view,
 			    struct part_table *table)
 {
 	struct part_table *old;
+	struct img **imgs = ifs_view_part_windows(view, table), **old_imgs;
 	fuse_ino_t parent = parts_parent(view);
 
 	pthread_rwlock_wrlock(&view->table_lock);
 	old = view->table;
+	old_imgs = view->part_imgs;
 	view->table = table;
+	view->part_imgs = imgs;
 	pthread_rwlock_unlock(&view->table_lock);
+	/* The array only; its windows stay in the pool (windows.c). */
+	free(old_imgs);
 
 	/* The kernel may hold dentries and pages of partitions that moved
 	 * or went away; drop them (after the lock: notifications can wait
@@ -661,52 +665,19 @@ void ifs_view_publish_table(struct ifs *ifs, struct ifs_view *view,
 	ifs_lvm_rescan(ifs, view);
 }
 
-void ifs_invalidate_aliases(struct ifs *ifs, struct ifs_view *view,
-			    fuse_ino_t written_ino, uint64_t disk_off,
-			    uint64_t len)
+void ifs_view_set_provisional_table(struct ifs_view *view,
+				    struct part_table *table)
 {
-	struct alias {
-		fuse_ino_t ino;
-		uint64_t start, size;
-	} *files;
-	size_t nb = 0, cap;
-	uint64_t end = disk_off + len;
+	struct img **imgs = ifs_view_part_windows(view, table), **old_imgs;
+	struct part_table *old;
 
-	/* Copy the windows out (every partition, however many the table
-	 * has) so that no lock is held across the notifications. */
-	pthread_rwlock_rdlock(&view->table_lock);
-	cap = 1 + (view->table ? view->table->nb_parts : 0);
-	files = malloc(cap * sizeof(*files));
-	if (files) {
-		files[nb].ino = ifs_ino(view->slot, IFS_NODE_DISK);
-		files[nb].start = 0;
-		files[nb++].size = img_size(view->img);
-		for (size_t i = 0; view->table && i < view->table->nb_parts;
-		     i++) {
-			const struct part_entry *e = &view->table->parts[i];
-			files[nb].ino = ifs_ino(view->slot,
-						IFS_NODE_PART_BASE + e->number);
-			files[nb].start = e->start_bytes;
-			files[nb++].size = e->size_bytes;
-		}
-	}
+	pthread_rwlock_wrlock(&view->table_lock);
+	old = view->table;
+	old_imgs = view->part_imgs;
+	view->table = table;
+	view->part_imgs = imgs;
+	view->needs_scan = true;
 	pthread_rwlock_unlock(&view->table_lock);
-	if (!files) {
-		/* No memory for the list: drop every cached page of the
-		 * disk rather than serve a stale one. */
-		fuse_lowlevel_notify_inval_inode(
-			ifs->se, ifs_ino(view->slot, IFS_NODE_DISK), 0, 0);
-		return;
-	}
-
-	for (size_t i = 0; i < nb; i++) {
-		uint64_t a = MAX(disk_off, files[i].start);
-		uint64_t b = MIN(end, files[i].start + files[i].size);
-		if (files[i].ino == written_ino || a >= b)
-			continue;
-		fuse_lowlevel_notify_inval_inode(ifs->se, files[i].ino,
-						 (off_t)(a - files[i].start),
-						 (off_t)(b - a));
-	}
-	free(files);
+	part_table_free(old);
+	free(old_imgs);
 }

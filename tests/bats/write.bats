@@ -200,6 +200,58 @@ write_suite_on() {
 	pattern_bytes "written via p2" 8M | cmp - p2.raw
 }
 
+# The lines p2 is filled with: 20 bytes each, so that a read of 20 bytes
+# at any multiple of 20 is one whole line.
+P2_FIRST="first home of p2 .."
+P2_SECOND="second home of p2 ."
+
+@test "a p2 kept open while sfdisk moves it reads p2's new bytes through the same descriptor, and 'No such file or directory' once p2 is deleted" {
+	IMG=$PWD/disk.$FMT
+	qemu-img create -q -f "$FMT" "$IMG" "$DISK_BYTES"
+	mount_image
+	as_user sfdisk -q "$MNT/disk" <<-EOF
+		label: gpt
+		unit: sectors
+		start=2048, size=8192
+		start=10240, size=8192
+	EOF
+	pattern_bytes "$P2_FIRST" 4M | as_user dd of="$MNT/p2" conv=notrunc status=none
+	pattern_bytes "$P2_SECOND" 4M | as_user dd of="$MNT/disk" bs=1M \
+		seek=$((30720 * 512)) oflag=seek_bytes conv=notrunc status=none
+	# One descriptor of p2, read 20 bytes at a time while the table
+	# changes under it.
+	as_user bash -c '
+		exec 4<"$1"
+		dd bs=20 count=1 status=none <&4 >read1
+		touch opened
+		while [ ! -e moved ]; do sleep 0.1; done
+		dd bs=20 count=1 status=none <&4 >read2
+		touch read
+		while [ ! -e deleted ]; do sleep 0.1; done
+		dd bs=20 count=1 status=none <&4 >read3 2>err3
+		echo $? >rc3' bash "$MNT/p2" 3>&- &
+	holder=$!
+	wait_until 10 test -e opened
+	as_user sfdisk -q "$MNT/disk" <<-EOF
+		label: gpt
+		unit: sectors
+		start=2048, size=8192
+		start=30720, size=8192
+	EOF
+	touch moved
+	wait_until 10 test -e read
+	as_user sfdisk -q --delete "$MNT/disk" 2
+	touch deleted
+	wait "$holder"
+	assert_eq "$(cat read1)" "$P2_FIRST"
+	assert_eq "$(cat read2)" "$P2_SECOND"
+	assert_eq "$(cat rc3)" 1
+	[[ $(cat err3) == *"No such file or directory"* ]]
+	assert_eq "$(stat -c %s read3)" 0
+	unmount_image
+	image_check
+}
+
 # alias_rounds FROM TO ROUNDS: as the user, ROUNDS times: read the
 # 8 KiB at a random offset of TO through the page cache, write new bytes
 # there through FROM, and read them back through TO at once (plain dd,
