@@ -54,7 +54,11 @@
  * was made is refused. volume_path is not used.
  *
  * Threads: the state never changes after open, so reads take no lock;
- * each contiguous run of data is one pread into the caller's buffer.
+ * each contiguous run of data is one pread into the caller's buffer, and
+ * runs go on across block boundaries (partially present blocks too)
+ * while the next block reads the same way. A request reads the sector
+ * bitmap bytes it needs once (struct vhdx_bits, on its stack, 4 KiB);
+ * nothing is cached between requests.
  * Block status reports host_fd only for data the log overlay does not
  * touch (the file holds those bytes as they read). qemu-img map of a
  * VHDX says "data" for the whole disk (QEMU has no VHDX block status);
@@ -932,39 +936,91 @@ static uint64_t bat_payload(const struct vhdx_state *s, uint64_t blk)
 	return s->bat[blk + blk / s->chunk_ratio];
 }
 
-/* The run of a PARTIALLY_PRESENT block: sectors whose bitmap bit equals
- * the first one's. At most 32768 sectors are looked at per call. */
+/* Bytes of one chunk's sector bitmap held for the length of one request
+ * (one vhdx_pread or block status call, on its stack): a request over a
+ * partially present block reads the bitmap once, not once per run of
+ * sectors. At most VHDX_BITS_WINDOW bytes (32768 sectors: 16 MiB of disk
+ * with 512-byte sectors, 128 MiB with 4 KiB ones); a longer request
+ * reads it again past that. Nothing is kept between requests. */
+#define VHDX_BITS_WINDOW 4096u
+
+struct vhdx_bits {
+	uint64_t chunk;
+	uint64_t byte0; /* first bitmap byte held, from the chunk's start */
+	size_t nbytes;  /* 0: nothing held */
+	uint8_t b[VHDX_BITS_WINDOW];
+};
+
+/* Makes bits hold bitmap bytes first / 8 .. last / 8 of chunk (sector
+ * indexes within the chunk), reading from first / 8 up to the sector
+ * want_last (the request's last one in this chunk) as far as the window
+ * goes. */
+static int load_bits(struct img *img, const struct vhdx_state *s,
+		     uint64_t chunk, uint64_t first, uint64_t last,
+		     uint64_t want_last, struct vhdx_bits *bits)
+{
+	uint64_t sb = s->bat[chunk * (s->chunk_ratio + 1) + s->chunk_ratio];
+	uint64_t byte0 = first / 8;
+	/* want_last < 2^23: inside the 1 MiB bitmap block open checked. */
+	size_t n = (size_t)MIN(want_last / 8 - byte0 + 1,
+			       (uint64_t)VHDX_BITS_WINDOW);
+	int ret;
+
+	if (bits->nbytes && bits->chunk == chunk && byte0 >= bits->byte0 &&
+	    last / 8 < bits->byte0 + bits->nbytes)
+		return 0;
+	if ((sb & VHDX_BAT_STATE_MASK) != VHDX_SB_PRESENT)
+		return -EIO;
+	bits->nbytes = 0;
+	ret = vhdx_read_file(img, bits->b, n, (sb & VHDX_BAT_OFF_MASK) + byte0);
+	if (ret < 0)
+		return ret;
+	bits->chunk = chunk;
+	bits->byte0 = byte0;
+	bits->nbytes = n;
+	return 0;
+}
+
+/* The run of a PARTIALLY_PRESENT block from in_blk, at most avail bytes
+ * (inside the block): sectors whose bitmap bit equals the first one's.
+ * want is what is left of the request from there, to size the bitmap
+ * read for the blocks after this one. */
 static int map_partial(struct img *img, const struct vhdx_state *s,
 		       uint64_t blk, uint64_t in_blk, uint64_t avail,
-		       uint64_t e, struct vhdx_run *run)
+		       uint64_t want, uint64_t e, struct vhdx_bits *bits,
+		       struct vhdx_run *run)
 {
-	uint64_t chunk = blk / s->chunk_ratio;
-	uint64_t sb = s->bat[chunk * (s->chunk_ratio + 1) + s->chunk_ratio];
-	uint64_t first = ((blk % s->chunk_ratio) << (s->block_bits -
-						     s->sector_bits)) +
-			 (in_blk >> s->sector_bits);
+	uint64_t cr = s->chunk_ratio;
+	uint64_t chunk = blk / cr;
+	unsigned spb_bits = s->block_bits - s->sector_bits;
+	uint64_t first = ((blk % cr) << spb_bits) + (in_blk >> s->sector_bits);
 	uint64_t last = first + ((in_blk + avail - 1) >> s->sector_bits) -
 			(in_blk >> s->sector_bits);
-	uint8_t bits[4096];
-	uint64_t n, byte0, nbytes, k;
+	/* The request's last sector in this chunk (2^23 sectors each). */
+	uint64_t want_last = MIN(first + ((in_blk + want - 1) >> s->sector_bits) -
+					 (in_blk >> s->sector_bits),
+				 (cr << spb_bits) - 1);
+	uint64_t n, k;
 	bool set;
 	int ret;
 
-	if ((sb & VHDX_BAT_STATE_MASK) != VHDX_SB_PRESENT)
-		return -EIO;
-	if (last - first >= 8 * sizeof(bits) - 8)
-		last = first + 8 * sizeof(bits) - 9;
-	byte0 = first / 8;
-	nbytes = last / 8 - byte0 + 1;
-	ret = vhdx_read_file(img, bits, (size_t)nbytes,
-			     (sb & VHDX_BAT_OFF_MASK) + byte0);
+	ret = load_bits(img, s, chunk, first, last, want_last, bits);
 	if (ret < 0)
 		return ret;
-#define BIT(sec) ((bits[(sec) / 8 - byte0] >> ((sec) % 8)) & 1)
-	set = BIT(first);
-	for (k = first + 1; k <= last && BIT(k) == set; k++)
-		;
-#undef BIT
+	last = MIN(last, (bits->byte0 + bits->nbytes) * 8 - 1);
+#define BYTE(sec) (bits->b[(sec) / 8 - bits->byte0])
+	set = (BYTE(first) >> (first % 8)) & 1;
+	for (k = first + 1; k <= last; k++) {
+		/* Whole bytes of the same bit at once. */
+		if (k % 8 == 0 && k + 7 <= last &&
+		    BYTE(k) == (set ? 0xff : 0)) {
+			k += 7;
+			continue;
+		}
+		if (((BYTE(k) >> (k % 8)) & 1) != set)
+			break;
+	}
+#undef BYTE
 	/* Bytes from in_blk to the end of sector k - 1. */
 	n = ((k - first + (in_blk >> s->sector_bits)) << s->sector_bits) -
 	    in_blk;
@@ -978,15 +1034,12 @@ static int map_partial(struct img *img, const struct vhdx_state *s,
 	return 0;
 }
 
-/* Describes the run at off, at most len bytes, merging whole blocks of
- * one kind (and host-contiguous data) so a read is one pread per run. */
-static int vhdx_map(struct img *img, uint64_t off, uint64_t len,
-		    struct vhdx_run *run)
+/* The run at in_blk of block blk, at most want bytes, inside the block. */
+static int block_run(struct img *img, const struct vhdx_state *s,
+		     uint64_t blk, uint64_t in_blk, uint64_t want,
+		     struct vhdx_bits *bits, struct vhdx_run *run)
 {
-	const struct vhdx_state *s = vhdx_state(img);
-	uint64_t blk = off >> s->block_bits;
-	uint64_t in_blk = off & (s->block_bytes - 1);
-	uint64_t avail = MIN(len, s->block_bytes - in_blk);
+	uint64_t avail = MIN(want, s->block_bytes - in_blk);
 	uint64_t e = bat_payload(s, blk);
 	enum vhdx_run_kind kind;
 	int c = classify(s, e, &kind);
@@ -994,36 +1047,55 @@ static int vhdx_map(struct img *img, uint64_t off, uint64_t len,
 	if (c < 0)
 		return c;
 	if (c == 2)
-		return map_partial(img, s, blk, in_blk, avail, e, run);
+		return map_partial(img, s, blk, in_blk, avail, want, e, bits,
+				   run);
 	run->kind = kind;
 	run->len = avail;
 	if (kind == VHDX_RUN_DATA)
 		run->host_off = (e & VHDX_BAT_OFF_MASK) + in_blk;
-	/* Extend over following blocks that read the same way. */
-	while (run->len < len) {
-		uint64_t nb = (off + run->len) >> s->block_bits;
-		uint64_t ne = bat_payload(s, nb);
-		enum vhdx_run_kind nk;
-		int nc = classify(s, ne, &nk);
+	return 0;
+}
 
-		if (nc < 0 || nc == 2 || nk != kind)
+/* Describes the run at off, at most len bytes: while a run reaches the
+ * end of its block, it goes on with the next block's first run when that
+ * reads the same way (and, for data, lies right after it in the file),
+ * partially present blocks included, so a read is one pread per run and
+ * block status answers as much as one splice can take. A block that
+ * cannot be mapped ends the run before it; the next call reports it. */
+static int vhdx_map(struct img *img, uint64_t off, uint64_t len,
+		    struct vhdx_bits *bits, struct vhdx_run *run)
+{
+	const struct vhdx_state *s = vhdx_state(img);
+	int ret = block_run(img, s, off >> s->block_bits,
+			    off & (s->block_bytes - 1), len, bits, run);
+
+	if (ret < 0)
+		return ret;
+	while (run->len < len && ((off + run->len) & (s->block_bytes - 1)) == 0) {
+		struct vhdx_run next;
+
+		if (block_run(img, s, (off + run->len) >> s->block_bits, 0,
+			      len - run->len, bits, &next) < 0 ||
+		    next.kind != run->kind)
 			break;
-		if (kind == VHDX_RUN_DATA &&
-		    (ne & VHDX_BAT_OFF_MASK) != run->host_off + run->len)
+		if (run->kind == VHDX_RUN_DATA &&
+		    next.host_off != run->host_off + run->len)
 			break;
-		run->len += MIN(len - run->len, (uint64_t)s->block_bytes);
+		run->len += next.len;
 	}
 	return 0;
 }
 
 static int vhdx_pread(struct img *img, void *buf, size_t len, uint64_t off)
 {
+	struct vhdx_bits bits;
 	uint8_t *p = buf;
 
+	bits.nbytes = 0;
 	while (len > 0) {
 		struct vhdx_run run;
 		size_t n;
-		int ret = vhdx_map(img, off, len, &run);
+		int ret = vhdx_map(img, off, len, &bits, &run);
 
 		if (ret < 0)
 			return ret;
@@ -1052,8 +1124,12 @@ static int vhdx_block_status(struct img *img, uint64_t off, uint64_t len,
 			     struct img_extent *ext_r)
 {
 	const struct vhdx_state *s = vhdx_state(img);
+	struct vhdx_bits bits;
 	struct vhdx_run run;
-	int ret = vhdx_map(img, off, len, &run);
+	int ret;
+
+	bits.nbytes = 0;
+	ret = vhdx_map(img, off, len, &bits, &run);
 
 	if (ret < 0)
 		return ret;

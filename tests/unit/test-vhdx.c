@@ -327,14 +327,17 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
-/* Walks block status over the whole disk and checks it against want
- * and the image file; returns the bytes reported as depth-0 data. */
-static uint64_t check_block_status(struct img *img, const uint8_t *want)
+/* Walks block status over [lo, size) and checks it against want (the
+ * disk's bytes from lo) and the image file; returns the bytes reported
+ * as depth-0 data. */
+static uint64_t check_block_status_from(struct img *img, const uint8_t *want,
+					uint64_t lo, uint64_t size)
 {
-	uint64_t off = 0, size = img_size(img), data = 0;
+	uint64_t off = lo, data = 0;
 	uint8_t *host = malloc(32 * MiB);
 
 	assert(host);
+	want -= lo;
 	while (off < size) {
 		struct img_extent ext;
 
@@ -369,6 +372,12 @@ static uint64_t check_block_status(struct img *img, const uint8_t *want)
 	}
 	free(host);
 	return data;
+}
+
+/* The same over the whole disk. */
+static uint64_t check_block_status(struct img *img, const uint8_t *want)
+{
+	return check_block_status_from(img, want, 0, img_size(img));
 }
 
 /* qemu-img map must cover [0, size). */
@@ -770,36 +779,21 @@ static bool diff_own_sector(uint64_t sec)
 	       (sec >= SB_FIRST + 100 && sec < SB_FIRST + 1000);
 }
 
-/* child0.vhdx turned into a differencing child of base.vhdx. */
-static void make_diff_image(enum diff_variant v, const char *name)
+/* Makes f (its layout l) a differencing child of parent, a file in dir:
+ * has_parent set, and a VHDX parent locator added as a metadata item at
+ * 128 KiB whose parent_linkage is the parent's data write GUID. */
+static void link_parent(struct file *f, const struct layout *l,
+			const char *parent, enum diff_variant v)
 {
-	struct file f = load("child0.vhdx"), b = load("base.vhdx");
-	struct layout l = layout_of(&f), lb = layout_of(&b);
+	struct file b = load(parent);
+	struct layout lb = layout_of(&b);
 	const uint8_t *g = b.b + lb.active + 32; /* data write GUID */
-	uint64_t sb_off = (f.len + MiB - 1) & ~(MiB - 1);
-	uint8_t *bat, *meta, *item;
-	char linkage[64], abs_path[600];
+	uint8_t *meta = f->b + l->meta_off, *item;
+	char linkage[64], abs_path[600], rel_path[300];
 	unsigned nb = 0;
 	size_t end;
 
-	grow(&f, sb_off + MiB);
-	bat = f.b + l.bat_off;
-	meta = f.b + l.meta_off;
-	f.b[l.item_off[0] + 4] |= 2; /* has_parent */
-	assert((get64(bat + 8) & 7) == 6 && (get64(bat + 24) & 7) == 6);
-	/* qemu-img's default block_state_zero=on made the others ZERO. */
-	put64(bat + 0 * 8, 0);   /* NOT_PRESENT: the parent */
-	put64(bat + 4 * 8, 0);
-	put64(bat + 7 * 8, 0);
-	put64(bat + 2 * 8, 2);   /* ZERO */
-	put64(bat + 5 * 8, 3);   /* UNMAPPED */
-	put64(bat + 6 * 8, 1);   /* UNDEFINED: the parent */
-	put64(bat + 3 * 8, (get64(bat + 24) & ~7ULL) | 7);
-	put64(bat + 4096 * 8, v == DIFF_NO_BITMAP ? 0 : sb_off | 6);
-	for (uint64_t sec = 0; sec < 8 * 2048; sec++)
-		if (diff_own_sector(sec))
-			f.b[sb_off + sec / 8] |= (uint8_t)(1 << (sec % 8));
-
+	f->b[l->item_off[0] + 4] |= 2; /* has_parent */
 	if (v != DIFF_NO_LOCATOR) {
 		unsigned n = meta[10] | meta[11] << 8;
 		uint8_t *e = meta + 32 + 32 * n;
@@ -818,25 +812,51 @@ static void make_diff_image(enum diff_variant v, const char *name)
 		 get32(g) ^ (v == DIFF_LINKAGE), g[4] | g[5] << 8,
 		 g[6] | g[7] << 8, g[8], g[9], g[10], g[11], g[12], g[13],
 		 g[14], g[15]);
-	snprintf(abs_path, sizeof(abs_path), "C:%s/base.vhdx", dir);
+	snprintf(abs_path, sizeof(abs_path), "C:%s/%s", dir, parent);
 	for (char *p = abs_path; *p; p++)
 		if (*p == '/')
 			*p = '\\';
+	snprintf(rel_path, sizeof(rel_path), "%s%s",
+		 v == DIFF_PARENT_UP ? "..\\" : ".\\",
+		 v == DIFF_ABSOLUTE ? "missing.vhdx" : parent);
 	end = 20 + 12 * 4;
 	locator_put(item, &nb, &end, "parent_linkage", linkage);
-	locator_put(item, &nb, &end, "relative_path",
-		    v == DIFF_ABSOLUTE    ? ".\\missing.vhdx"
-		    : v == DIFF_PARENT_UP ? "..\\base.vhdx"
-					  : ".\\base.vhdx");
+	locator_put(item, &nb, &end, "relative_path", rel_path);
 	locator_put(item, &nb, &end, "volume_path",
 		    "\\\\?\\Volume{00000000-0000-0000-0000-000000000000}\\b");
 	locator_put(item, &nb, &end, "absolute_win32_path", abs_path);
 	item[18] = (uint8_t)nb;
 	if (v == DIFF_LOCATOR_OOB)
 		put32(item + 20 + 12, 5000);
+	free(b.b);
+}
+
+/* child0.vhdx turned into a differencing child of base.vhdx. */
+static void make_diff_image(enum diff_variant v, const char *name)
+{
+	struct file f = load("child0.vhdx");
+	struct layout l = layout_of(&f);
+	uint64_t sb_off = (f.len + MiB - 1) & ~(MiB - 1);
+	uint8_t *bat;
+
+	grow(&f, sb_off + MiB);
+	bat = f.b + l.bat_off;
+	assert((get64(bat + 8) & 7) == 6 && (get64(bat + 24) & 7) == 6);
+	/* qemu-img's default block_state_zero=on made the others ZERO. */
+	put64(bat + 0 * 8, 0);   /* NOT_PRESENT: the parent */
+	put64(bat + 4 * 8, 0);
+	put64(bat + 7 * 8, 0);
+	put64(bat + 2 * 8, 2);   /* ZERO */
+	put64(bat + 5 * 8, 3);   /* UNMAPPED */
+	put64(bat + 6 * 8, 1);   /* UNDEFINED: the parent */
+	put64(bat + 3 * 8, (get64(bat + 24) & ~7ULL) | 7);
+	put64(bat + 4096 * 8, v == DIFF_NO_BITMAP ? 0 : sb_off | 6);
+	for (uint64_t sec = 0; sec < 8 * 2048; sec++)
+		if (diff_own_sector(sec))
+			f.b[sb_off + sec / 8] |= (uint8_t)(1 << (sec % 8));
+	link_parent(&f, &l, "base.vhdx", v);
 	store(&f, name);
 	free(f.b);
-	free(b.b);
 }
 
 static void test_differencing(void)
@@ -932,6 +952,249 @@ static void test_differencing(void)
 	img_close(img);
 	printf("ok: a missing sector bitmap fails its block only\n");
 	free(want);
+}
+
+/* ---- runs across blocks and sector bitmap chunks ---- */
+
+/* What a test makes of one block of a child converted by qemu-img (all
+ * its blocks FULLY_PRESENT and one after the other in the file). */
+struct blk_plan {
+	uint8_t state;    /* BAT state: 0, 2, 6 or 7 */
+	int8_t host_from; /* state 6: reads block i + host_from's data */
+	struct {
+		unsigned first, n;
+	} own[3];         /* state 7: sectors the child holds */
+};
+
+/* Applies plan to blocks blk0 .. blk0 + nb - 1 of f (1 MiB blocks, 512
+ * byte sectors: 2048 sectors a block, 4096 blocks a chunk), adding the
+ * sector bitmap blocks the partially present ones need. */
+static void apply_plan(struct file *f, const struct layout *l, uint64_t blk0,
+		       size_t nb, const struct blk_plan *plan)
+{
+	const uint64_t cr = 4096;
+	uint64_t host[16], first = 0;
+
+	assert(nb <= 16);
+	for (size_t i = 0; i < nb; i++) {
+		uint64_t e = get64(f->b + l->bat_off +
+				   8 * (blk0 + i + (blk0 + i) / cr));
+
+		host[i] = e & ~(MiB - 1);
+		if (plan[i].state != 6 && plan[i].state != 7)
+			continue;
+		/* The merges the test expects need the blocks qemu-img
+		 * stored to lie one after the other. */
+		if (!first)
+			first = host[i] - i * MiB;
+		assert((e & 7) == 6 && host[i] == first + i * MiB);
+	}
+	for (size_t i = 0; i < nb; i++) {
+		uint64_t b = blk0 + i, chunk = b / cr;
+		uint64_t sbi = 8 * (chunk * (cr + 1) + cr), v = plan[i].state;
+
+		if (v == 6)
+			v |= host[i + plan[i].host_from];
+		else if (v == 7)
+			v |= host[i];
+		put64(f->b + l->bat_off + 8 * (b + chunk), v);
+		if (plan[i].state != 7)
+			continue;
+		if ((get64(f->b + l->bat_off + sbi) & 7) != 6) {
+			uint64_t sb_off = (f->len + MiB - 1) & ~(MiB - 1);
+
+			grow(f, sb_off + MiB);
+			put64(f->b + l->bat_off + sbi, sb_off | 6);
+		}
+		for (size_t r = 0; r < 3; r++)
+			for (unsigned k = 0; k < plan[i].own[r].n; k++) {
+				uint64_t sec = (b % cr) * 2048 +
+					       plan[i].own[r].first + k;
+				uint64_t at = (get64(f->b + l->bat_off + sbi) &
+					       ~(MiB - 1)) + sec / 8;
+
+				f->b[at] |= (uint8_t)(1 << (sec % 8));
+			}
+	}
+}
+
+/* The bytes of blocks blk0 .. blk0 + nb - 1 as plan reads them, from
+ * the raw disks the parent and the child were converted from. */
+static uint8_t *plan_bytes(const char *parent_raw, const char *child_raw,
+			   uint64_t blk0, size_t nb,
+			   const struct blk_plan *plan)
+{
+	uint8_t *want = malloc(nb * MiB), *pw = malloc(nb * MiB);
+	uint8_t *cw = malloc(nb * MiB);
+	int pfd = open(path_of(parent_raw), O_RDONLY);
+	int cfd = open(path_of(child_raw), O_RDONLY);
+
+	assert(want && pw && cw && pfd >= 0 && cfd >= 0);
+	assert(pread(pfd, pw, nb * MiB, blk0 * MiB) == (ssize_t)(nb * MiB));
+	assert(pread(cfd, cw, nb * MiB, blk0 * MiB) == (ssize_t)(nb * MiB));
+	for (size_t i = 0; i < nb; i++) {
+		uint8_t *d = want + i * MiB;
+
+		switch (plan[i].state) {
+		case 0:
+			memcpy(d, pw + i * MiB, MiB);
+			break;
+		case 2:
+			memset(d, 0, MiB);
+			break;
+		case 6:
+			memcpy(d, cw + (i + plan[i].host_from) * MiB, MiB);
+			break;
+		case 7:
+			memcpy(d, pw + i * MiB, MiB);
+			for (size_t r = 0; r < 3; r++)
+				memcpy(d + plan[i].own[r].first * 512,
+				       cw + i * MiB + plan[i].own[r].first * 512,
+				       plan[i].own[r].n * 512);
+			break;
+		}
+	}
+	close(pfd);
+	close(cfd);
+	free(pw);
+	free(cw);
+	return want;
+}
+
+/* The extent at off is DATA of this many bytes from layer depth (0: the
+ * child, with its file offset; 1: the parent). */
+static void expect_data(struct img *img, uint64_t off, unsigned depth,
+			uint64_t len)
+{
+	struct img_extent ext;
+
+	assert(img_block_status(img, off, img_size(img) - off, &ext) == 0);
+	if (ext.kind != IMG_EXTENT_DATA || ext.depth != depth ||
+	    ext.len != len) {
+		fprintf(stderr, "extent at 0x%" PRIx64 ": kind %d depth %u "
+			"len 0x%" PRIx64 ", want data depth %u len 0x%" PRIx64
+			"\n", off, (int)ext.kind, ext.depth, ext.len, depth,
+			len);
+		abort();
+	}
+	assert(depth > 0 || ext.host_fd >= 0);
+}
+
+/* Reads [lo, lo + len) in one piece and in pieces of odd sizes. */
+static void compare_window(struct img *img, const uint8_t *want, uint64_t lo,
+			   size_t len)
+{
+	const size_t steps[] = { len, 1 * MiB + 4097, 333 * 512 + 1, 65536 };
+	uint8_t *got = malloc(len);
+
+	for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+		memset(got, 0xee, len);
+		for (size_t off = 0; off < len; off += steps[s])
+			assert(img_pread(img, got + off,
+					 MIN(steps[s], len - off),
+					 lo + off) == 0);
+		assert(memcmp(got, want, len) == 0);
+	}
+	free(got);
+}
+
+/* Runs go on across block boundaries, partially present blocks
+ * included: own data into and out of a partially present block where
+ * the blocks lie one after the other in the file, not into a block
+ * stored elsewhere; the parent's sectors across a not-present block. */
+static void test_runs_across_blocks(void)
+{
+	static const struct blk_plan plan[8] = {
+		{ 6, 0, { { 0 } } },
+		{ 7, 0, { { 0, 1024 }, { 2040, 8 } } },
+		{ 7, 0, { { 0, 100 } } },
+		{ 0, 0, { { 0 } } },
+		{ 7, 0, { { 300, 8 }, { 316, 8 }, { 2000, 48 } } },
+		{ 6, 1, { { 0 } } }, /* blocks 5 and 6 swapped */
+		{ 6, -1, { { 0 } } },
+		{ 2, 0, { { 0 } } },
+	};
+	struct file f;
+	struct layout l;
+	struct img *img;
+	uint8_t *want;
+
+	sh("head -c 8M /dev/urandom > ra-p.raw && "
+	   "head -c 8M /dev/urandom > ra-c.raw");
+	sh("qemu-img convert -f raw -O vhdx -o block_size=1M ra-p.raw "
+	   "ra-p.vhdx && qemu-img convert -f raw -O vhdx -o block_size=1M "
+	   "ra-c.raw ra-c.vhdx");
+	f = load("ra-c.vhdx");
+	l = layout_of(&f);
+	apply_plan(&f, &l, 0, 8, plan);
+	link_parent(&f, &l, "ra-p.vhdx", DIFF_SOUND);
+	store(&f, "ra.vhdx");
+	free(f.b);
+	want = plan_bytes("ra-p.raw", "ra-c.raw", 0, 8, plan);
+
+	img = must_open("ra.vhdx");
+	compare_reads(img, want, 8 * MiB);
+	compare_window(img, want, 0, 8 * MiB);
+	check_block_status(img, want);
+	expect_data(img, 0, 0, 1 * MiB + 1024 * 512);
+	expect_data(img, 2 * MiB - 8 * 512, 0, 108 * 512);
+	expect_data(img, 2 * MiB + 100 * 512, 1,
+		    1948 * 512 + 1 * MiB + 300 * 512);
+	expect_data(img, 4 * MiB + 308 * 512, 1, 8 * 512);
+	expect_data(img, 4 * MiB + 2000 * 512, 0, 48 * 512);
+	expect_data(img, 5 * MiB, 0, 1 * MiB);
+	expect_data(img, 6 * MiB, 0, 1 * MiB);
+	img_close(img);
+	free(want);
+	printf("ok: runs across partially present blocks\n");
+}
+
+/* A disk of 4 GiB + 2 MiB has two sector bitmap chunks (4096 blocks of
+ * 1 MiB each): runs of own data and of the parent's go on across the
+ * chunk boundary, and one read over it uses both bitmaps. */
+static void test_runs_across_chunks(void)
+{
+	static const struct blk_plan plan[6] = {
+		{ 0, 0, { { 0 } } },                      /* 4092 */
+		{ 0, 0, { { 0 } } },                      /* 4093 */
+		{ 6, 0, { { 0 } } },                      /* 4094 */
+		{ 7, 0, { { 0, 8 }, { 2040, 8 } } },      /* 4095 */
+		{ 7, 0, { { 0, 8 } } },                   /* 4096: chunk 1 */
+		{ 0, 0, { { 0 } } },                      /* 4097 */
+	};
+	const uint64_t lo = 4092 * MiB;
+	struct file f;
+	struct layout l;
+	struct img *img;
+	uint8_t *want;
+
+	sh("truncate -s 4098M rc-p.raw rc-c.raw && "
+	   "head -c 5M /dev/urandom | dd of=rc-p.raw bs=1M seek=4093 "
+	   "conv=notrunc iflag=fullblock && "
+	   "head -c 4M /dev/urandom | dd of=rc-c.raw bs=1M seek=4094 "
+	   "conv=notrunc iflag=fullblock");
+	sh("qemu-img convert -f raw -O vhdx -o block_size=1M rc-p.raw "
+	   "rc-p.vhdx && qemu-img convert -f raw -O vhdx -o block_size=1M "
+	   "rc-c.raw rc-c.vhdx");
+	f = load("rc-c.vhdx");
+	l = layout_of(&f);
+	apply_plan(&f, &l, 4092, 6, plan);
+	link_parent(&f, &l, "rc-p.vhdx", DIFF_SOUND);
+	store(&f, "rc.vhdx");
+	free(f.b);
+	want = plan_bytes("rc-p.raw", "rc-c.raw", 4092, 6, plan);
+
+	img = must_open("rc.vhdx");
+	assert(img_size(img) == 4098 * MiB);
+	compare_window(img, want, lo, 6 * MiB);
+	check_block_status_from(img, want, lo, img_size(img));
+	expect_data(img, 4094 * MiB, 0, 1 * MiB + 8 * 512);
+	expect_data(img, 4095 * MiB + 8 * 512, 1, 2032 * 512);
+	expect_data(img, 4095 * MiB + 2040 * 512, 0, 16 * 512);
+	expect_data(img, 4096 * MiB + 8 * 512, 1, 2 * MiB - 8 * 512);
+	img_close(img);
+	free(want);
+	printf("ok: runs across a sector bitmap chunk boundary\n");
 }
 
 /* ---- corruptions ---- */
@@ -1380,6 +1643,8 @@ int main(void)
 	test_threads("d-default.vhdx");
 	test_log();
 	test_differencing();
+	test_runs_across_blocks();
+	test_runs_across_chunks();
 	test_corruptions();
 	test_4k_sectors();
 	printf("ok: %zu fuzz reproducers replayed\n",
