@@ -993,12 +993,14 @@ static int map_partial(struct img *img, const struct vhdx_state *s,
 	uint64_t cr = s->chunk_ratio;
 	uint64_t chunk = blk / cr;
 	unsigned spb_bits = s->block_bits - s->sector_bits;
-	uint64_t first = ((blk % cr) << spb_bits) + (in_blk >> s->sector_bits);
+	uint64_t in_sec = in_blk >> s->sector_bits;
+	/* Sector indexes within the chunk (2^23 sectors each): the first
+	 * and last of this block's part, the request's last in the chunk. */
+	uint64_t first = ((blk % cr) << spb_bits) + in_sec;
 	uint64_t last = first + ((in_blk + avail - 1) >> s->sector_bits) -
-			(in_blk >> s->sector_bits);
-	/* The request's last sector in this chunk (2^23 sectors each). */
-	uint64_t want_last = MIN(first + ((in_blk + want - 1) >> s->sector_bits) -
-					 (in_blk >> s->sector_bits),
+			in_sec;
+	uint64_t want_last = MIN(first + ((in_blk + want - 1) >>
+					  s->sector_bits) - in_sec,
 				 (cr << spb_bits) - 1);
 	uint64_t n, k;
 	bool set;
@@ -1022,8 +1024,7 @@ static int map_partial(struct img *img, const struct vhdx_state *s,
 	}
 #undef BYTE
 	/* Bytes from in_blk to the end of sector k - 1. */
-	n = ((k - first + (in_blk >> s->sector_bits)) << s->sector_bits) -
-	    in_blk;
+	n = ((k - first + in_sec) << s->sector_bits) - in_blk;
 	run->len = MIN(n, avail);
 	if (set) {
 		run->kind = VHDX_RUN_DATA;
@@ -1071,7 +1072,8 @@ static int vhdx_map(struct img *img, uint64_t off, uint64_t len,
 
 	if (ret < 0)
 		return ret;
-	while (run->len < len && ((off + run->len) & (s->block_bytes - 1)) == 0) {
+	while (run->len < len &&
+	       ((off + run->len) & (s->block_bytes - 1)) == 0) {
 		struct vhdx_run next;
 
 		if (block_run(img, s, (off + run->len) >> s->block_bits, 0,

@@ -1047,10 +1047,12 @@ static uint8_t *plan_bytes(const char *parent_raw, const char *child_raw,
 			break;
 		case 7:
 			memcpy(d, pw + i * MiB, MiB);
-			for (size_t r = 0; r < 3; r++)
-				memcpy(d + plan[i].own[r].first * 512,
-				       cw + i * MiB + plan[i].own[r].first * 512,
+			for (size_t r = 0; r < 3; r++) {
+				size_t at = plan[i].own[r].first * 512;
+
+				memcpy(d + at, cw + i * MiB + at,
 				       plan[i].own[r].n * 512);
+			}
 			break;
 		}
 	}
