@@ -46,23 +46,6 @@ ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
 	return syscall(SYS_pwrite64, fd, buf, len, off);
 }
 
-static int sh_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh_status(const char *fmt, ...)
-{
-	char *cmd, *full;
-	va_list ap;
-	int ret;
-
-	va_start(ap, fmt);
-	assert(vasprintf(&cmd, fmt, ap) > 0);
-	va_end(ap);
-	assert(asprintf(&full, "cd %s && (%s) >/dev/null 2>&1", dir, cmd) > 0);
-	ret = system(full);
-	free(full);
-	free(cmd);
-	return WIFEXITED(ret) ? WEXITSTATUS(ret) : -1;
-}
-
 static struct img *open_rw(const char *name)
 {
 	struct img_open_opts o = { .format = IMG_FORMAT_QCOW2 };

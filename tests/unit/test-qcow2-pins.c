@@ -38,23 +38,6 @@ static char dir[] = "/tmp/test-qcow2-pins-XXXXXX";
 #define NB_CLUSTERS 64u
 #define DISK_BYTES ((uint64_t)CLUSTER * NB_CLUSTERS)
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char *cmd, *full;
-	va_list ap;
-	int ret;
-
-	va_start(ap, fmt);
-	assert(vasprintf(&cmd, fmt, ap) > 0);
-	va_end(ap);
-	assert(asprintf(&full, "cd %s && (%s) >/dev/null 2>&1", dir, cmd) > 0);
-	ret = system(full);
-	free(full);
-	free(cmd);
-	return WIFEXITED(ret) ? WEXITSTATUS(ret) : -1;
-}
-
 /* Every 8-byte word of guest cluster c, generation g, holds c << 32 | g:
  * a word read back names the cluster it was written for. */
 static void tag(uint64_t *buf, uint64_t c, uint64_t g)
@@ -97,7 +80,7 @@ static struct img *make_image(const char *name, uint64_t nb)
 	uint64_t buf[CLUSTER / 8];
 	struct img *img;
 
-	assert(sh("rm -f %s && qemu-img create -q -f qcow2 -o cluster_size=%u "
+	assert(sh_status("rm -f %s && qemu-img create -q -f qcow2 -o cluster_size=%u "
 		  "%s %" PRIu64, name, CLUSTER, name, DISK_BYTES) == 0);
 	img = open_rw(name);
 	for (uint64_t c = 0; c < nb; c++) {
@@ -367,6 +350,6 @@ int main(void)
 	test_epochs();
 	test_pin_holds_reuse();
 	test_pread_under_fire();
-	assert(sh("rm -rf %s", dir) == 0);
+	assert(sh_status("rm -rf %s", dir) == 0);
 	return 0;
 }

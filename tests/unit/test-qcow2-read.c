@@ -30,26 +30,6 @@ static char dir[] = "/tmp/test-qcow2-read-XXXXXX";
 static void patch_be32(const char *name, uint64_t off, uint32_t v);
 static uint64_t read_be64(const char *name, uint64_t off);
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-	char *cmd, *full;
-	va_list ap;
-	int ret;
-
-	va_start(ap, fmt);
-	assert(vasprintf(&cmd, fmt, ap) > 0);
-	va_end(ap);
-	assert(asprintf(&full, "cd %s && (%s) >/dev/null", dir, cmd) > 0);
-	ret = system(full);
-	if (ret != 0) {
-		fprintf(stderr, "command failed (%d): %s\n", ret, cmd);
-		abort();
-	}
-	free(full);
-	free(cmd);
-}
-
 static struct img *open_ro(const char *name, size_t cache_bytes)
 {
 	struct img_open_opts opts = { .read_only = true,

@@ -41,23 +41,6 @@ static char dir[] = "/tmp/test-qcow2-views-XXXXXX";
 #define MIB (1024u * 1024u)
 #define CLUSTER (64u * 1024u)
 
-static int sh_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh_status(const char *fmt, ...)
-{
-	char *cmd, *full;
-	va_list ap;
-	int ret;
-
-	va_start(ap, fmt);
-	assert(vasprintf(&cmd, fmt, ap) > 0);
-	va_end(ap);
-	assert(asprintf(&full, "cd %s && (%s) >/dev/null 2>&1", dir, cmd) > 0);
-	ret = system(full);
-	free(full);
-	free(cmd);
-	return WIFEXITED(ret) ? WEXITSTATUS(ret) : -1;
-}
-
 #define sh(...) assert(sh_status(__VA_ARGS__) == 0)
 
 static struct img *open_image(const char *name, bool read_only)

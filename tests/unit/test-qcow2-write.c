@@ -33,40 +33,7 @@
 
 static char dir[] = "/tmp/test-qcow2-write-XXXXXX";
 
-static int sh_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh_status(const char *fmt, ...)
-{
-	char *cmd, *full;
-	va_list ap;
-	int ret;
-
-	va_start(ap, fmt);
-	assert(vasprintf(&cmd, fmt, ap) > 0);
-	va_end(ap);
-	assert(asprintf(&full, "cd %s && (%s) >/dev/null 2>&1", dir, cmd) > 0);
-	ret = system(full);
-	free(full);
-	free(cmd);
-	return WIFEXITED(ret) ? WEXITSTATUS(ret) : -1;
-}
-
-#define sh(...)                                                                \
-	do {                                                                   \
-		if (sh_status(__VA_ARGS__) != 0) {                             \
-			fprintf(stderr, "command failed: ");                   \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fprintf(stderr, "\n");                                 \
-			abort();                                               \
-		}                                                              \
-	} while (0)
-
-static char *path_of(const char *name)
-{
-	char *p;
-
-	assert(asprintf(&p, "%s/%s", dir, name) > 0);
-	return p;
-}
+#include "workdir.h"
 
 static uint64_t rng_state;
 static uint64_t rnd(void)

@@ -62,26 +62,6 @@ static uint64_t div_round_up_u(uint64_t x, uint64_t d)
 	return x / d + (x % d != 0);
 }
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-	char *cmd, *full;
-	va_list ap;
-	int ret;
-
-	va_start(ap, fmt);
-	assert(vasprintf(&cmd, fmt, ap) > 0);
-	va_end(ap);
-	assert(asprintf(&full, "cd %s && (%s) >/dev/null", dir, cmd) > 0);
-	ret = system(full);
-	if (ret != 0) {
-		fprintf(stderr, "command failed (%d): %s\n", ret, cmd);
-		abort();
-	}
-	free(full);
-	free(cmd);
-}
-
 static void spit(const char *name, const void *buf, size_t len)
 {
 	char *p = path_of(name);

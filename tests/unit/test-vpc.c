@@ -36,24 +36,6 @@
 static char dir[] = "/tmp/test-vpc-XXXXXX";
 #include "workdir.h"
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-	char *cmd, *full;
-	va_list ap;
-
-	va_start(ap, fmt);
-	assert(vasprintf(&cmd, fmt, ap) > 0);
-	va_end(ap);
-	assert(asprintf(&full, "cd %s && (%s) >/dev/null", dir, cmd) > 0);
-	if (system(full) != 0) {
-		fprintf(stderr, "command failed: %s\n", cmd);
-		abort();
-	}
-	free(full);
-	free(cmd);
-}
-
 static uint64_t file_size(const char *name)
 {
 	char *p = path_of(name);
