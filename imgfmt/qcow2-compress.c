@@ -19,8 +19,11 @@
  * Each thread has its own decompressors and each call its own buffers,
  * so compressed reads run in parallel like plain ones, with no lock held
  * (the decompressed-cluster cache below takes its lock only to copy).
+ * Sequential reads make a worker decompress the clusters ahead of them
+ * into that cache (zahead.c), so that both cores decompress.
  */
 #include "qcow2-int.h"
+#include "zahead.h"
 
 #include "checked.h"
 #include "cleanup.h"
@@ -215,55 +218,159 @@ static int zstd_decompress(const uint8_t *in, size_t in_bytes, uint8_t *out,
 	return zstd_decompress_stream(dctx, in, in_bytes, out, out_bytes);
 }
 
-/* The decompressed-cluster cache. Only read-only handles use it: their
- * compressed clusters cannot be freed and reused under them (a read-only
- * top image is locked against writers; a snapshot holds a reference to
- * every cluster it maps), so a host offset always names the same bytes.
- * A handle that writes would have to drop entries on every free. */
+/* Decompresses the cluster whose compressed bytes are in[0..in_bytes)
+ * into out (one cluster). */
+static int decompress_cluster(const struct qcow2_state *s, const uint8_t *in,
+			      size_t in_bytes, uint8_t *out)
+{
+	switch (s->compression_type) {
+	case QCOW2_COMPRESSION_ZLIB:
+		return inflate_raw(in, in_bytes, out, s->cluster_bytes);
+	case QCOW2_COMPRESSION_ZSTD:
+		return zstd_decompress(in, in_bytes, out, s->cluster_bytes);
+	default:
+		return -EIO; /* refused at open; never reached */
+	}
+}
+
+/* The decompressed-cluster cache (zahead.c), one per image, shared by
+ * its handles (the top one, read-only or read-write, and its snapshot
+ * handles): this driver never writes compressed clusters, so a host
+ * offset that a compressed descriptor names holds the same bytes for as
+ * long as any descriptor names it, and a freed range is forgotten
+ * (qcow2_zcache_forget_locked) before it can be reused. The worker maps
+ * through the view of the handle whose reads make the stream and reads
+ * under a pin, like any reader. At most ZCACHE_MAX_BYTES of clusters
+ * (plus the worker's 1 MiB input buffer) per image. */
 #define ZCACHE_MAX_BYTES (4u << 20)
-#define ZCACHE_MAX_ENTRIES 64u
 
 struct qcow2_zcache {
-	pthread_mutex_t lock;
-	size_t nb, next;
-	struct {
-		uint64_t host_off;  /* 0: empty */
-		uint8_t *data;      /* one cluster */
-	} ent[ZCACHE_MAX_ENTRIES];
+	const struct qcow2_state *s;
+	int fd; /* the image file, which every handle shares */
+	struct zahead *ahead;
+};
+
+/* The worker's batch: the compressed clusters from guest off on, in
+ * one lock section with one pin, while they stay host-ascending within
+ * ZAHEAD_MAX_IN_BYTES (qemu-img writes them back to back). */
+static int zc_plan(void *ctx, void *view, uint64_t off, uint64_t limit,
+		   struct zahead_unit *u, size_t max, uint64_t *next_r,
+		   struct img_pin *pin_r)
+{
+	struct img *img = view; /* the handle of the reads */
+	struct qcow2_state *s = qcow2_state(img);
+	uint64_t pos = off, file_bytes = qcow2_file_bytes_now(s);
+	size_t n = 0;
+
+	(void)ctx;
+
+	limit = MIN(limit, img->size);
+	LOCK_FOR_SCOPE(s->lock);
+	while (n < max && pos < limit) {
+		struct qcow2_run run;
+		uint64_t host, bytes;
+		int ret = qcow2_map_locked(img, pos, limit - pos, false, &run);
+
+		if (ret < 0) {
+			if (n)
+				break;
+			return ret;
+		}
+		if (run.kind != QCOW2_RUN_COMPRESSED) {
+			if (!n)
+				pos += run.len_bytes;
+			break;
+		}
+		qcow2_compressed_desc(s, run.l2_entry, &host, &bytes);
+		/* What the reader would refuse, it refuses itself. */
+		if (!host || host >= file_bytes)
+			break;
+		if (n && (host < u[n - 1].host_off ||
+			  host + bytes - u[0].host_off > ZAHEAD_MAX_IN_BYTES))
+			break;
+		u[n].guest_off = pos;
+		u[n].src = NULL;
+		u[n].host_off = host;
+		u[n].max_in = bytes;
+		n++;
+		pos += run.len_bytes;
+	}
+	if (n)
+		img_pin_take_locked(s->pins, pin_r);
+	*next_r = pos;
+	return (int)n;
+}
+
+static int zc_read(void *ctx, const void *src, void *buf, size_t len,
+		   uint64_t host_off)
+{
+	struct qcow2_zcache *zc = ctx;
+
+	(void)src;
+	return full_pread_zero_eof(zc->fd, buf, len, host_off);
+}
+
+static int zc_decompress(void *ctx, const struct zahead_unit *u,
+			 const uint8_t *in, size_t in_bytes, uint8_t *out,
+			 size_t *made_r)
+{
+	struct qcow2_zcache *zc = ctx;
+	const struct qcow2_state *s = zc->s;
+	int ret;
+
+	(void)u;
+	ret = decompress_cluster(s, in, in_bytes, out);
+	*made_r = ret == 0 ? s->cluster_bytes : 0;
+	return ret;
+}
+
+static const struct zahead_ops zc_ops = {
+	.plan = zc_plan,
+	.read = zc_read,
+	.decompress = zc_decompress,
 };
 
 void qcow2_zcache_free(struct qcow2_zcache *zc)
 {
 	if (!zc)
 		return;
-	for (size_t i = 0; i < zc->nb; i++)
-		free(zc->ent[i].data);
-	pthread_mutex_destroy(&zc->lock);
+	zahead_free(zc->ahead);
 	free(zc);
+}
+
+void qcow2_zcache_forget_locked(struct qcow2_state *s, uint64_t host_off,
+				uint64_t bytes)
+{
+	struct qcow2_zcache *zc = __atomic_load_n(&s->zcache, __ATOMIC_ACQUIRE);
+
+	if (zc)
+		zahead_forget(zc->ahead, NULL, host_off, bytes);
+}
+
+void qcow2_zcache_detach(struct qcow2_state *s, struct img *img)
+{
+	struct qcow2_zcache *zc = __atomic_load_n(&s->zcache, __ATOMIC_ACQUIRE);
+
+	if (zc)
+		zahead_detach(zc->ahead, img);
 }
 
 static struct qcow2_zcache *zcache_of(struct img *img, struct qcow2_state *s)
 {
 	struct qcow2_zcache *zc;
 
-	/* The image's cache, shared by its read-only handles only. */
-	if (!img->read_only)
-		return NULL;
 	zc = __atomic_load_n(&s->zcache, __ATOMIC_ACQUIRE);
 	if (zc)
 		return zc;
 	zc = calloc(1, sizeof(*zc));
 	if (!zc)
 		return NULL;
-	pthread_mutex_init(&zc->lock, NULL);
-	zc->nb = MIN((size_t)ZCACHE_MAX_ENTRIES,
-		     MAX((size_t)1, ZCACHE_MAX_BYTES / s->cluster_bytes));
-	for (size_t i = 0; i < zc->nb; i++) {
-		zc->ent[i].data = malloc(s->cluster_bytes);
-		if (!zc->ent[i].data) {
-			zc->nb = i;
-			break;
-		}
+	zc->s = s;
+	zc->fd = img->fd;
+	zc->ahead = zahead_new(s->cluster_bytes, ZCACHE_MAX_BYTES, &zc_ops, zc);
+	if (!zc->ahead) {
+		free(zc);
+		return NULL;
 	}
 	/* Two first readers may race: the loser frees its copy. */
 	struct qcow2_zcache *expected = NULL;
@@ -275,43 +382,22 @@ static struct qcow2_zcache *zcache_of(struct img *img, struct qcow2_state *s)
 	return zc;
 }
 
-static bool zcache_get(struct qcow2_zcache *zc, uint64_t host_off,
-		       size_t cluster_bytes, void *buf, size_t off, size_t len)
-{
-	bool hit = false;
-
-	pthread_mutex_lock(&zc->lock);
-	for (size_t i = 0; i < zc->nb; i++) {
-		if (zc->ent[i].host_off == host_off) {
-			memcpy(buf, zc->ent[i].data + off, len);
-			hit = true;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&zc->lock);
-	(void)cluster_bytes;
-	return hit;
-}
-
-static void zcache_put(struct qcow2_zcache *zc, uint64_t host_off,
-		       const uint8_t *cluster, size_t cluster_bytes)
-{
-	pthread_mutex_lock(&zc->lock);
-	if (zc->nb) {
-		size_t i = zc->next++ % zc->nb;
-		memcpy(zc->ent[i].data, cluster, cluster_bytes);
-		zc->ent[i].host_off = host_off;
-	}
-	pthread_mutex_unlock(&zc->lock);
-}
-
-int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
-			  size_t off_in_cluster, size_t len)
+/* The reader's side: the cache (waiting for the worker when it is on
+ * this cluster), else decompress here. A whole-cluster read
+ * decompresses straight into the caller's buffer and keeps nothing (a
+ * sequential reader does not come back); a partial one decompresses
+ * into a cache slot, since the rest of the cluster is likely next. */
+static int read_compressed(struct img *img, uint64_t l2_entry, void *buf,
+			   size_t off_in_cluster, size_t len, bool note,
+			   uint64_t guest_off, uint64_t req_end)
 {
 	struct qcow2_state *s = qcow2_state(img);
+	struct zahead_claim claim = { 0 };
 	CLEANUP_FREE uint8_t *in = NULL;
-	CLEANUP_FREE uint8_t *cluster = NULL;
+	CLEANUP_FREE uint8_t *bounce = NULL;
+	struct qcow2_zcache *zc;
 	uint64_t host_off, bytes;
+	bool whole = off_in_cluster == 0 && len == s->cluster_bytes;
 	uint8_t *out;
 	int ret;
 
@@ -320,48 +406,53 @@ int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
 	    off_in_cluster >= s->cluster_bytes ||
 	    len > s->cluster_bytes - off_in_cluster)
 		return -EIO;
-	struct qcow2_zcache *zc = zcache_of(img, s);
-	/* Host offset 0 is the header, never compressed data: it marks an
-	 * empty cache slot. */
-	if (zc && host_off && zcache_get(zc, host_off, s->cluster_bytes, buf,
-					 off_in_cluster, len))
-		return 0;
+	/* Host offset 0 is the header, never compressed data. */
+	zc = host_off ? zcache_of(img, s) : NULL;
+	if (zc) {
+		if (note)
+			zahead_note_read(zc->ahead, img, guest_off, req_end);
+		ret = zahead_get(zc->ahead, NULL, host_off, buf,
+				 off_in_cluster, len, &claim);
+		if (ret != 0)
+			return ret < 0 ? ret : 0;
+	}
 	/* bytes <= 2 * cluster size by construction of the descriptor. */
 	in = malloc(bytes);
-	if (!in)
-		return -ENOMEM;
-	ret = full_pread_zero_eof(img->fd, in, bytes, host_off);
+	ret = in ? full_pread_zero_eof(img->fd, in, bytes, host_off) : -ENOMEM;
 	if (ret < 0)
-		return ret;
+		goto out;
+	out = whole ? buf : zc ? zahead_claim_buf(zc->ahead, &claim) : NULL;
+	if (!out) {
+		out = bounce = malloc(s->cluster_bytes);
+		if (!out) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	ret = decompress_cluster(s, in, bytes, out);
+	if (ret == 0 && !whole)
+		memcpy(buf, out + off_in_cluster, len);
+out:
+	if (zc)
+		zahead_publish(zc->ahead, &claim,
+			       ret == 0 && !whole && !bounce,
+			       s->cluster_bytes, bytes);
+	return ret;
+}
 
-	/* A whole-cluster read decompresses straight into the caller's
-	 * buffer; a partial one goes through a bounce cluster (and is the
-	 * one worth caching: the rest of the cluster is likely next). */
-	if (off_in_cluster == 0 && len == s->cluster_bytes) {
-		out = buf;
-	} else {
-		cluster = malloc(s->cluster_bytes);
-		if (!cluster)
-			return -ENOMEM;
-		out = cluster;
-	}
-	switch (s->compression_type) {
-	case QCOW2_COMPRESSION_ZLIB:
-		ret = inflate_raw(in, bytes, out, s->cluster_bytes);
-		break;
-	case QCOW2_COMPRESSION_ZSTD:
-		ret = zstd_decompress(in, bytes, out, s->cluster_bytes);
-		break;
-	default:
-		ret = -EIO; /* refused at open; never reached */
-		break;
-	}
-	if (ret < 0)
-		return ret;
-	if (out == cluster) {
-		memcpy(buf, cluster + off_in_cluster, len);
-		if (zc && host_off)
-			zcache_put(zc, host_off, cluster, s->cluster_bytes);
-	}
-	return 0;
+int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
+			  size_t off_in_cluster, size_t len)
+{
+	return read_compressed(img, l2_entry, buf, off_in_cluster, len, false,
+			       0, 0);
+}
+
+int qcow2_read_compressed_seq(struct img *img, uint64_t l2_entry, void *buf,
+			      uint64_t guest_off, size_t len, uint64_t req_end)
+{
+	const struct qcow2_state *s = qcow2_state(img);
+
+	return read_compressed(img, l2_entry, buf,
+			       (size_t)(guest_off & (s->cluster_bytes - 1)),
+			       len, true, guest_off, req_end);
 }

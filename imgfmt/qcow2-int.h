@@ -197,11 +197,11 @@ struct qcow2_deferred {
  * lock. */
 struct qcow2_state {
 	/* Decompressed clusters (qcow2-compress.c), lazily made; used by
-	 * the image's read-only handles (its snapshot handles, a read-only
-	 * top), one cache for all of them: nothing here writes compressed
-	 * clusters, and a cluster that a live descriptor names cannot be
-	 * freed, so a cached host offset holds the same bytes for every
-	 * handle that finds it. */
+	 * all the image's handles, one cache for all of them: nothing here
+	 * writes compressed clusters, a cluster that a live descriptor
+	 * names cannot be freed, and a freed one is forgotten, so a cached
+	 * host offset holds the same bytes for every handle that finds it.
+	 * Its worker decompresses ahead of one handle's sequential reads. */
 	struct qcow2_zcache *zcache;
 	/* Geometry. */
 	unsigned cluster_bits;
@@ -460,17 +460,27 @@ uint64_t qcow2_l1_entries_for(const struct qcow2_state *s,
 
 /* qcow2-compress.c: reads compressed cluster described by l2_entry and
  * copies [off_in_cluster, off_in_cluster + len) of it into buf. -EIO for
- * a bad descriptor or data that does not decompress to a full cluster. */
-/* A few decompressed clusters of an image's read-only handles
- * (qcow2-compress.c), so that reads that end inside a compressed cluster,
- * or many small reads of one (a filesystem's inodes and small files),
- * inflate it once. One per image (struct qcow2_state), shared by its
- * snapshot handles. */
+ * a bad descriptor or data that does not decompress to a full cluster.
+ * Decompressed clusters go through a small cache, one per image (struct
+ * qcow2_state), shared by its handles, so that reads that end inside a
+ * compressed cluster, or many small reads of one, inflate it once; a
+ * worker fills it ahead of sequential reads (zahead.c). The top handle's
+ * close frees it (joining the worker) before anything else; a snapshot
+ * handle's close first detaches the worker from its view. */
 struct qcow2_zcache;
 void qcow2_zcache_free(struct qcow2_zcache *zc);
+/* A snapshot handle closing: the worker stops reading ahead through it. */
+void qcow2_zcache_detach(struct qcow2_state *s, struct img *img);
+/* A freed host range: cached clusters read from it are forgotten. */
+void qcow2_zcache_forget_locked(struct qcow2_state *s, uint64_t host_off,
+				uint64_t bytes);
 
 int qcow2_read_compressed(struct img *img, uint64_t l2_entry, void *buf,
 			  size_t off_in_cluster, size_t len);
+/* The same for guest [guest_off, guest_off + len) of a read whose whole
+ * request ends at req_end: tells the read-ahead where the reader is. */
+int qcow2_read_compressed_seq(struct img *img, uint64_t l2_entry, void *buf,
+			      uint64_t guest_off, size_t len, uint64_t req_end);
 /* Splits a compressed descriptor into host offset and byte count. */
 void qcow2_compressed_desc(const struct qcow2_state *s, uint64_t l2_entry,
 			   uint64_t *host_off_r, uint64_t *bytes_r);

@@ -720,6 +720,7 @@ int qcow2_apply_deferred_locked(struct img *img)
 		 * the host, and let the allocator reuse it. */
 		qcow2_cache_drop_range_locked(s->l2_cache, off,
 					      s->cluster_bytes);
+		qcow2_zcache_forget_locked(s, off, s->cluster_bytes);
 		qcow2_meta_remove_locked(img, off);
 		(void)fallocate(img->fd, FALLOC_FL_PUNCH_HOLE |
 					 FALLOC_FL_KEEP_SIZE,

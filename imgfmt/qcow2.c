@@ -658,6 +658,14 @@ static void qcow2_close(struct img *img)
 	if (!v)
 		return;
 	s = v->s;
+	/* First: the read-ahead worker maps through this handle's view
+	 * (and, for the top handle, reads through the image state). */
+	if (s && v->parent) {
+		qcow2_zcache_detach(s, img);
+	} else if (s) {
+		qcow2_zcache_free(s->zcache);
+		s->zcache = NULL;
+	}
 	if (s && !v->parent && s->rc_cache && !s->corrupt_reason &&
 	    !img->read_only)
 		/* Nothing to report to: img_close returns nothing. Data
@@ -667,7 +675,6 @@ static void qcow2_close(struct img *img)
 	/* Only the top handle owns the image state; a snapshot handle
 	 * leaves it to the parent, which outlives it. */
 	if (s && !v->parent) {
-		qcow2_zcache_free(s->zcache);
 		qcow2_refcount_free(s);
 		if (s->write_gate_ready) {
 			pthread_rwlock_destroy(&s->write_gate);
@@ -731,9 +738,8 @@ static int qcow2_pread(struct img *img, void *buf, size_t len, uint64_t off)
 			ret = img_read_backing(img, p, n, off);
 			break;
 		case QCOW2_RUN_COMPRESSED:
-			ret = qcow2_read_compressed(img, run.l2_entry, p,
-						    (size_t)(off & (s->cluster_bytes - 1)),
-						    n);
+			ret = qcow2_read_compressed_seq(img, run.l2_entry, p,
+							off, n, off + len);
 			break;
 		}
 		img_unpin(&pin);

@@ -21,10 +21,11 @@
  * zeroes. The GD is loaded whole at open, after checking that it lies
  * inside the file (so its size is bounded by the file's, and by QEMU's
  * 32 Mi-entry limit); GTs are loaded on demand into a bounded LRU cache
- * (cache_bytes). Decompressed grains go to a small LRU as well, so
- * 4 KiB reads of a 64 KiB grain inflate it once.
+ * (cache_bytes). Decompressed grains go to a small cache as well
+ * (zahead.c), so 4 KiB reads of a 64 KiB grain inflate it once, and a
+ * worker inflates the grains ahead of sequential reads.
  *
- * Threads: s->lock guards the two caches only, and no I/O is done under
+ * Threads: s->lock guards the GT cache only, and no I/O is done under
  * it. A read describes its run from the cached GT under the lock (a
  * missing GT is read with the lock dropped, then inserted) and does its
  * data I/O (one pread for a run of host-contiguous grains, the parent,
@@ -45,6 +46,7 @@
  * GD as a repair source (it is used only when the primary one is absent).
  */
 #include "vmdk-int.h"
+#include "zahead.h"
 
 #include "checked.h"
 #include "cleanup.h"
@@ -87,7 +89,8 @@
 #define VMDK_MAX_GT_ENTRIES 512u  /* hosted sparse (KDMV) */
 #define VMDK3_GT_ENTRIES 4096u     /* ESX sparse (COWD): fixed */
 #define VMDK_MAX_GD_ENTRIES (32u << 20)
-#define VMDK_GRAIN_CACHE_SLOTS 8
+/* Decompressed grains kept per image, at most (see zahead.c). */
+#define VMDK_GRAIN_CACHE_BYTES (4u << 20)
 #define VMDK_MIN_GT_SLOTS 16u
 #define VMDK_MAX_GT_SLOTS 4096u
 
@@ -136,17 +139,10 @@ struct vmdk_gt_slot {
 	uint32_t *gtes; /* host order; NULL: free slot */
 };
 
-struct vmdk_grain_slot {
-	const struct vmdk_extent *ext;
-	uint64_t host_off;
-	uint64_t last_use;
-	uint8_t *data;     /* NULL: free slot */
-	size_t data_bytes; /* what the grain inflated to */
-};
-
 /* Locking: the descriptor, the extents and the sizes are set by
- * vmdk_open and only read afterwards, with no lock; the grain-table and
- * grain caches (gt_slots, grain_slots) and clock are guarded by lock. */
+ * vmdk_open and only read afterwards, with no lock; the grain-table
+ * cache (gt_slots) and clock are guarded by lock. grains is made on the
+ * first compressed read, set once atomically, and has its own lock. */
 struct vmdk_state {
 	pthread_mutex_t lock;
 	bool lock_init;
@@ -159,7 +155,7 @@ struct vmdk_state {
 	size_t nb_gt_slots;
 	struct vmdk_gt_slot *gt_slots;
 	uint64_t clock;
-	struct vmdk_grain_slot grain_slots[VMDK_GRAIN_CACHE_SLOTS];
+	struct zahead *grains;
 	bool in_archive;
 };
 
@@ -504,6 +500,8 @@ void vmdk_state_free(struct vmdk_state *s)
 {
 	if (!s)
 		return;
+	/* First: its worker maps and reads through the extents. */
+	zahead_free(s->grains);
 	for (size_t i = 0; i < s->nb_extents; i++) {
 		struct vmdk_extent *e = &s->extents[i];
 
@@ -516,8 +514,6 @@ void vmdk_state_free(struct vmdk_state *s)
 	for (size_t i = 0; i < s->nb_gt_slots; i++)
 		free(s->gt_slots[i].gtes);
 	free(s->gt_slots);
-	for (size_t i = 0; i < VMDK_GRAIN_CACHE_SLOTS; i++)
-		free(s->grain_slots[i].data);
 	vmdk_desc_free(&s->desc);
 	if (s->lock_init)
 		pthread_mutex_destroy(&s->lock);
@@ -1050,57 +1046,39 @@ static int map_run(struct vmdk_state *s, const struct vmdk_extent *e,
 
 static struct libdeflate_decompressor *thread_inflater(void);
 
-/* Inflates the compressed grain at host_off of e into out (grain_bytes
- * of room); *made_r is how many bytes it inflated to. */
-static int inflate_grain(const struct vmdk_extent *e, uint64_t host_off,
-			 uint8_t *out, size_t *made_r)
+/* Compressed bytes a grain at host_off of e may take, marker included:
+ * a grain never grows past twice its size (QEMU's bound too). */
+static uint64_t grain_max_in(const struct vmdk_extent *e)
+{
+	return (e->markers ? VMDK_MARKER_BYTES : 0) + 2 * e->grain_bytes;
+}
+
+/* Inflates the grain at host_off of e whose bytes (marker first, with
+ * markers) are raw[0..avail) into out (grain_bytes of room); *made_r is
+ * how many bytes it inflated to. */
+static int inflate_grain_in(const struct vmdk_extent *e, uint64_t host_off,
+			    const uint8_t *raw, size_t avail, uint8_t *out,
+			    size_t *made_r)
 {
 	struct libdeflate_decompressor *d = thread_inflater();
-	CLEANUP_FREE uint8_t *raw = NULL;
-	const uint8_t *in;
-	uint64_t in_bytes;
+	const uint8_t *in = raw;
+	uint64_t in_bytes = avail;
 	enum libdeflate_result r;
 	size_t in_used;
-	int ret;
 
 	if (!d)
 		return -ENOMEM;
 	if (e->markers) {
-		/* One pread for the marker and, in the usual case, the whole
-		 * stream behind it: a grain that deflates at all fits in
-		 * grain_bytes. Only a longer stream takes a second pread. */
-		size_t first = VMDK_MARKER_BYTES + e->grain_bytes;
-
-		raw = malloc(VMDK_MARKER_BYTES + 2 * e->grain_bytes);
-		if (!raw)
-			return -ENOMEM;
-		ret = ext_pread(e, raw, first, host_off);
-		if (ret < 0)
-			return ret;
+		if (avail < VMDK_MARKER_BYTES)
+			return -EIO;
 		in_bytes = get_le32(raw + 8);
-		/* A grain never grows past twice its size (QEMU's bound
-		 * too); more, or nothing, is damage. */
+		/* More than twice the grain, or nothing, is damage. */
 		if (in_bytes == 0 || in_bytes > 2 * e->grain_bytes ||
+		    in_bytes > avail - VMDK_MARKER_BYTES ||
 		    !range_within(host_off + VMDK_MARKER_BYTES, in_bytes,
 				  align_up(e->file_bytes, VMDK_SECTOR)))
 			return -EIO;
-		if (VMDK_MARKER_BYTES + in_bytes > first) {
-			ret = ext_pread(e, raw + first,
-					VMDK_MARKER_BYTES + in_bytes - first,
-					host_off + first);
-			if (ret < 0)
-				return ret;
-		}
 		in = raw + VMDK_MARKER_BYTES;
-	} else {
-		in_bytes = MIN(2 * e->grain_bytes, e->file_bytes - host_off);
-		raw = malloc(in_bytes);
-		if (!raw)
-			return -ENOMEM;
-		ret = ext_pread(e, raw, in_bytes, host_off);
-		if (ret < 0)
-			return ret;
-		in = raw;
 	}
 	/* QEMU writes zlib streams (RFC 1950: header, deflate, Adler-32),
 	 * as VMware does. */
@@ -1109,73 +1087,176 @@ static int inflate_grain(const struct vmdk_extent *e, uint64_t host_off,
 	return r == LIBDEFLATE_SUCCESS ? 0 : -EIO;
 }
 
+/* Reads and inflates the compressed grain at host_off of e into out. */
+static int inflate_grain(const struct vmdk_extent *e, uint64_t host_off,
+			 uint8_t *out, size_t *made_r)
+{
+	CLEANUP_FREE uint8_t *raw = NULL;
+	uint64_t avail;
+	int ret;
+
+	if (e->markers) {
+		/* One pread for the marker and, in the usual case, the whole
+		 * stream behind it: a grain that deflates at all fits in
+		 * grain_bytes. Only a longer stream takes a second pread. */
+		size_t first = VMDK_MARKER_BYTES + e->grain_bytes;
+		uint64_t in_bytes;
+
+		raw = malloc(grain_max_in(e));
+		if (!raw)
+			return -ENOMEM;
+		ret = ext_pread(e, raw, first, host_off);
+		if (ret < 0)
+			return ret;
+		in_bytes = get_le32(raw + 8);
+		avail = first;
+		if (in_bytes <= 2 * e->grain_bytes &&
+		    VMDK_MARKER_BYTES + in_bytes > first) {
+			avail = VMDK_MARKER_BYTES + in_bytes;
+			ret = ext_pread(e, raw + first, avail - first,
+					host_off + first);
+			if (ret < 0)
+				return ret;
+		}
+	} else {
+		avail = MIN(2 * e->grain_bytes, e->file_bytes - host_off);
+		raw = malloc(avail);
+		if (!raw)
+			return -ENOMEM;
+		ret = ext_pread(e, raw, avail, host_off);
+		if (ret < 0)
+			return ret;
+	}
+	return inflate_grain_in(e, host_off, raw, avail, out, made_r);
+}
+
+/* The worker's batch (zahead.c): the compressed grains from off on,
+ * while they stay in one extent, host-ascending, within
+ * ZAHEAD_MAX_IN_BYTES. A VMDK is read-only here: nothing to pin. */
+static int grains_plan(void *ctx, void *view, uint64_t off, uint64_t limit,
+		       struct zahead_unit *u, size_t max, uint64_t *next_r,
+		       struct img_pin *pin_r)
+{
+	struct vmdk_state *s = ctx;
+	uint64_t pos = off;
+	size_t n = 0;
+
+	(void)view; /* s itself */
+	(void)pin_r;
+	limit = MIN(limit, s->size);
+	while (n < max && pos < limit) {
+		const struct vmdk_extent *e = find_extent(s, pos);
+		struct run r;
+		int ret = map_run(s, e, pos, limit - pos, &r);
+
+		if (ret < 0) {
+			if (n)
+				break;
+			return ret;
+		}
+		if (r.kind != RUN_COMPRESSED) {
+			if (!n)
+				pos += r.len;
+			break;
+		}
+		if (n && (e != u[n - 1].src || r.host_off < u[n - 1].host_off ||
+			  r.host_off + grain_max_in(e) - u[0].host_off >
+				  ZAHEAD_MAX_IN_BYTES))
+			break;
+		u[n].guest_off = pos;
+		u[n].src = e;
+		u[n].host_off = r.host_off;
+		u[n].max_in = grain_max_in(e);
+		n++;
+		pos += r.len;
+	}
+	*next_r = pos;
+	return (int)n;
+}
+
+static int grains_read(void *ctx, const void *src, void *buf, size_t len,
+		       uint64_t host_off)
+{
+	(void)ctx;
+	return ext_pread(src, buf, len, host_off);
+}
+
+static int grains_inflate(void *ctx, const struct zahead_unit *u,
+			  const uint8_t *in, size_t in_bytes, uint8_t *out,
+			  size_t *made_r)
+{
+	(void)ctx;
+	return inflate_grain_in(u->src, u->host_off, in, in_bytes, out,
+				made_r);
+}
+
+static const struct zahead_ops grains_ops = {
+	.plan = grains_plan,
+	.read = grains_read,
+	.decompress = grains_inflate,
+};
+
+/* The decompressed-grain cache, made on first use; NULL on ENOMEM. */
+static struct zahead *grains_of(struct vmdk_state *s)
+{
+	struct zahead *z = __atomic_load_n(&s->grains, __ATOMIC_ACQUIRE);
+	struct zahead *expected = NULL;
+	uint64_t unit = 0;
+
+	if (z)
+		return z;
+	for (size_t i = 0; i < s->nb_extents; i++)
+		if (s->extents[i].type == VMDK_EXTENT_SPARSE &&
+		    s->extents[i].compressed)
+			unit = MAX(unit, s->extents[i].grain_bytes);
+	z = zahead_new((size_t)unit, VMDK_GRAIN_CACHE_BYTES, &grains_ops, s);
+	if (!z)
+		return NULL;
+	/* Two first readers may race: the loser frees its copy. */
+	if (!__atomic_compare_exchange_n(&s->grains, &expected, z, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		zahead_free(z);
+		z = expected;
+	}
+	return z;
+}
+
 /* Copies [in_grain, in_grain + len) of the compressed grain at host_off
- * into buf, through the decompressed-grain cache. */
+ * into buf, through the decompressed-grain cache; guest [off, req_end)
+ * is what the whole read asks for. A whole grain (sequential reads)
+ * inflates straight into the caller's buffer and is not kept: no later
+ * read wants part of it. */
 static int read_compressed(struct vmdk_state *s, const struct vmdk_extent *e,
 			   uint64_t host_off, uint64_t in_grain, void *buf,
-			   size_t len)
+			   size_t len, uint64_t off, uint64_t req_end)
 {
-	uint8_t *data;
+	struct zahead *z = grains_of(s);
+	struct zahead_claim claim = { 0 };
+	CLEANUP_FREE uint8_t *bounce = NULL;
+	bool whole = in_grain == 0 && len == e->grain_bytes;
+	uint8_t *out;
 	size_t made = 0;
 	int ret;
 
-	/* A whole grain (sequential reads of FUSE's 128 KiB requests)
-	 * inflates straight into the caller's buffer: no copy, and nothing
-	 * worth caching, since no later read wants part of it. */
-	if (in_grain == 0 && len == e->grain_bytes) {
-		ret = inflate_grain(e, host_off, buf, &made);
-		return ret < 0 ? ret : made == len ? 0 : -EIO;
+	if (z) {
+		zahead_note_read(z, s, off, req_end);
+		ret = zahead_get(z, e, host_off, buf, (size_t)in_grain, len,
+				 &claim);
+		if (ret != 0)
+			return ret < 0 ? ret : 0;
 	}
-	{
-		LOCK_FOR_SCOPE(&s->lock);
-		for (size_t i = 0; i < VMDK_GRAIN_CACHE_SLOTS; i++) {
-			struct vmdk_grain_slot *g = &s->grain_slots[i];
-
-			if (g->data && g->ext == e && g->host_off == host_off) {
-				g->last_use = ++s->clock;
-				if (!range_within(in_grain, len, g->data_bytes))
-					return -EIO;
-				memcpy(buf, g->data + in_grain, len);
-				return 0;
-			}
-		}
-	}
-	/* Inflate outside the lock: other readers go on meanwhile. */
-	data = malloc(e->grain_bytes);
-	if (!data)
-		return -ENOMEM;
-	ret = inflate_grain(e, host_off, data, &made);
+	out = whole ? buf : z ? zahead_claim_buf(z, &claim) : NULL;
+	if (!out)
+		out = bounce = malloc(e->grain_bytes);
+	ret = out ? inflate_grain(e, host_off, out, &made) : -ENOMEM;
 	if (ret == 0 && !range_within(in_grain, len, made))
 		ret = -EIO;
-	if (ret < 0) {
-		free(data);
-		return ret;
-	}
-	memcpy(buf, data + in_grain, len);
-
-	LOCK_FOR_SCOPE(&s->lock);
-	struct vmdk_grain_slot *victim = &s->grain_slots[0];
-	for (size_t i = 0; i < VMDK_GRAIN_CACHE_SLOTS; i++) {
-		struct vmdk_grain_slot *g = &s->grain_slots[i];
-
-		if (g->data && g->ext == e && g->host_off == host_off) {
-			free(data); /* another reader got there first */
-			return 0;
-		}
-		if (!g->data) {
-			victim = g;
-			break;
-		}
-		if (g->last_use < victim->last_use)
-			victim = g;
-	}
-	free(victim->data);
-	victim->data = data;
-	victim->data_bytes = made;
-	victim->ext = e;
-	victim->host_off = host_off;
-	victim->last_use = ++s->clock;
-	return 0;
+	if (ret == 0 && !whole)
+		memcpy(buf, out + in_grain, len);
+	if (z)
+		zahead_publish(z, &claim, ret == 0 && !whole && !bounce, made,
+			       grain_max_in(e));
+	return ret;
 }
 
 int vmdk_state_pread(struct img *img, struct vmdk_state *s, void *buf,
@@ -1199,7 +1280,7 @@ int vmdk_state_pread(struct img *img, struct vmdk_state *s, void *buf,
 			break;
 		case RUN_COMPRESSED:
 			ret = read_compressed(s, e, r.host_off, r.in_grain, p,
-					      n);
+					      n, off, off + len);
 			break;
 		case RUN_ZERO:
 			memset(p, 0, n);
