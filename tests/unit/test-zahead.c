@@ -43,24 +43,6 @@ static char dir[] = "/tmp/test-zahead-XXXXXX";
 #define DISK_BYTES (24u * MiB)
 #define CLUSTER 65536u
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-	char *cmd, *full;
-	va_list ap;
-
-	va_start(ap, fmt);
-	assert(vasprintf(&cmd, fmt, ap) > 0);
-	va_end(ap);
-	assert(asprintf(&full, "cd %s && (%s) >/dev/null", dir, cmd) > 0);
-	if (system(full) != 0) {
-		fprintf(stderr, "command failed: %s\n", cmd);
-		abort();
-	}
-	free(full);
-	free(cmd);
-}
-
 static struct img *open_img(const char *name, bool read_only)
 {
 	struct img_open_opts opts = { .read_only = read_only };
