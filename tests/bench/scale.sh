@@ -213,37 +213,38 @@ fi
 
 if want huge; then
 	qemu-img create -f qcow2 -o cluster_size=2M "$HUGE/h64.qcow2" 64T >/dev/null
+	# (the Python text starts at column 0: its indentation is syntax)
 	python3 -c '
-	import random, sys
-	r = random.Random(1)
-	for i in range(int(sys.argv[1])):
-	    print("write -P %d %d 2M" % (i % 250 + 1, r.randrange(0, 32 << 20) << 21))
-	' "$HUGE64_WRITES" | qemu-io "$HUGE/h64.qcow2" >/dev/null
+import random, sys
+r = random.Random(1)
+for i in range(int(sys.argv[1])):
+    print("write -P %d %d 2M" % (i % 250 + 1, r.randrange(0, 32 << 20) << 21))
+' "$HUGE64_WRITES" | qemu-io "$HUGE/h64.qcow2" >/dev/null
 	qemu-img create -f qcow2 "$HUGE/h16.qcow2" "${HUGE16_TIB}T" >/dev/null
 	python3 -c '
-	import sys
-	n = int(sys.argv[1]) >> 29  # one 64 KiB write in every 512 MiB L2 range
-	for i in range(n):
-	    print("write -P %d %d 64k" % (i % 250 + 1, (i << 29) + ((i * 7919) % 8192 << 16)))
-	' $((HUGE16_TIB << 40)) |
+import sys
+n = int(sys.argv[1]) >> 29  # one 64 KiB write in every 512 MiB L2 range
+for i in range(n):
+    print("write -P %d %d 64k" % (i % 250 + 1, (i << 29) + ((i * 7919) % 8192 << 16)))
+' $((HUGE16_TIB << 40)) |
 		qemu-io "$HUGE/h16.qcow2" >/dev/null
 	bench_log "huge images: $(du -h "$HUGE/h64.qcow2" "$HUGE/h16.qcow2" | tr '\n\t' '  ')"
 
 	# SEEK_DATA/SEEK_HOLE over a whole file: prints extents and data bytes.
 	seek_walk() {
 		python3 -c '
-	import os, sys
-	fd = os.open(sys.argv[1], os.O_RDONLY)
-	size, pos, n, data = os.fstat(fd).st_size, 0, 0, 0
-	while pos < size:
-	    try:
-	        d = os.lseek(fd, pos, os.SEEK_DATA)
-	    except OSError:
-	        break
-	    h = os.lseek(fd, d, os.SEEK_HOLE)
-	    n, data, pos = n + 1, data + h - d, h
-	print(n, data)
-	' "$1"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size, pos, n, data = os.fstat(fd).st_size, 0, 0, 0
+while pos < size:
+    try:
+        d = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        break
+    h = os.lseek(fd, d, os.SEEK_HOLE)
+    n, data, pos = n + 1, data + h - d, h
+print(n, data)
+' "$1"
 	}
 
 	# cp --sparse=always needs a target that takes a 64 TiB sparse file.
