@@ -25,8 +25,10 @@
  * the daemon to unmount and exit, and only then dies of the signal, so
  * that whoever killed it finds nothing mounted when it is gone. A second
  * such signal, or SIGKILL, ends it at once; the daemon still unmounts, a
- * moment later. The one window left: a launcher killed after writing
- * "ack" and before exiting leaves a mount its caller was not told of.
+ * moment later. The one window left: a launcher signalled after writing
+ * "ack" exits 0 with the mount there; timeout(1), whose alarm may fire
+ * in that window or after the launcher exited but before timeout reaped
+ * it, then says 124 (timeout --preserve-status gives the launcher's 0).
  *
  * The daemon's end is watched by a thread of its own (the scanner may be
  * busy with a slow table for a long time), which is the only one to

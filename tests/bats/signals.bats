@@ -161,9 +161,13 @@ daemon_of() {
 	for t in 0.05 0.1 0.2 0.3 0.4 0.5 0.7 1 2 60; do
 		# The mount table is read the moment timeout returns, in the
 		# same shell: a daemon that unmounts a little later must not
-		# pass.
+		# pass. --preserve-status: the launcher's own status. Without
+		# it timeout says 124 whenever its alarm fired, also when the
+		# launcher had just exited 0 with the mount ready (timeout's
+		# alarm and its reaping of the child race; no launcher can
+		# close that window), and such a run would pass for a leak.
 		run --separate-stderr as_user bash -c \
-			'timeout "$1" "$2" "$3" "$4"; s=$?
+			'timeout --preserve-status "$1" "$2" "$3" "$4"; s=$?
 			 if grep -qF " $4 " /proc/self/mountinfo; then echo mounted; fi
 			 exit $s' _ "$t" "$IMGFS" "$IMG" "$MNT"
 		if ((status == 0)); then
@@ -173,9 +177,9 @@ daemon_of() {
 			ready=$((ready + 1))
 			unmount_image
 		else
-			# timeout(1) returned: the launcher is gone, and it
-			# took the mount and the daemon with it, not later.
-			assert_eq "$status" 124
+			# Killed by timeout's SIGTERM: the launcher took the
+			# mount and the daemon with it, not later.
+			assert_eq "$status" 143
 			assert_eq "$output" ""
 			assert_eq "$(pids_naming "$MNT")" ""
 			refute_mounted
