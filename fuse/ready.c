@@ -23,9 +23,12 @@
  * A launcher that is sent SIGTERM, SIGINT or SIGHUP while it waits
  * (timeout(1), a ^C) does not just vanish: it closes its end, waits for
  * the daemon to unmount and exit, and only then dies of the signal, so
- * that whoever killed it finds nothing mounted when it is gone. A second
- * such signal, or SIGKILL, ends it at once; the daemon still unmounts, a
- * moment later. The one window left: a launcher signalled after writing
+ * that whoever killed it finds nothing mounted when it is gone. More of
+ * these signals meanwhile change nothing (timeout(1) sends SIGTERM to
+ * the launcher and then to its whole process group: one timeout, two
+ * signals), and the wait is bounded (LAUNCHER_STOP_WAIT_SEC); SIGKILL
+ * ends it at once, and the daemon still unmounts, a moment later. The
+ * one window left: a launcher signalled after writing
  * "ack" exits 0 with the mount there; timeout(1), whose alarm may fire
  * in that window or after the launcher exited but before timeout reaped
  * it, then says 124 (timeout --preserve-status gives the launcher's 0).
@@ -47,6 +50,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* How often the watcher looks whether the session has exited (nothing
@@ -191,6 +195,13 @@ void ifs_signal_ready(struct ifs *ifs)
 			 strerror(errno));
 }
 
+/* How long a stopping launcher waits for its daemon to unmount and exit
+ * (the daemon's own bound from a signal to exit is far lower; this one
+ * only keeps a daemon stuck in the kernel from holding the caller), and
+ * how often it looks. */
+#define LAUNCHER_STOP_WAIT_SEC 60L
+#define LAUNCHER_STOP_SLICE_NSEC 5000000L
+
 /* The signal that asked the launcher to stop (0: none yet). */
 static volatile sig_atomic_t launcher_stop_signal;
 
@@ -215,9 +226,10 @@ void ifs_launcher_catch_signals(const sigset_t *old)
 {
 	struct sigaction sa = { .sa_handler = on_launcher_signal };
 
-	/* No SA_RESTART: the read below must see EINTR. SA_RESETHAND: a
-	 * second signal is not caught. */
-	sa.sa_flags = SA_RESETHAND;
+	/* No SA_RESTART: the read below must see EINTR. The handler stays:
+	 * a second signal (timeout's to the process group) must not kill us
+	 * while the daemon unmounts. */
+	sa.sa_flags = 0;
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < sizeof(launcher_signals) / sizeof(int); i++) {
 		struct sigaction was;
@@ -237,10 +249,17 @@ void ifs_launcher_catch_signals(const sigset_t *old)
 static int stop_launcher(pid_t pid, int fd)
 {
 	int sig = launcher_stop_signal, status;
+	const struct timespec slice = { .tv_nsec = LAUNCHER_STOP_SLICE_NSEC };
 
 	close(fd);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	for (long waited = 0; waited < LAUNCHER_STOP_WAIT_SEC * 1000000000L;
+	     waited += LAUNCHER_STOP_SLICE_NSEC) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid || (r < 0 && errno != EINTR))
+			break;
+		nanosleep(&slice, NULL);
+	}
 	signal(sig, SIG_DFL);
 	raise(sig);
 	return 128 + sig;
