@@ -391,7 +391,6 @@ int main(int argc, char **argv)
 			fprintf(stderr, "imgfs: fork: %s\n", strerror(errno));
 			return 1;
 		}
-
 		if (pid > 0) {
 			/* The child keeps the image open (and its locks: OFD
 			 * locks live while any descriptor of the open file

@@ -27,11 +27,12 @@
  * these signals meanwhile change nothing (timeout(1) sends SIGTERM to
  * the launcher and then to its whole process group: one timeout, two
  * signals), and the wait is bounded (LAUNCHER_STOP_WAIT_SEC); SIGKILL
- * ends it at once, and the daemon still unmounts, a moment later. The
- * one window left: a launcher signalled after writing
- * "ack" exits 0 with the mount there; timeout(1), whose alarm may fire
- * in that window or after the launcher exited but before timeout reaped
- * it, then says 124 (timeout --preserve-status gives the launcher's 0).
+ * ends it at once, and the daemon still unmounts, a moment later.
+ *
+ * The one window left: a launcher signalled after writing "ack" exits 0
+ * with the mount there. timeout(1), whose alarm may fire in that window
+ * or after the launcher exited but before timeout reaped it, then says
+ * 124 (timeout --preserve-status gives the launcher's 0).
  *
  * The daemon's end is watched by a thread of its own (the scanner may be
  * busy with a slow table for a long time), which is the only one to
