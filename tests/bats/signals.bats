@@ -165,7 +165,7 @@ daemon_of() {
 		# it timeout says 124 whenever its alarm fired, also when the
 		# launcher had just exited 0 with the mount ready (timeout's
 		# alarm and its reaping of the child race; no launcher can
-		# close that window), and such a run would pass for a leak.
+		# close that window), and such a run would look like a leak.
 		run --separate-stderr as_user bash -c \
 			'timeout --preserve-status "$1" "$2" "$3" "$4"; s=$?
 			 if grep -qF " $4 " /proc/self/mountinfo; then echo mounted; fi
