@@ -139,6 +139,12 @@ static int check_header(struct img *img, const struct qcow2_header *h,
 	if (h->magic != QCOW2_MAGIC)
 		return img_err(err, -EINVAL, "%s: not a qcow2 image (bad "
 			       "magic 0x%08" PRIx32 ")", img->path, h->magic);
+	/* QEMU's older qcow format shares the magic; name it, because
+	 * "qcow2 version 1" reads like a damaged qcow2. */
+	if (h->version == 1)
+		return img_err(err, -EINVAL, "%s: qcow (version 1) images are "
+			       "not supported; imgfs reads qcow2 (convert it "
+			       "with 'qemu-img convert -O qcow2')", img->path);
 	if (h->version != 2 && h->version != 3)
 		return img_err(err, -EINVAL, "%s: qcow2 version %" PRIu32
 			       " is not supported (only 2 and 3)", img->path,

@@ -76,6 +76,12 @@ fails_with() {
 		fails_with "imgfs: $PWD/img.$fmt: $name images are not supported; imgfs reads raw, qcow2, vmdk, vpc (vhd), vhdx, vdi, ova (convert it with 'qemu-img convert -O qcow2', or give --format=raw to see the file's bytes)" \
 			"$PWD/img.$fmt" "$MNT"
 	done
+	# QEMU's old qcow shares qcow2's magic: named as itself, not as a
+	# qcow2 of a strange version.
+	qemu-img create -q -f qcow img.qcow 16M
+	give_to_user img.qcow
+	fails_with "imgfs: $PWD/img.qcow: qcow (version 1) images are not supported; imgfs reads qcow2 (convert it with 'qemu-img convert -O qcow2')" \
+		"$PWD/img.qcow" "$MNT"
 	IMG=$PWD/img.qed
 	mount_image -o ro --format=raw
 	as_user cmp "$MNT/disk" img.qed
