@@ -41,13 +41,22 @@ static void usage(FILE *out)
 		"                          local (default) only inside the image's\n"
 		"                          folder, follow any path, deny none\n"
 		"  -o cache_size=BYTES     metadata cache size (default 1M)\n"
+		"  -o files_idle=SECONDS   close a filesystem under files/ after\n"
+		"                          this long unused (default 60, 0: never)\n"
 		"  --disk N                the Nth disk of an OVA archive (default 1;\n"
 		"                          also -o disk=N); refused for other formats\n"
 		"  -h, --help              show this help\n"
 		"  -V, --version           show the version\n"
 		"\n"
 		"Generic mount options (rw, nodev, nosuid, noexec, noatime, ...) are\n"
-		"accepted, so mount -t fuse.imgfs and /etc/fstab work.\n");
+		"accepted, so mount -t fuse.imgfs and /etc/fstab work.\n"
+		"\n"
+		"Without FUSE, the same reads as commands (imgfs COMMAND --help):\n"
+		"  imgfs info IMAGE [--json]\n"
+		"  imgfs ls [-l] [-R] IMAGE [PLACE]\n"
+		"  imgfs cat IMAGE PLACE\n"
+		"  imgfs cp IMAGE PLACE DEST\n"
+		"  imgfs tar IMAGE PLACE\n");
 }
 
 /* Options the kernel (through libfuse's mount) understands. */

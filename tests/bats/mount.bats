@@ -146,7 +146,15 @@ load helpers
 @test "--help prints the usage on stdout and exits 0; --version prints the version" {
 	run -0 --separate-stderr "$IMGFS" --help
 	[[ ${lines[0]} == "Usage: imgfs [OPTIONS] IMAGE MOUNTPOINT" ]]
-	[[ $output == *"--format FORMAT"* && $output == *"-o backing=local|follow|deny"* ]]
+	# Every option of the mount and every command is named.
+	local word
+	for word in "--format FORMAT" "-o backing=local|follow|deny" \
+		    "-o cache_size=BYTES" "-o files_idle=SECONDS" "--disk N" \
+		    "-o ro" "-o allow_other" "imgfs info IMAGE" "imgfs ls " \
+		    "imgfs cat IMAGE PLACE" "imgfs cp IMAGE PLACE DEST" \
+		    "imgfs tar IMAGE PLACE"; do
+		[[ $output == *"$word"* ]] || { echo "--help does not name '$word'" >&2; return 1; }
+	done
 	assert_eq "$stderr" ""
 	run -0 --separate-stderr "$IMGFS" --version
 	assert_eq "$output" "imgfs 0.1.0"
