@@ -84,27 +84,27 @@ static const char common_help[] =
 	"Exit status: 0 success, 1 failure (some file could not be read or\n"
 	"written), 2 bad command line.\n";
 
-static int parse_backing(const char *v, struct cli_opts *o)
+int cli_parse_backing(const char *value, enum img_backing_policy *policy_r)
 {
-	if (strcmp(v, "local") == 0)
-		o->backing = IMG_BACKING_LOCAL;
-	else if (strcmp(v, "follow") == 0)
-		o->backing = IMG_BACKING_FOLLOW;
-	else if (strcmp(v, "deny") == 0)
-		o->backing = IMG_BACKING_DENY;
+	if (strcmp(value, "local") == 0)
+		*policy_r = IMG_BACKING_LOCAL;
+	else if (strcmp(value, "follow") == 0)
+		*policy_r = IMG_BACKING_FOLLOW;
+	else if (strcmp(value, "deny") == 0)
+		*policy_r = IMG_BACKING_DENY;
 	else {
 		fprintf(stderr, "imgfs: unknown backing policy '%s' (use "
-			"local, follow or deny)\n", v);
+			"local, follow or deny)\n", value);
 		return -EINVAL;
 	}
 	return 0;
 }
 
-static int parse_format(const char *v, struct cli_opts *o)
+int cli_parse_format(const char *value, enum img_format *format_r)
 {
-	if (img_format_from_name(v, &o->format) < 0) {
+	if (img_format_from_name(value, format_r) < 0) {
 		fprintf(stderr, "imgfs: unknown format '%s' (use one of: %s)\n",
-			v, img_format_names());
+			value, img_format_names());
 		return -EINVAL;
 	}
 	return 0;
@@ -143,10 +143,10 @@ static int parse_o(char *list, struct cli_opts *o)
 		if (v)
 			*v++ = '\0';
 		if (v && strcmp(tok, "backing") == 0) {
-			if (parse_backing(v, o) < 0)
+			if (cli_parse_backing(v, &o->backing) < 0)
 				return -EINVAL;
 		} else if (v && strcmp(tok, "format") == 0) {
-			if (parse_format(v, o) < 0)
+			if (cli_parse_format(v, &o->format) < 0)
 				return -EINVAL;
 		} else if (v && strcmp(tok, "disk") == 0) {
 			if (cli_parse_disk(v, &o->disk) < 0)
@@ -198,7 +198,7 @@ int cli_parse(int argc, char **argv, const char *flags, const char *usage,
 			printf("Usage: %s\n%s", usage, common_help);
 			return 1;
 		case 'F':
-			if (parse_format(optarg, o) < 0)
+			if (cli_parse_format(optarg, &o->format) < 0)
 				return CLI_EXIT_USAGE;
 			break;
 		case 'o':

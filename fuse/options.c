@@ -102,16 +102,6 @@ static int parse_size(const char *s, size_t *out)
 	return 0;
 }
 
-static int parse_format(const char *s, enum img_format *fmt)
-{
-	if (img_format_from_name(s, fmt) < 0) {
-		fprintf(stderr, "imgfs: unknown format '%s' (use one of: %s)\n",
-			s, img_format_names());
-		return -EINVAL;
-	}
-	return 0;
-}
-
 static void add_kernel_opt(struct ifs_options *opts, const char *opt)
 {
 	size_t used = strlen(opts->kernel_opts);
@@ -134,19 +124,9 @@ static int parse_one_option(struct ifs_options *opts, char *opt)
 	} else if (strcmp(opt, "allow_other") == 0 && !value) {
 		opts->allow_other = true;
 	} else if (strcmp(opt, "backing") == 0 && value) {
-		if (strcmp(value, "local") == 0)
-			opts->backing = IMG_BACKING_LOCAL;
-		else if (strcmp(value, "follow") == 0)
-			opts->backing = IMG_BACKING_FOLLOW;
-		else if (strcmp(value, "deny") == 0)
-			opts->backing = IMG_BACKING_DENY;
-		else {
-			fprintf(stderr, "imgfs: unknown backing policy '%s' "
-				"(use local, follow or deny)\n", value);
-			return -EINVAL;
-		}
+		return cli_parse_backing(value, &opts->backing);
 	} else if (strcmp(opt, "format") == 0 && value) {
-		return parse_format(value, &opts->format);
+		return cli_parse_format(value, &opts->format);
 	} else if (strcmp(opt, "disk") == 0 && value) {
 		return cli_parse_disk(value, &opts->disk);
 	} else if (strcmp(opt, "cache_size") == 0 && value) {
@@ -238,7 +218,7 @@ int ifs_parse_options(int argc, char **argv, struct ifs_options *opts)
 				return -EINVAL;
 			break;
 		case 'F':
-			if (parse_format(optarg, &opts->format) < 0)
+			if (cli_parse_format(optarg, &opts->format) < 0)
 				return -EINVAL;
 			break;
 		case 'D':

@@ -49,6 +49,11 @@ int cli_scan_img_cancellable(struct img *img, bool (*cancelled)(void *ctx),
  * (from 1) into *disk_r; prints one line naming the value and returns
  * -EINVAL when it is not one. */
 int cli_parse_disk(const char *value, unsigned *disk_r);
+/* The same for -o backing=local|follow|deny and for a format name
+ * (--format, -o format=): one line naming the value, and -EINVAL, when
+ * it is not one. The mount and the commands take the same words. */
+int cli_parse_backing(const char *value, enum img_backing_policy *policy_r);
+int cli_parse_format(const char *value, enum img_format *format_r);
 
 /* True for the filesystem types (libblkid's names) imgfs reads files of. */
 bool cli_fs_type_readable(const char *fs_type);
