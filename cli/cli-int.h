@@ -130,6 +130,9 @@ struct cli_place {
 	char *blockfile;
 	char *path;   /* normalised: "/" or "/a/b"; NULL when none */
 };
+/* The ':' that ends BLOCKFILE in a place, or NULL (none, or the place
+ * is a snapshot folder or goes below files/). */
+const char *cli_place_colon(const char *arg);
 int cli_place_parse(struct cli_session *s, const char *arg,
 		    struct cli_place *p);
 void cli_place_free(struct cli_place *p);

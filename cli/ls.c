@@ -513,11 +513,12 @@ int cli_cmd_ls(int argc, char **argv)
 	v.s = &s;
 	fstat(img_fd(s.img), &v.img_st);
 	place = nb == 2 ? pos[1] : "";
-	if (!strchr(place, ':') && (alias = cli_files_alias(place)) != NULL)
+	if (!cli_place_colon(place) &&
+	    (alias = cli_files_alias(place)) != NULL)
 		place = alias;
 	if (!place[0] || strcmp(place, "/") == 0)
 		ret = list_disk_root(&v, &s.active, true, &l);
-	else if (strchr(place, ':'))
+	else if (cli_place_colon(place))
 		ret = 1;
 	else
 		ret = list_virtual(&v, place, &l);

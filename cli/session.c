@@ -483,29 +483,40 @@ char *cli_files_alias(const char *name)
 	return out;
 }
 
-int cli_place_parse(struct cli_session *s, const char *arg,
-		    struct cli_place *p)
+/* The ':' between BLOCKFILE and PATH in arg, or NULL. A snapshot folder
+ * name may hold ':' (it ends at the next '/'), and a place going below
+ * files/ is a guest path whose names may hold ':' too (File::Temp.3perl),
+ * so neither is split there. */
+const char *cli_place_colon(const char *arg)
 {
-	CLEANUP_FREE char *alias = NULL;
-	const char *colon = NULL;
+	const char *c = arg;
 
-	memset(p, 0, sizeof(*p));
-	if (!strchr(arg, ':') && (alias = cli_files_alias(arg)) != NULL)
-		arg = alias;
 	if (strncmp(arg, "snapshots/", 10) == 0) {
-		/* NAME may hold ':'; it ends at the next '/'. */
-		const char *c = arg;
-
 		/* Walked by hand: GCC's overread check (with ASan) takes
 		 * arg + 10 for a pointer past a 10-byte literal. */
 		for (size_t i = 0; i < 10; i++)
 			c++;
 		while (*c && *c != '/')
 			c++;
-		colon = *c ? strchr(c, ':') : NULL;
-	} else {
-		colon = strchr(arg, ':');
+		if (!*c)
+			return NULL;
+		c++;
 	}
+	if (strncmp(c, "files/", 6) == 0)
+		return NULL;
+	return strchr(c, ':');
+}
+
+int cli_place_parse(struct cli_session *s, const char *arg,
+		    struct cli_place *p)
+{
+	CLEANUP_FREE char *alias = NULL;
+	const char *colon;
+
+	memset(p, 0, sizeof(*p));
+	if (!cli_place_colon(arg) && (alias = cli_files_alias(arg)) != NULL)
+		arg = alias;
+	colon = cli_place_colon(arg);
 	p->blockfile = colon ? strndup(arg, (size_t)(colon - arg)) :
 			       strdup(arg);
 	if (!p->blockfile)

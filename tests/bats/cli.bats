@@ -281,6 +281,34 @@ files/p3 no no filesystem found"
 	run -0 qemu-img check "$IMG"
 }
 
+@test "a ':' in a snapshot's name or in a guest file's name under files/ is part of the name, not a place's BLOCKFILE: end" {
+	# Perl's man pages are named like File::Temp.3perl, and qemu-img
+	# snapshot -c takes any name.
+	mkdir -p colon/man3
+	echo perl >'colon/man3/File::Temp.3perl'
+	truncate -s 16M colon.img
+	mkfs.ext4 -q -F -d colon colon.img
+	qemu-img convert -f raw -O qcow2 colon.img "$IMG"
+	qemu-img snapshot -c 'pre:update' "$IMG"
+	run -0 nofuse "$IMGFS" cat "$IMG" 'files/disk/man3/File::Temp.3perl'
+	assert_eq "$output" perl
+	run -0 nofuse "$IMGFS" ls "$IMG" 'files/disk/man3/File::Temp.3perl'
+	assert_eq "$output" 'File::Temp.3perl'
+	run -0 nofuse "$IMGFS" ls "$IMG" 'snapshots/pre:update'
+	assert_eq "$output" $'disk\nfiles'
+	run -0 nofuse "$IMGFS" ls "$IMG" 'snapshots/pre:update/files'
+	assert_eq "$output" disk
+	run -0 nofuse "$IMGFS" ls "$IMG" 'snapshots/pre:update/files/disk/man3'
+	assert_eq "$output" 'File::Temp.3perl'
+	run -0 nofuse "$IMGFS" cat "$IMG" \
+		'snapshots/pre:update/files/disk/man3/File::Temp.3perl'
+	assert_eq "$output" perl
+	run -0 nofuse "$IMGFS" cat "$IMG" 'snapshots/pre:update/disk:/man3/File::Temp.3perl'
+	assert_eq "$output" perl
+	run -1 nofuse "$IMGFS" cat "$IMG" 'snapshots/pre:update'
+	assert_eq "$output" "imgfs: $IMG: snapshots/pre:update: a snapshot folder, not a block file (use snapshots/pre:update/disk or snapshots/pre:update/pN)"
+}
+
 @test "a closed stdout ends cat and tar quietly with a non-zero status" {
 	make_cli_disk
 	run -0 nofuse bash -c '"$1" cat "$2" p1 | head -c 10 >/dev/null; echo "${PIPESTATUS[0]}"' cat "$IMGFS" "$IMG"
