@@ -2,7 +2,8 @@
  *
  * Written from Microsoft's FAT specification ("FAT32 File System
  * Specification", 1.03): the BPB in the boot sector, the FAT type decided
- * by the cluster count alone (< 4085 FAT12, < 65525 FAT16, else FAT32),
+ * by the cluster count (< 4085 FAT12, < 65525 FAT16, else FAT32) unless
+ * the BPB has no 16-bit FAT size (then FAT32, as Linux and mtools read it),
  * the fixed root directory region of FAT12/16 and the root cluster of
  * FAT32, 32-byte directory entries, VFAT long-name entries (sequence
  * numbers, 0x40 last-entry flag, checksum of the short name), and the
@@ -1529,7 +1530,14 @@ static int fat_open(struct img *img, void **priv_r, struct img_err *err)
 	if (!fs)
 		return img_err(err, -ENOMEM, "out of memory");
 	fs->img = img;
-	fs->bits = nb_clusters < 4085 ? 12 : nb_clusters < 65525 ? 16 : 32;
+	/* A BPB without a 16-bit FAT size is FAT32's whatever the cluster
+	 * count: mkfs.fat -F 32 makes such volumes below 65525 clusters
+	 * (small EFI partitions), and Linux and mtools read them so. */
+	if (get_le16(bs + 22) == 0)
+		fs->bits = 32;
+	else
+		fs->bits = nb_clusters < 4085 ? 12 : nb_clusters < 65525 ? 16
+									 : 32;
 	fs->bytes_per_sector = bps;
 	fs->cluster_bytes = bps * spc;
 	fs->nb_clusters = (uint32_t)nb_clusters;

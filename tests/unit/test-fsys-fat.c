@@ -852,6 +852,19 @@ static void test_damage(void)
 				  "active FAT 5 of 2");
 		cases += 2;
 	}
+	/* A FAT32 of fewer than 65525 clusters (mkfs.fat -F 32 makes them
+	 * with a warning; small EFI partitions): FAT32 by its BPB, which
+	 * has no 16-bit FAT size and no fixed root, as Linux reads it.
+	 * The total cut to 40000 sectors leaves about 38700 clusters; a.bin
+	 * lies in the first ones. */
+	fresh(pristine32);
+	patch32(32, 40000);
+	open_work(&fi);
+	assert(lookup_path(fi.fs, "a.bin", &st) == 0);
+	assert(st.size == 2048);
+	assert(fsys_read(fi.fs, st.ino, buf, 2048, 0) == 2048);
+	assert(buf[0] == 'a' && buf[2047] == 'a');
+	close_fat(&fi), cases++;
 	fresh(pristine);
 	patch16(22, 0);
 	patch32(36, 0);
