@@ -397,6 +397,8 @@ static void ext_close(void *priv)
 	free(ext);
 }
 
+static int check_root(struct ext_fs *ext, struct img_err *err);
+
 static int ext_open(struct img *img, void **priv_r, struct img_err *err)
 {
 	struct ext2_super_block sb;
@@ -467,6 +469,9 @@ static int ext_open(struct img *img, void **priv_r, struct img_err *err)
 	ext->inode_size = EXT2_INODE_SIZE(ext->fs->super);
 	ext->has_filetype = ext2fs_has_feature_filetype(ext->fs->super);
 	ext2fs_create_inode_cache(ext->fs, 64);
+	ret = check_root(ext, err);
+	if (ret < 0)
+		goto err_close;
 	*priv_r = ext;
 	return 0;
 
@@ -531,6 +536,27 @@ static int read_inode_locked(struct ext_fs *ext, uint64_t ino,
 	default:
 		return -EIO; /* free or damaged */
 	}
+}
+
+/* Read once at open: without its root folder a filesystem shows nothing
+ * (the kernel refuses to mount it), so the open fails saying why rather
+ * than every path giving a bare EIO. */
+static int check_root(struct ext_fs *ext, struct img_err *err)
+{
+	struct ext2_inode_large in;
+	errcode_t code;
+
+	memset(&in, 0, sizeof(in));
+	code = ext2fs_read_inode_full(ext->fs, EXT2_ROOT_INO,
+				      (struct ext2_inode *)&in, sizeof(in));
+	if (code)
+		return img_err(err, ext_errno(code) == -ENOMEM ? -ENOMEM : -EIO,
+			       "ext: the root folder (inode 2) cannot be read: "
+			       "%s", error_message(code));
+	if (!LINUX_S_ISDIR(in.i_mode))
+		return img_err(err, -EIO, "ext: the root folder (inode 2) is "
+			       "not a folder (mode 0%o)", in.i_mode);
+	return 0;
 }
 
 static void inode_info(uint64_t ino, const struct ext2_inode_large *in,
