@@ -27,8 +27,9 @@
  * size, group sizes, inode size, a filesystem no larger than the image).
  * Refused: compression, an external journal needing recovery, journal
  * devices, fast-commit replay. Encrypted directories are listed with
- * their names as stored (names with '/' or NUL bytes are left out), and
- * reading an encrypted file or link gives -ENOKEY. Casefolded directories
+ * the kernel's no-key names (those of ciphertext past 149 bytes, named
+ * by a SHA-256 there, are left out), and reading an encrypted file or
+ * link gives -ENOKEY. Casefolded directories
  * are listed as stored and looked up by exact name.
  */
 #include "ext-int.h"
@@ -741,12 +742,59 @@ static unsigned rec_len_of(const struct ext_fs *ext, const uint8_t *p)
 	return (raw & 65532) | ((raw & 3) << 16);
 }
 
+/* How the names of an encrypted directory are shown without its key:
+ * as the kernel's "no-key" names (fscrypt_fname_disk_to_usr), the
+ * unpadded base64url of the name's two 32-bit htree hashes (zero when
+ * the kernel lists the directory linearly) and its ciphertext. */
+struct nokey {
+	bool on;
+	bool hashed;
+	int hash_version;
+	const uint32_t *seed;
+};
+
+/* The no-key name of ciphertext name[0, len) in out (256 bytes); 0, or
+ * -ENAMETOOLONG past 149 bytes, which the kernel shows by a SHA-256 this
+ * reader does not compute (such names are left out). */
+static int nokey_name(const struct nokey *nk, const char *name, unsigned len,
+		      char *out)
+{
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	ext2_dirhash_t hash = 0, minor = 0;
+	uint8_t raw[8 + 149];
+	size_t n = 8 + len, o = 0;
+	unsigned acc = 0, bits = 0;
+
+	if (len > 149)
+		return -ENAMETOOLONG;
+	if (nk->hashed &&
+	    ext2fs_dirhash2(nk->hash_version, name, (int)len, NULL, 0,
+			    nk->seed, &hash, &minor) != 0)
+		hash = minor = 0;
+	put_le32(raw, hash);
+	put_le32(raw + 4, minor);
+	memcpy(raw + 8, name, len);
+	for (size_t i = 0; i < n; i++) {
+		acc = acc << 8 | raw[i];
+		bits += 8;
+		while (bits >= 6) {
+			bits -= 6;
+			out[o++] = b64[(acc >> bits) & 63];
+		}
+	}
+	if (bits)
+		out[o++] = b64[(acc << (6 - bits)) & 63];
+	out[o] = 0;
+	return 0;
+}
+
 /* Walks the entries of region [start, end) of buf, from those at or
  * after resume. cookie_base | offset is an entry's cookie; next_end is
  * the cookie after the region's last entry. */
 static int walk_region(struct ext_fs *ext, const uint8_t *buf, size_t start,
 		       size_t end, size_t resume, uint64_t cookie_base,
-		       uint64_t next_end, bool encrypted, dir_cb cb, void *ctx)
+		       uint64_t next_end, const struct nokey *nk, dir_cb cb,
+		       void *ctx)
 {
 	size_t off = start;
 
@@ -769,16 +817,21 @@ static int walk_region(struct ext_fs *ext, const uint8_t *buf, size_t start,
 			bool dot = (name_len == 1 && name[0] == '.') ||
 				   (name_len == 2 && name[0] == '.' &&
 				    name[1] == '.');
+			char shown[256];
 			uint64_t next = off + rec_len >= end
 						? next_end
 						: cookie_base | (off + rec_len);
 
 			if (ino > ext->nb_inodes)
 				return -EIO;
-			/* Stored names of encrypted dirs may hold anything:
-			 * leave out those no path can name. */
-			if (!dot && !(encrypted && (memchr(name, '/', name_len) ||
-						    memchr(name, 0, name_len)))) {
+			if (!dot && nk->on &&
+			    nokey_name(nk, name, name_len, shown) == 0) {
+				int ret = cb(ctx, shown, strlen(shown), ino,
+					     ftype, cookie_base | off, next);
+
+				if (ret != 0)
+					return ret;
+			} else if (!dot && !nk->on) {
 				int ret = cb(ctx, name, name_len, ino, ftype,
 					     cookie_base | off, next);
 
@@ -803,7 +856,7 @@ static int dir_walk(struct ext_fs *ext, uint64_t dir, uint64_t cookie,
 	struct ext_inode_info ii;
 	CLEANUP_FREE uint8_t *buf = NULL;
 	uint64_t nb_lblks, lblk;
-	bool encrypted;
+	struct nokey nk = { 0 };
 	int ret;
 
 	ret = get_inode(ext, dir, &in, &ii);
@@ -811,7 +864,23 @@ static int dir_walk(struct ext_fs *ext, uint64_t dir, uint64_t cookie,
 		return ret;
 	if (!S_ISDIR(ii.mode))
 		return -ENOTDIR;
-	encrypted = ii.flags & EXT4_ENCRYPT_FL;
+	if (ii.flags & EXT4_ENCRYPT_FL) {
+		struct ext2_super_block *sb = ext->fs->super;
+
+		/* The kernel lists a directory by htree (hashes in the
+		 * names) when it is indexed, one block or inline; the
+		 * superblock's hash version stands for the dx root's (the
+		 * kernel sets one from the other). */
+		nk.on = true;
+		nk.hashed = ext2fs_has_feature_dir_index(sb) &&
+			    ((ii.flags & (EXT2_INDEX_FL | EXT4_INLINE_DATA_FL)) ||
+			     ii.size == ext->block_size);
+		nk.hash_version = sb->s_def_hash_version;
+		if (nk.hash_version <= EXT2_HASH_TEA &&
+		    (sb->s_flags & EXT2_FLAGS_UNSIGNED_HASH))
+			nk.hash_version += 3;
+		nk.seed = sb->s_hash_seed;
+	}
 	if (ii.flags & EXT4_INLINE_DATA_FL) {
 		size_t len;
 
@@ -821,14 +890,14 @@ static int dir_walk(struct ext_fs *ext, uint64_t dir, uint64_t cookie,
 		if (len < EXT4_MIN_INLINE_DATA_SIZE)
 			return len < 4 ? -EIO : walk_region(ext, buf, 4, len,
 						     cookie, 0, UINT64_MAX,
-						     encrypted, cb, ctx);
+						     &nk, cb, ctx);
 		ret = walk_region(ext, buf, 4, EXT4_MIN_INLINE_DATA_SIZE,
 				  cookie, 0, EXT4_MIN_INLINE_DATA_SIZE,
-				  encrypted, cb, ctx);
+				  &nk, cb, ctx);
 		if (ret != 0)
 			return ret;
 		return walk_region(ext, buf, EXT4_MIN_INLINE_DATA_SIZE, len,
-				   cookie, 0, UINT64_MAX, encrypted, cb, ctx);
+				   cookie, 0, UINT64_MAX, &nk, cb, ctx);
 	}
 	if (cookie == UINT64_MAX)
 		return 0;
@@ -866,7 +935,7 @@ static int dir_walk(struct ext_fs *ext, uint64_t dir, uint64_t cookie,
 		}
 		ret = walk_region(ext, buf, 0, ext->block_size,
 				  lblk == cookie >> 32 ? (cookie & 0xffffffff) : 0,
-				  lblk << 32, (lblk + 1) << 32, encrypted, cb,
+				  lblk << 32, (lblk + 1) << 32, &nk, cb,
 				  ctx);
 		if (ret != 0)
 			return ret;
