@@ -801,6 +801,7 @@ static int walk_region(struct ext_fs *ext, const uint8_t *buf, size_t start,
 	while (off < end) {
 		const uint8_t *p = buf + off;
 		unsigned rec_len, name_len, ftype;
+		int ret;
 		uint32_t ino;
 
 		if (end - off < 8)
@@ -824,21 +825,22 @@ static int walk_region(struct ext_fs *ext, const uint8_t *buf, size_t start,
 
 			if (ino > ext->nb_inodes)
 				return -EIO;
-			if (!dot && nk->on &&
-			    nokey_name(nk, name, name_len, shown) == 0) {
-				int ret = cb(ctx, shown, strlen(shown), ino,
-					     ftype, cookie_base | off, next);
-
-				if (ret != 0)
-					return ret;
-			} else if (!dot && !nk->on) {
-				int ret = cb(ctx, name, name_len, ino, ftype,
-					     cookie_base | off, next);
-
-				if (ret != 0)
-					return ret;
+			if (dot)
+				goto skip;
+			/* Without the key, the kernel's no-key name; one
+			 * too long for it is left out. */
+			if (nk->on) {
+				if (nokey_name(nk, name, name_len, shown) != 0)
+					goto skip;
+				name = shown;
+				name_len = strlen(shown);
 			}
+			ret = cb(ctx, name, name_len, ino, ftype,
+				 cookie_base | off, next);
+			if (ret != 0)
+				return ret;
 		}
+skip:
 		off += rec_len;
 	}
 	return 0;
